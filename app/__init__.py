@@ -1,0 +1,3 @@
+"""Skill Compass ML service."""
+
+__version__ = "1.0.0"

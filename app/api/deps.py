@@ -1,0 +1,22 @@
+"""Dependency accessors: routes reach the services built at start-up through these."""
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.config import Settings
+from app.services.career.recommender import CareerRecommender
+
+
+def get_settings_dep(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_career(request: Request) -> CareerRecommender:
+    recommender: CareerRecommender = request.app.state.career
+    return recommender
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+CareerDep = Annotated[CareerRecommender, Depends(get_career)]

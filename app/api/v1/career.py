@@ -1,0 +1,76 @@
+"""Career routes: recommendations, analytics, catalog, vocabulary and the active model."""
+
+from fastapi import APIRouter
+
+from app.api.deps import CareerDep
+from app.api.responses import errors
+from app.core.envelope import ok
+from app.models.career import (
+    AnalyzeRequest,
+    AnalyzeResponse,
+    CatalogCareer,
+    InterestVocabulary,
+    ModelInfo,
+    PredictRequest,
+    PredictResponse,
+)
+from app.models.envelope import Envelope
+
+router = APIRouter(prefix="/career", tags=["career"])
+
+# Sync routes on purpose: FastAPI runs them in its thread pool, off the event loop.
+
+
+@router.post(
+    "/predict",
+    response_model=Envelope[PredictResponse],
+    responses=errors(401, 413, 422, 503),
+    summary="Recommend careers for a student",
+)
+def predict(body: PredictRequest, career: CareerDep) -> Envelope[PredictResponse]:
+    """Top-k careers with calibrated probabilities, compatibility, strengths and gaps."""
+    return ok(career.predict(body))
+
+
+@router.post(
+    "/analyze",
+    response_model=Envelope[AnalyzeResponse],
+    responses=errors(401, 413, 422, 503),
+    summary="Explain how well careers fit a student",
+)
+def analyze(body: AnalyzeRequest, career: CareerDep) -> Envelope[AnalyzeResponse]:
+    """Per-feature contributions, cohort percentiles and the changes that would help most."""
+    return ok(career.analyze(body))
+
+
+@router.get(
+    "/careers",
+    response_model=Envelope[list[CatalogCareer]],
+    responses=errors(401, 503),
+    summary="Career catalog",
+)
+def careers(career: CareerDep) -> Envelope[list[CatalogCareer]]:
+    """Careers of the active model first, then the rest of the catalog."""
+    return ok(career.catalog())
+
+
+@router.get(
+    "/interests",
+    response_model=Envelope[InterestVocabulary],
+    responses=errors(401),
+    summary="Interest vocabulary",
+)
+def interests(career: CareerDep) -> Envelope[InterestVocabulary]:
+    """RIASEC dimensions and the interest keywords `interests.keywords` accepts."""
+    return ok(career.vocabulary())
+
+
+@router.get(
+    "/model",
+    response_model=Envelope[ModelInfo],
+    responses=errors(401, 503),
+    summary="Active career model",
+)
+def model(career: CareerDep) -> Envelope[ModelInfo]:
+    """The active model's card, feature spec, careers and metrics."""
+    return ok(career.model_info())

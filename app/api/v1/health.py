@@ -1,0 +1,57 @@
+"""Health probes for orchestrators: overall health, liveness and readiness."""
+
+import time
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from app import __version__
+from app.api.responses import errors
+from app.core.envelope import error_response, ok
+from app.models.envelope import Envelope
+from app.models.health import Health, Liveness, ModelHealth, Readiness
+
+router = APIRouter(prefix="/health", tags=["health"])
+
+
+def _models(request: Request) -> dict[str, ModelHealth]:
+    return {name: ModelHealth(**svc.status()) for name, svc in request.app.state.models.items()}
+
+
+@router.get("", response_model=Envelope[Health], summary="Service health")
+async def health(request: Request) -> Envelope[Health]:
+    """`ok` when every enabled model is loaded, else `degraded`; each model's state and why."""
+    models = _models(request)
+    degraded = any(m.state == "unavailable" for m in models.values())
+    return ok(
+        Health(
+            status="degraded" if degraded else "ok",
+            version=__version__,
+            uptime_seconds=round(time.monotonic() - request.app.state.started_at, 1),
+            models=models,
+        )
+    )
+
+
+@router.get("/live", response_model=Envelope[Liveness], summary="Liveness probe")
+async def live() -> Envelope[Liveness]:
+    """200 while the process can answer."""
+    return ok(Liveness(status="alive"))
+
+
+@router.get(
+    "/ready",
+    response_model=Envelope[Readiness],
+    responses={503: errors(503)[503]},
+    summary="Readiness probe",
+)
+async def ready(request: Request) -> Envelope[Readiness] | JSONResponse:
+    """200 only when every enabled model is loaded; else 503 with the reasons."""
+    reasons = [
+        f"{name}: {m.error}" for name, m in _models(request).items() if m.state == "unavailable"
+    ]
+    if reasons:
+        return error_response(
+            503, "NOT_READY", "Not every enabled model is loaded.", [{"reason": r} for r in reasons]
+        )
+    return ok(Readiness(ready=True, reasons=[]))

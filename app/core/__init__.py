@@ -1,0 +1,1 @@
+"""Cross-cutting plumbing: errors, envelope, logging, middleware, security."""

@@ -1,0 +1,36 @@
+"""The one envelope builder: successes and errors are shaped here and nowhere else."""
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from fastapi.responses import JSONResponse
+
+from app.core.context import elapsed_ms, request_id_var
+from app.models.envelope import Envelope, ErrorBody, Meta
+
+T = TypeVar("T")
+
+
+def meta() -> Meta:
+    return Meta(request_id=request_id_var.get(), duration_ms=elapsed_ms())
+
+
+def ok(data: T) -> Envelope[T]:
+    """Wrap a route's result in the success envelope."""
+    return Envelope[T](success=True, data=data, meta=meta())
+
+
+def error_response(
+    status_code: int,
+    code: str,
+    message: str,
+    details: list[dict[str, Any]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """The error envelope as a ready response."""
+    body = Envelope[None](
+        success=False,
+        error=ErrorBody(code=code, message=message, details=details or []),
+        meta=meta(),
+    )
+    return JSONResponse(body.model_dump(mode="json"), status_code=status_code, headers=headers)

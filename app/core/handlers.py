@@ -1,0 +1,69 @@
+"""Maps every error (ours, FastAPI's validation, Starlette's HTTP errors) to the envelope."""
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.core.envelope import error_response
+from app.core.exceptions import AppError
+
+_HTTP_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+}
+
+
+def validation_details(errors: list[dict[str, Any]] | Any) -> list[dict[str, Any]]:
+    """Pydantic errors as `{field, message, type}`; the rejected input is never echoed back."""
+    details = []
+    for err in errors:
+        loc = [str(part) for part in err.get("loc", ()) if part not in ("body", "query", "path")]
+        field = ".".join(loc) or "body"
+        message = err.get("msg", "invalid value")
+        if err.get("type") == "json_invalid":
+            field, message = "body", "The body is not valid JSON."
+        elif err.get("type") == "missing" and field == "body":
+            message = "A JSON body is required."
+        details.append({"field": field, "message": message, "type": err.get("type", "invalid")})
+    return details
+
+
+async def _app_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    return error_response(exc.status_code, exc.code, exc.message, exc.details)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    details = validation_details(exc.errors())
+    noun = "field" if len(details) == 1 else "fields"
+    return error_response(
+        422, "VALIDATION_ERROR", f"The request has {len(details)} invalid {noun}.", details
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
+    if exc.status_code == 404 and exc.detail == "Not Found":
+        message = f"No route matches {request.method} {request.url.path}."
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}."
+    else:
+        message = str(exc.detail)
+    return error_response(exc.status_code, code, message, headers=exc.headers)
+
+
+def register_exception_handlers(app: FastAPI) -> None:
+    """Install the handlers; unexpected exceptions are handled by the request middleware."""
+    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)

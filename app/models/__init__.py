@@ -1,0 +1,1 @@
+"""Pydantic schemas: the envelope and every request and response."""

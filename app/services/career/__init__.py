@@ -1,0 +1,1 @@
+"""Career recommendation: features, bundles, training and the recommender service."""

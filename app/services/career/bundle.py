@@ -1,0 +1,280 @@
+"""Career model bundles on disk: one directory per version, an atomic pointer to the active one.
+
+CAREER_MODEL_DIR/
+  ACTIVE                 the active version's name (replaced atomically)
+  <version>/manifest.json  version, feature spec, classes, metrics, data hash, sha256 per artifact
+  <version>/pipeline.joblib, reference.json, catalog.json, MODEL_CARD.md
+
+A version is written into a hidden temporary directory and renamed into place, so a crash
+leaves either a complete version or none. Artifacts are checked against the manifest's
+sha256 before anything is unpickled.
+"""
+
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import sklearn
+
+from app.core.exceptions import InvalidInput, ModelUnavailable, NotFound
+from app.services.career.catalog import Career, load_catalog
+from app.services.career.features import FeatureSpec
+from app.services.career.training import PreparedData, TrainedModel
+
+ACTIVE_POINTER = "ACTIVE"
+MANIFEST = "manifest.json"
+PIPELINE = "pipeline.joblib"
+REFERENCE = "reference.json"
+CATALOG = "catalog.json"
+MODEL_CARD = "MODEL_CARD.md"
+_VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+class BundleError(Exception):
+    """A bundle is missing, incomplete or fails its checksums; the message says which."""
+
+
+@dataclass
+class CareerBundle:
+    """A loaded model version: everything the recommender needs at run time."""
+
+    version: str
+    path: Path
+    manifest: dict[str, Any]
+    estimator: Any
+    spec: FeatureSpec
+    classes: list[str]
+    reference: dict[str, Any]
+    catalog: dict[str, Career]
+    model_card: str
+
+
+def validate_version_name(version: str) -> str:
+    """Refuse names that could escape the model directory or hide files."""
+    if not _VERSION_NAME.match(version) or ".." in version:
+        raise InvalidInput(
+            "Invalid model version name.",
+            details=[{"field": "version", "message": "letters, digits, '.', '_' and '-' only"}],
+        )
+    return version
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def new_version_name(source: str, data_hash: str) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return f"{source}-{stamp}-{data_hash[:8]}"
+
+
+class ModelStore:
+    """The versioned model directory shared by every process of the service."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def version_path(self, version: str) -> Path:
+        return self.root / validate_version_name(version)
+
+    def active_version(self) -> str | None:
+        try:
+            name = (self.root / ACTIVE_POINTER).read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        return name or None
+
+    def versions(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in self.root.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file()
+        )
+
+    def read_manifest(self, version: str) -> dict[str, Any]:
+        path = self.version_path(version) / MANIFEST
+        if not path.is_file():
+            raise NotFound(f"Model version '{version}' does not exist.")
+        manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return manifest
+
+    def set_active(self, version: str) -> None:
+        """Point ACTIVE at a version: write a temp file, then rename over the pointer."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".active-", dir=self.root)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(version + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, self.root / ACTIVE_POINTER)
+
+    def load(self, version: str) -> CareerBundle:
+        """Load a version after checking every artifact against its manifest."""
+        path = self.version_path(version)
+        try:
+            manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise BundleError(f"model version '{version}' has no manifest at {path}") from exc
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BundleError(
+                f"model version '{version}' has an unreadable manifest: {exc}"
+            ) from exc
+        for name, expected in manifest.get("artifacts", {}).items():
+            artifact = path / name
+            if not artifact.is_file():
+                raise BundleError(f"model version '{version}' is missing {name}")
+            if sha256_file(artifact) != expected:
+                raise BundleError(f"model version '{version}': {name} fails its sha256 check")
+        if set(manifest.get("artifacts", {})) != {PIPELINE, REFERENCE, CATALOG, MODEL_CARD}:
+            raise BundleError(f"model version '{version}' does not list every artifact")
+        try:
+            estimator = joblib.load(path / PIPELINE)
+        except Exception as exc:  # a checksummed file that still fails: a library mismatch
+            raise BundleError(f"model version '{version}' failed to load: {exc}") from exc
+        catalog = load_catalog(json.loads((path / CATALOG).read_text(encoding="utf-8")))
+        return CareerBundle(
+            version=version,
+            path=path,
+            manifest=manifest,
+            estimator=estimator,
+            spec=FeatureSpec.from_list(manifest["feature_spec"]),
+            classes=list(manifest["classes"]),
+            reference=json.loads((path / REFERENCE).read_text(encoding="utf-8")),
+            catalog={c.name: c for c in catalog},
+            model_card=(path / MODEL_CARD).read_text(encoding="utf-8"),
+        )
+
+    def load_active(self) -> CareerBundle:
+        version = self.active_version()
+        if version is None:
+            raise ModelUnavailable(
+                f"No active career model in {self.root}: build one with `python -m research.train_career`."
+            )
+        try:
+            return self.load(version)
+        except BundleError as exc:
+            raise ModelUnavailable(f"The active career model cannot be loaded: {exc}") from exc
+
+    def write(
+        self,
+        trained: TrainedModel,
+        data: PreparedData,
+        *,
+        catalog: list[Career],
+        source: str,
+        description: str,
+    ) -> str:
+        """Write a new version atomically and return its name (it is not activated)."""
+        version = new_version_name(source, data.data_hash)
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=self.root))
+        try:
+            joblib.dump(trained.estimator, staging / PIPELINE)
+            _write_json(staging / REFERENCE, trained.reference)
+            _write_json(staging / CATALOG, {"careers": [c.to_dict() for c in catalog]})
+            created_at = datetime.now(UTC).isoformat(timespec="seconds")
+            manifest: dict[str, Any] = {
+                "version": version,
+                "created_at": created_at,
+                "source": source,
+                "description": description,
+                "feature_spec": trained.spec.to_list(),
+                "classes": trained.classes,
+                "metrics": trained.metrics,
+                "data": {"sha256": data.data_hash, **data.report},
+                "libraries": {
+                    "python": platform.python_version(),
+                    "scikit-learn": sklearn.__version__,
+                    "numpy": np.__version__,
+                    "joblib": joblib.__version__,
+                },
+            }
+            (staging / MODEL_CARD).write_text(model_card(manifest), encoding="utf-8")
+            manifest["artifacts"] = {
+                name: sha256_file(staging / name)
+                for name in (PIPELINE, REFERENCE, CATALOG, MODEL_CARD)
+            }
+            _write_json(staging / MANIFEST, manifest)
+            for item in staging.iterdir():
+                _fsync(item)
+            staging.chmod(0o755)  # mkdtemp makes it private; readers may be other users
+            os.replace(staging, self.root / version)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return version
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _fsync(path: Path) -> None:
+    with path.open("rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def model_card(manifest: dict[str, Any]) -> str:
+    """A short human-readable card: what the model is, what data, how well, caveats."""
+    holdout = manifest["metrics"]["holdout"]
+    data = manifest["data"]
+    synthetic = manifest["source"] == "synthetic"
+    lines = [
+        f"# Career model {manifest['version']}",
+        "",
+        manifest["description"],
+        "",
+        "## Data",
+    ]
+    if synthetic:
+        lines += [
+            "**The training data is synthetic.** It was generated by `research/synthetic_students.py`",
+            "from the career catalog; no real student is in it. The model shows how the service",
+            "works; real deployments retrain on their own outcomes (`POST /api/v1/career/retrain`).",
+        ]
+    lines += [
+        "",
+        f"- rows received: {data['rows_received']}, used (one per student): {data['rows_used']}",
+        f"- data sha256: `{data['sha256']}`",
+        f"- features: {', '.join(data['features'])}",
+        f"- careers: {len(manifest['classes'])}",
+        "",
+        "## Model",
+        f"- chosen by grouped cross-validation (log loss): {manifest['metrics']['chosen_model']}",
+        "- probabilities calibrated with a sigmoid per career on cross-validated predictions",
+        "",
+        "## Held-out metrics",
+        f"Measured on {holdout['rows']} students the model never saw (no student on both sides):",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| top-1 accuracy | {holdout['top1_accuracy']} |",
+        f"| top-3 accuracy | {holdout['top3_accuracy']} |",
+        f"| macro F1 | {holdout['macro_f1']} |",
+        f"| log loss | {holdout['log_loss']} |",
+        f"| majority-class baseline (top-1) | {holdout['baseline_top1_accuracy']} |",
+        "",
+        "## Use and limits",
+        "- Suggestions for a conversation with a counsellor, not a decision about a student.",
+        "- Names, emails, ids and gender are never features.",
+        "- Probabilities describe students like those in the training data; they do not",
+        "  transfer to populations the data does not represent.",
+    ]
+    return "\n".join(lines) + "\n"

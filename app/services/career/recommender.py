@@ -1,0 +1,498 @@
+"""CareerRecommender: holds the active career model and answers predict/analyze/catalog."""
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from app.core.exceptions import InvalidInput, ModelUnavailable
+from app.models.career import (
+    AnalyzeRequest,
+    AnalyzeResponse,
+    CareerAnalysis,
+    CareerRef,
+    CatalogCareer,
+    CohortComparison,
+    Compatibility,
+    Contribution,
+    FitPoint,
+    Improvement,
+    InterestKeyword,
+    InterestVocabulary,
+    ModelInfo,
+    PredictRequest,
+    PredictResponse,
+    Recommendation,
+    StudentProfile,
+)
+from app.services.career.bundle import CareerBundle, ModelStore
+from app.services.career.catalog import Career, career_id
+from app.services.career.features import (
+    INTEREST_KEYWORDS,
+    RIASEC,
+    StudentRow,
+    build_row,
+)
+
+logger = logging.getLogger(__name__)
+
+STRENGTH_PERCENTILE = 60.0
+GAP_PERCENTILE = 40.0
+KEY_SUBJECTS_WHEN_UNCATALOGUED = 3
+# What "a realistic change" means for the improvement suggestions.
+SUBJECT_STEP = 10.0
+STUDY_HOURS_STEP = 5.0
+ABSENCE_STEP = 3.0
+MAX_IMPROVEMENTS = 3
+
+
+@dataclass(frozen=True)
+class CareerProfile:
+    """What one class of the model is compared on, precomputed at load time."""
+
+    ref: CareerRef
+    key_subjects: dict[str, float]
+    interest_code: np.ndarray | None  # centred, unit-length RIASEC profile from the catalog
+    students: int
+    quantiles: dict[str, np.ndarray]  # feature -> values at the quantile grid
+
+
+class ActiveModel:
+    """A loaded bundle plus the arrays that make explaining it cheap per request."""
+
+    def __init__(self, bundle: CareerBundle) -> None:
+        self.bundle = bundle
+        self.spec = bundle.spec
+        self.classes = bundle.classes
+        self.grid = np.asarray(bundle.reference["quantile_grid"], dtype=float)
+        self.baseline = np.array(
+            [bundle.reference["population_median"][name] for name in self.spec.names]
+        )
+        self.profiles = [self._profile(label) for label in self.classes]
+        self.by_key = {}
+        for i, profile in enumerate(self.profiles):
+            self.by_key[profile.ref.id] = i
+            self.by_key[profile.ref.name.lower()] = i
+        if not hasattr(bundle.estimator, "predict_proba"):
+            raise ModelUnavailable("The career model has no predict_proba.")
+
+    def _profile(self, label: str) -> CareerProfile:
+        ref_stats = self.bundle.reference["careers"][label]
+        quantiles = {
+            name: np.asarray(values, dtype=float)
+            for name, values in ref_stats["quantiles"].items()
+            if values is not None
+        }
+        career = self.bundle.catalog.get(label)
+        key = {
+            s: w for s, w in (career.subjects if career else {}).items() if s in self.spec.subjects
+        }
+        if not key:
+            key = self._distinctive_subjects(quantiles)
+        code = None
+        if career and career.riasec:
+            raw = np.array([career.interest_profile()[d] for d in RIASEC])
+            centred = raw - raw.mean()
+            code = centred / np.linalg.norm(centred)
+        return CareerProfile(
+            ref=CareerRef(id=career_id(label), name=label),
+            key_subjects=key,
+            interest_code=code,
+            students=int(ref_stats["students"]),
+            quantiles=quantiles,
+        )
+
+    def _distinctive_subjects(self, quantiles: dict[str, np.ndarray]) -> dict[str, float]:
+        """Without a catalog entry: the subjects where this cohort's median beats the population's most."""
+        median_at = int(np.searchsorted(self.grid, 50))
+        lift = {
+            s: quantiles[s][median_at] - self.baseline[self.spec.index[s]]
+            for s in self.spec.subjects
+            if s in quantiles
+        }
+        top = sorted(lift, key=lambda s: lift[s], reverse=True)[:KEY_SUBJECTS_WHEN_UNCATALOGUED]
+        return dict.fromkeys(top, 1.0)
+
+    def percentile(self, profile: CareerProfile, feature: str, value: float) -> float | None:
+        q = profile.quantiles.get(feature)
+        if q is None:
+            return None
+        if value <= q[0]:
+            return 0.0 if value < q[0] else float(self.grid[0])
+        if value >= q[-1]:
+            return 100.0
+        left, right = np.searchsorted(q, value, "left"), np.searchsorted(q, value, "right")
+        if left < right:  # ties: many students on this exact value sit mid-run
+            return round(float(self.grid[left:right].mean()), 1)
+        share = (value - q[left - 1]) / (q[left] - q[left - 1])
+        return round(
+            float(self.grid[left - 1] + share * (self.grid[left] - self.grid[left - 1])), 1
+        )
+
+    def median(self, profile: CareerProfile, feature: str) -> float | None:
+        q = profile.quantiles.get(feature)
+        return None if q is None else round(float(np.interp(50, self.grid, q)), 2)
+
+    def proba(self, rows: np.ndarray) -> np.ndarray:
+        return np.asarray(self.bundle.estimator.predict_proba(rows))
+
+    def resolve(self, names: list[str] | None) -> list[int]:
+        if not names:
+            return list(range(len(self.classes)))
+        indices, unknown = [], []
+        for name in names:
+            key = name.strip().lower()
+            index = self.by_key.get(key, self.by_key.get(career_id(key)))
+            if index is None:
+                unknown.append(name)
+            elif index not in indices:
+                indices.append(index)
+        if unknown:
+            raise InvalidInput(
+                f"Unknown career(s) for the active model: {', '.join(unknown)}.",
+                details=[
+                    {
+                        "field": "careers",
+                        "message": f"unknown career '{name}'",
+                        "type": "unknown_career",
+                        "allowed": [p.ref.name for p in self.profiles],
+                    }
+                    for name in unknown
+                ],
+            )
+        return indices
+
+
+class CareerRecommender:
+    """The career service: loaded once, swapped atomically when a new version is activated."""
+
+    name = "career"
+
+    def __init__(self, store: ModelStore) -> None:
+        self.store = store
+        self._model: ActiveModel | None = None
+        self._lock = threading.Lock()
+        self.error: str | None = "not loaded yet"
+        self.load_seconds: float | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def load(self) -> None:
+        """Load the active version; on failure keep serving the previous one (if any) and say why."""
+        started = time.perf_counter()
+        try:
+            model = ActiveModel(self.store.load_active())
+        except ModelUnavailable as exc:
+            self.error = exc.message
+            logger.error("career model not loaded: %s", exc.message)
+            return
+        with self._lock:
+            self._model = model
+            self.error = None
+            self.load_seconds = round(time.perf_counter() - started, 3)
+        logger.info("career model %s loaded in %.2fs", model.bundle.version, self.load_seconds)
+
+    @property
+    def model(self) -> ActiveModel:
+        # One read of the reference: a request keeps the model it started with.
+        model = self._model
+        if model is None:
+            raise ModelUnavailable(f"The career model is not available: {self.error}")
+        return model
+
+    def status(self) -> dict[str, Any]:
+        model = self._model
+        return {
+            "state": "loaded" if model else "unavailable",
+            "version": model.bundle.version if model else None,
+            "load_seconds": self.load_seconds,
+            "error": self.error,
+        }
+
+    # -- queries ---------------------------------------------------------------------------
+    def predict(self, request: PredictRequest) -> PredictResponse:
+        """Top-k careers with probabilities, compatibility, strengths and gaps."""
+        model = self.model
+        row, warnings = self._row(model, request)
+        proba = model.proba(row.values[None, :])[0]
+        order = np.argsort(-proba, kind="stable")[: request.top_k]
+        recommendations = []
+        for rank, index in enumerate(order, start=1):
+            profile = model.profiles[index]
+            compatibility, strengths, gaps = _fit(model, profile, row)
+            recommendations.append(
+                Recommendation(
+                    rank=rank,
+                    career=profile.ref,
+                    probability=round(float(proba[index]), 4),
+                    compatibility=compatibility,
+                    strengths=strengths,
+                    gaps=gaps,
+                )
+            )
+        return PredictResponse(
+            recommendations=recommendations,
+            model_version=model.bundle.version,
+            features_used=model.spec.names,
+            imputed=row.imputed,
+            warnings=warnings,
+        )
+
+    def analyze(self, request: AnalyzeRequest) -> AnalyzeResponse:
+        """Per-career contributions, cohort comparison and the most useful improvements."""
+        model = self.model
+        indices = model.resolve(request.careers)
+        row, warnings = self._row(model, request)
+        x = row.values
+        given = [j for j, v in enumerate(x) if not math.isnan(v)]
+
+        # One batched predict. Contributions average two one-feature views, which agree
+        # for independent features and keep each other honest for correlated ones:
+        # the student with feature j reset to the population median, and the median
+        # student with feature j set to the student's value.
+        reset = np.repeat(x[None, :], len(given), axis=0)
+        lone = np.repeat(model.baseline[None, :], len(given), axis=0)
+        for r, j in enumerate(given):
+            reset[r, j] = model.baseline[j]
+            lone[r, j] = x[j]
+        changes = _improvements(model, x)
+        improved = np.repeat(x[None, :], len(changes), axis=0)
+        for r, (j, new) in enumerate(changes):
+            improved[r, j] = new
+        proba = model.proba(np.vstack([x[None, :], model.baseline[None, :], reset, lone, improved]))
+        base, median_student = proba[0], proba[1]
+        n = len(given)
+        effect = 0.5 * ((base - proba[2 : 2 + n]) + (proba[2 + n : 2 + 2 * n] - median_student))
+        imp = proba[2 + 2 * n :]
+
+        analyses = []
+        for index in indices:
+            profile = model.profiles[index]
+            compatibility, strengths, gaps = _fit(model, profile, row)
+            contributions = sorted(
+                (
+                    Contribution(
+                        feature=model.spec.names[j],
+                        value=float(x[j]),
+                        baseline=round(float(model.baseline[j]), 3),
+                        contribution=round(float(effect[r, index]), 4),
+                    )
+                    for r, j in enumerate(given)
+                ),
+                key=lambda c: abs(c.contribution),
+                reverse=True,
+            )
+            gains = [
+                Improvement(
+                    feature=model.spec.names[j],
+                    current=float(x[j]),
+                    suggested=float(new),
+                    probability_gain=round(float(imp[r, index] - base[index]), 4),
+                )
+                for r, (j, new) in enumerate(changes)
+                if imp[r, index] - base[index] > 1e-4
+            ]
+            gains.sort(key=lambda g: g.probability_gain, reverse=True)
+            analyses.append(
+                CareerAnalysis(
+                    career=profile.ref,
+                    probability=round(float(base[index]), 4),
+                    compatibility=compatibility,
+                    strengths=strengths,
+                    gaps=gaps,
+                    contributions=contributions,
+                    comparison=_compare(model, profile, row),
+                    improvements=gains[:MAX_IMPROVEMENTS],
+                )
+            )
+        return AnalyzeResponse(
+            analyses=analyses,
+            model_version=model.bundle.version,
+            features_used=model.spec.names,
+            imputed=row.imputed,
+            warnings=warnings,
+        )
+
+    def catalog(self) -> list[CatalogCareer]:
+        """Every career the active model can recommend, with its catalog facts."""
+        model = self.model
+        careers: dict[str, Career] = model.bundle.catalog
+        out = []
+        for profile in model.profiles:
+            career = careers.get(profile.ref.name)
+            out.append(
+                CatalogCareer(
+                    id=profile.ref.id,
+                    name=profile.ref.name,
+                    description=career.description if career else "",
+                    riasec=career.riasec if career else "",
+                    key_subjects=profile.key_subjects,
+                    in_active_model=True,
+                )
+            )
+        in_model = {p.ref.name for p in model.profiles}
+        out += [
+            CatalogCareer(
+                id=c.id,
+                name=c.name,
+                description=c.description,
+                riasec=c.riasec,
+                key_subjects=dict(c.subjects),
+                in_active_model=False,
+            )
+            for name, c in sorted(careers.items())
+            if name not in in_model
+        ]
+        return out
+
+    @staticmethod
+    def vocabulary() -> InterestVocabulary:
+        return InterestVocabulary(
+            riasec=list(RIASEC),
+            keywords=[
+                InterestKeyword(keyword=k, riasec=list(dims))
+                for k, dims in sorted(INTEREST_KEYWORDS.items())
+            ],
+        )
+
+    def model_info(self) -> ModelInfo:
+        bundle = self.model.bundle
+        m = bundle.manifest
+        return ModelInfo(
+            version=bundle.version,
+            created_at=m["created_at"],
+            source=m["source"],
+            description=m["description"],
+            feature_spec=m["feature_spec"],
+            careers=[p.ref for p in self.model.profiles],
+            metrics=m["metrics"],
+            data=m["data"],
+            libraries=m["libraries"],
+            model_card=bundle.model_card,
+        )
+
+    # -- helpers ---------------------------------------------------------------------------
+    @staticmethod
+    def _row(model: ActiveModel, request: StudentProfile) -> tuple[StudentRow, list[str]]:
+        interests = request.interests
+        row = build_row(
+            model.spec,
+            academic_scores=request.academic_scores,
+            riasec=interests.riasec if interests else None,
+            keywords=interests.keywords if interests else None,
+            habits=request.habits.model_dump() if request.habits else None,
+        )
+        warnings = []
+        if row.imputed:
+            warnings.append(
+                "Not given, imputed with the training median: " + ", ".join(row.imputed) + "."
+            )
+        if row.ignored:
+            warnings.append("Not used by the active model: " + ", ".join(row.ignored) + ".")
+        if row.interests and not model.spec.interests:
+            warnings.append(
+                "The active model does not use interests; they only inform interest_fit."
+            )
+        return row, warnings
+
+
+def _fit(
+    model: ActiveModel, profile: CareerProfile, row: StudentRow
+) -> tuple[Compatibility, list[FitPoint], list[FitPoint]]:
+    """Compatibility parts plus the key subjects and interests where the student stands out."""
+    strengths: list[FitPoint] = []
+    gaps: list[FitPoint] = []
+    weighted, weights = 0.0, 0.0
+    for subject, weight in profile.key_subjects.items():
+        value = row.values[model.spec.index[subject]]
+        if math.isnan(value) or subject in row.imputed:
+            continue
+        pct = model.percentile(profile, subject, value)
+        if pct is None:
+            continue
+        weighted += weight * pct
+        weights += weight
+        point = FitPoint(
+            feature=subject,
+            kind="subject",
+            value=float(value),
+            typical=model.median(profile, subject),
+            percentile=pct,
+        )
+        if pct >= STRENGTH_PERCENTILE:
+            strengths.append(point)
+        elif pct <= GAP_PERCENTILE:
+            gaps.append(point)
+    academic = round(weighted / weights, 1) if weights else None
+
+    interest = None
+    if profile.interest_code is not None and len(row.interests) == len(RIASEC):
+        student = np.array([row.interests[d] for d in RIASEC])
+        centred = student - student.mean()
+        norm = np.linalg.norm(centred)
+        if norm > 0:
+            correlation = float(centred @ profile.interest_code / norm)
+            interest = round(50 * (correlation + 1), 1)
+        ranked = np.argsort(-profile.interest_code)[:2]
+        for d in ranked:
+            dim = RIASEC[d]
+            point = FitPoint(
+                feature=dim,
+                kind="interest",
+                value=row.interests[dim],
+                typical=model.median(profile, dim),
+                percentile=model.percentile(profile, dim, row.interests[dim]),
+            )
+            if row.interests[dim] >= STRENGTH_PERCENTILE:
+                strengths.append(point)
+            elif row.interests[dim] <= GAP_PERCENTILE:
+                gaps.append(point)
+    parts = [p for p in (academic, interest) if p is not None]
+    overall = round(sum(parts) / len(parts), 1) if parts else None
+    strengths.sort(key=lambda p: -(p.percentile or p.value))
+    gaps.sort(key=lambda p: p.percentile or p.value)
+    return (
+        Compatibility(overall=overall, academic_fit=academic, interest_fit=interest),
+        strengths,
+        gaps,
+    )
+
+
+def _compare(model: ActiveModel, profile: CareerProfile, row: StudentRow) -> CohortComparison:
+    percentiles = {}
+    for subject in model.spec.subjects:
+        value = row.values[model.spec.index[subject]]
+        if not math.isnan(value) and subject not in row.imputed:
+            pct = model.percentile(profile, subject, value)
+            if pct is not None:
+                percentiles[subject] = pct
+    distance = None
+    medians = [model.median(profile, d) for d in RIASEC]
+    if len(row.interests) == len(RIASEC) and all(m is not None for m in medians):
+        student = np.array([row.interests[d] for d in RIASEC])
+        cohort = np.array(medians, dtype=float)
+        distance = round(
+            float(np.linalg.norm(student - cohort) / (100 * math.sqrt(len(RIASEC)))), 4
+        )
+    return CohortComparison(
+        students=profile.students, percentiles=percentiles, interest_distance=distance
+    )
+
+
+def _improvements(model: ActiveModel, x: np.ndarray) -> list[tuple[int, float]]:
+    """Realistic one-feature changes: +10 on a subject, +5 study hours, 3 fewer absences."""
+    changes = []
+    for j, feature in enumerate(model.spec.features):
+        value = x[j]
+        if math.isnan(value):
+            continue
+        if feature.group == "subject" and value < feature.maximum:
+            changes.append((j, min(feature.maximum, value + SUBJECT_STEP)))
+        elif feature.name == "weekly_self_study_hours" and value < feature.maximum:
+            changes.append((j, min(feature.maximum, value + STUDY_HOURS_STEP)))
+        elif feature.name == "absence_days" and value > feature.minimum:
+            changes.append((j, max(feature.minimum, value - ABSENCE_STEP)))
+    return changes

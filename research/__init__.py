@@ -1,0 +1,1 @@
+"""Offline research: data generation, training and evaluation (may import app, never the reverse)."""

@@ -1,0 +1,37 @@
+"""API keys between the gateway and the service."""
+
+from fastapi.testclient import TestClient
+
+from tests.conftest import assert_error
+
+STUDENT = {"academic_scores": {"math": 80}}
+
+
+def test_open_when_no_keys_configured(client: TestClient) -> None:
+    assert client.post("/api/v1/career/predict", json=STUDENT).status_code == 200
+
+
+def test_keys_required_when_configured(make_client) -> None:  # type: ignore[no-untyped-def]
+    client: TestClient = make_client(api_keys="k-one, k-two")
+    url = "/api/v1/career/predict"
+    error = assert_error(client.post(url, json=STUDENT), 401, "UNAUTHORIZED")
+    assert "X-API-Key" in error["message"]
+    assert_error(
+        client.post(url, json=STUDENT, headers={"X-API-Key": "wrong"}), 401, "UNAUTHORIZED"
+    )
+    assert_error(
+        client.post(url, json=STUDENT, headers={"Authorization": "Basic k-one"}),
+        401,
+        "UNAUTHORIZED",
+    )
+    assert client.post(url, json=STUDENT, headers={"X-API-Key": "k-one"}).status_code == 200
+    assert (
+        client.post(url, json=STUDENT, headers={"Authorization": "Bearer k-two"}).status_code == 200
+    )
+    assert client.get("/api/v1/career/careers", headers={"X-API-Key": "k-two"}).status_code == 200
+
+
+def test_health_and_docs_stay_open(make_client) -> None:  # type: ignore[no-untyped-def]
+    client: TestClient = make_client(api_keys="secret")
+    for path in ("/health", "/health/live", "/health/ready", "/docs", "/redoc", "/openapi.json"):
+        assert client.get(path).status_code == 200, path

@@ -1,0 +1,258 @@
+"""Career routes through HTTP, as the gateway calls them."""
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import assert_error
+
+PREDICT = "/api/v1/career/predict"
+ANALYZE = "/api/v1/career/analyze"
+
+CODER = {
+    "academic_scores": {"math": 95, "computer_science": 97, "physics": 85, "english": 62},
+    "interests": {"keywords": ["coding", "math puzzles"]},
+    "habits": {"weekly_self_study_hours": 20, "absence_days": 2, "part_time_job": False},
+    "top_k": 3,
+}
+ARTIST = {
+    "academic_scores": {"art": 98, "english": 80, "math": 55, "physics": 50},
+    "interests": {
+        "riasec": {
+            "artistic": 95,
+            "realistic": 30,
+            "investigative": 30,
+            "social": 50,
+            "enterprising": 40,
+            "conventional": 20,
+        }
+    },
+}
+
+
+def predict(client: TestClient, body: dict[str, Any]) -> dict[str, Any]:
+    response = client.post(PREDICT, json=body)
+    assert response.status_code == 200, response.text
+    envelope = response.json()
+    assert envelope["success"] is True and envelope["error"] is None
+    return dict(envelope["data"])
+
+
+def test_predict_returns_ranked_calibrated_careers(client: TestClient) -> None:
+    data = predict(client, CODER)
+    recs = data["recommendations"]
+    assert [r["rank"] for r in recs] == [1, 2, 3]
+    probabilities = [r["probability"] for r in recs]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert all(0 < p < 1 for p in probabilities)
+    assert recs[0]["career"] == {"id": "software_engineer", "name": "Software Engineer"}
+    top = recs[0]
+    assert 0 <= top["compatibility"]["academic_fit"] <= 100
+    assert top["compatibility"]["interest_fit"] > 70
+    assert top["compatibility"]["overall"] == pytest.approx(
+        (top["compatibility"]["academic_fit"] + top["compatibility"]["interest_fit"]) / 2, abs=0.1
+    )
+    assert {s["feature"] for s in top["strengths"]} >= {"computer_science", "math"}
+    assert data["model_version"].startswith("synthetic-")
+    assert "math" in data["features_used"] and "investigative" in data["features_used"]
+
+
+def test_different_students_get_different_careers(client: TestClient) -> None:
+    artist = predict(client, ARTIST)["recommendations"]
+    assert {r["career"]["name"] for r in artist[:3]} & {"Artist", "Designer", "Writer"}
+    best_artistic = max(
+        (r for r in artist if r["career"]["name"] in {"Artist", "Designer"}),
+        key=lambda r: r["compatibility"]["interest_fit"],
+    )
+    assert best_artistic["compatibility"]["interest_fit"] > 80
+    coder = predict(client, CODER)["recommendations"]
+    assert coder[0]["career"] != artist[0]["career"]
+
+
+def test_missing_optional_fields_are_imputed_with_warnings(client: TestClient) -> None:
+    data = predict(client, {"academic_scores": {"biology": 95, "chemistry": 93}})
+    assert len(data["recommendations"]) == 5
+    assert "math" in data["imputed"] and "investigative" in data["imputed"]
+    assert any("imputed" in w for w in data["warnings"])
+    top = data["recommendations"][0]
+    assert top["compatibility"]["interest_fit"] is None
+    assert top["compatibility"]["overall"] == top["compatibility"]["academic_fit"]
+
+
+def test_keywords_and_riasec_combine_explicit_wins(client: TestClient) -> None:
+    body = {
+        "academic_scores": {"math": 70},
+        "interests": {"keywords": ["helping people"], "riasec": {"social": 10}},
+    }
+    data = predict(client, body)
+    assert "social" not in data["imputed"]
+    assert data["recommendations"]
+
+
+def test_top_k_bounds(client: TestClient) -> None:
+    assert len(predict(client, {**CODER, "top_k": 1})["recommendations"]) == 1
+    for bad in (0, 26, -1, 2.5, "3"):
+        assert_error(client.post(PREDICT, json={**CODER, "top_k": bad}), 422, "VALIDATION_ERROR")
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"academic_scores": {"math": 101}}, "academic_scores.math"),
+        ({"academic_scores": {"math": -1}}, "academic_scores.math"),
+        ({"academic_scores": {"math": "ninety"}}, "academic_scores.math"),
+        ({"academic_scores": {"math": "90"}}, "academic_scores.math"),
+        ({"academic_scores": {"math": True}}, "academic_scores.math"),
+        ({"academic_scores": {"math": None}}, "academic_scores.math"),
+        ({"academic_scores": {}}, "academic_scores"),
+        ({"academic_scores": [90, 80]}, "academic_scores"),
+        ({}, "academic_scores"),
+        (
+            {"academic_scores": {"math": 90}, "interests": {"riasec": {"artistic": 120}}},
+            "interests.riasec.artistic",
+        ),
+        (
+            {"academic_scores": {"math": 90}, "interests": {"riasec": {"sporty": 50}}},
+            "interests.riasec.sporty.[key]",
+        ),
+        ({"academic_scores": {"math": 90}, "habits": {"absence_days": -3}}, "habits.absence_days"),
+        (
+            {"academic_scores": {"math": 90}, "habits": {"part_time_job": "yes"}},
+            "habits.part_time_job",
+        ),
+        ({"academic_scores": {"math": 90}, "habits": {"sleep": 8}}, "habits.sleep"),
+        ({"academic_scores": {"math": 90}, "surprise": 1}, "surprise"),
+    ],
+)
+def test_invalid_fields_are_named(client: TestClient, body: dict[str, Any], field: str) -> None:
+    error = assert_error(client.post(PREDICT, json=body), 422, "VALIDATION_ERROR")
+    assert field in [d["field"] for d in error["details"]], error["details"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"academic_scores": {"math": NaN}}',
+        '{"academic_scores": {"math": Infinity}}',
+        '{"academic_scores": {"math": -Infinity}}',
+    ],
+)
+def test_nan_and_infinity_are_rejected(client: TestClient, raw: str) -> None:
+    response = client.post(PREDICT, content=raw, headers={"content-type": "application/json"})
+    error = assert_error(response, 422, "VALIDATION_ERROR")
+    assert error["details"][0]["field"] == "academic_scores.math"
+
+
+@pytest.mark.parametrize("raw", ["", "not json", "{", "[]", "null", '"text"'])
+def test_empty_and_non_json_bodies(client: TestClient, raw: str) -> None:
+    response = client.post(PREDICT, content=raw, headers={"content-type": "application/json"})
+    assert_error(response, 422, "VALIDATION_ERROR")
+
+
+def test_unknown_subject_lists_allowed(client: TestClient) -> None:
+    error = assert_error(
+        client.post(PREDICT, json={"academic_scores": {"math": 90, "Potions": 80}}),
+        422,
+        "VALIDATION_ERROR",
+    )
+    detail = error["details"][0]
+    assert detail["field"] == "academic_scores.potions"
+    assert "math" in detail["allowed"]
+
+
+def test_unknown_keyword_lists_vocabulary(client: TestClient) -> None:
+    body = {"academic_scores": {"math": 90}, "interests": {"keywords": ["coding", "quidditch"]}}
+    error = assert_error(client.post(PREDICT, json=body), 422, "VALIDATION_ERROR")
+    assert error["details"][0]["field"] == "interests.keywords.1"
+    assert "coding" in error["details"][0]["allowed"]
+
+
+def test_server_keeps_serving_after_bad_inputs(client: TestClient) -> None:
+    for raw in ["{", '{"academic_scores": {"math": NaN}}', "x" * 10]:
+        client.post(PREDICT, content=raw, headers={"content-type": "application/json"})
+    assert predict(client, CODER)["recommendations"]
+
+
+def test_analyze_explains_named_careers(client: TestClient) -> None:
+    body = {**CODER, "careers": ["Software Engineer", "artist"]}
+    body.pop("top_k")
+    response = client.post(ANALYZE, json=body)
+    assert response.status_code == 200, response.text
+    analyses = response.json()["data"]["analyses"]
+    assert [a["career"]["id"] for a in analyses] == ["software_engineer", "artist"]
+    software, artist = analyses
+    assert software["probability"] > artist["probability"]
+    contributions = {c["feature"]: c["contribution"] for c in software["contributions"]}
+    assert contributions["computer_science"] > 0
+    assert set(contributions) == {
+        "math",
+        "computer_science",
+        "physics",
+        "english",
+        *[
+            d
+            for d in (
+                "realistic",
+                "investigative",
+                "artistic",
+                "social",
+                "enterprising",
+                "conventional",
+            )
+        ],
+        "weekly_self_study_hours",
+        "absence_days",
+        "part_time_job",
+    }
+    comparison = software["comparison"]
+    assert comparison["students"] > 0
+    assert comparison["percentiles"]["computer_science"] > 80
+    assert 0 <= comparison["interest_distance"] <= 1
+    assert comparison["interest_distance"] < artist["comparison"]["interest_distance"]
+    gains = [i["probability_gain"] for i in artist["improvements"]]
+    assert gains == sorted(gains, reverse=True) and all(g > 0 for g in gains)
+    assert len(gains) <= 3
+
+
+def test_analyze_all_careers_by_default(client: TestClient) -> None:
+    careers = client.get("/api/v1/career/careers").json()["data"]
+    in_model = [c for c in careers if c["in_active_model"]]
+    response = client.post(ANALYZE, json={"academic_scores": {"math": 70}})
+    assert len(response.json()["data"]["analyses"]) == len(in_model)
+
+
+def test_analyze_unknown_career_is_422(client: TestClient) -> None:
+    error = assert_error(
+        client.post(ANALYZE, json={"academic_scores": {"math": 70}, "careers": ["Wizard"]}),
+        422,
+        "VALIDATION_ERROR",
+    )
+    assert "Software Engineer" in error["details"][0]["allowed"]
+
+
+def test_catalog(client: TestClient) -> None:
+    careers = client.get("/api/v1/career/careers").json()["data"]
+    names = {c["name"] for c in careers}
+    assert len(careers) >= 17
+    assert {"Software Engineer", "Doctor", "Writer", "Stock Investor"} <= names
+    doctor = next(c for c in careers if c["name"] == "Doctor")
+    assert doctor["riasec"] == "ISR" and "biology" in doctor["key_subjects"]
+    assert doctor["description"]
+
+
+def test_interest_vocabulary(client: TestClient) -> None:
+    data = client.get("/api/v1/career/interests").json()["data"]
+    assert data["riasec"][0] == "realistic" and len(data["riasec"]) == 6
+    coding = next(k for k in data["keywords"] if k["keyword"] == "coding")
+    assert coding["riasec"][0] == "investigative"
+
+
+def test_model_card(client: TestClient) -> None:
+    data = client.get("/api/v1/career/model").json()["data"]
+    assert data["source"] == "synthetic"
+    assert "synthetic" in data["model_card"].lower()
+    holdout = data["metrics"]["holdout"]
+    assert holdout["top1_accuracy"] > holdout["baseline_top1_accuracy"]
+    assert {f["name"] for f in data["feature_spec"]} >= {"math", "investigative", "absence_days"}
+    assert len(data["careers"]) >= 17

@@ -1,0 +1,35 @@
+"""Swagger UI and ReDoc render from the service's own assets, and OpenAPI documents errors."""
+
+from fastapi.testclient import TestClient
+
+
+def test_docs_pages_use_local_assets(client: TestClient) -> None:
+    for path in ("/docs", "/redoc"):
+        html = client.get(path).text
+        assert "cdn.jsdelivr.net" not in html and "unpkg.com" not in html, path
+        assert "/static-offline-docs/" in html
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js"):
+        response = client.get(f"/static-offline-docs/{asset}")
+        assert response.status_code == 200
+        assert len(response.content) > 10_000
+
+
+def test_openapi_documents_envelopes_and_error_codes(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    predict = spec["paths"]["/api/v1/career/predict"]["post"]
+    assert predict["summary"] and predict["description"]
+    for status in ("401", "413", "422", "503"):
+        assert status in predict["responses"], status
+        example = predict["responses"][status]["content"]["application/json"]["example"]
+        assert example["success"] is False and example["error"]["code"]
+    assert "APIKeyHeader" in spec["components"]["securitySchemes"]
+    for path in (
+        "/api/v1/career/analyze",
+        "/api/v1/career/careers",
+        "/api/v1/career/interests",
+        "/api/v1/career/model",
+        "/health",
+        "/health/live",
+        "/health/ready",
+    ):
+        assert path in spec["paths"], path

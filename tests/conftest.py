@@ -1,0 +1,71 @@
+"""Shared fixtures: settings isolated from the developer's .env, a copied model dir, clients."""
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.main import create_app
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CAREER_MODELS = FIXTURES / "career_models"
+
+
+@pytest.fixture
+def career_model_dir(tmp_path: Path) -> Path:
+    """A private copy of the committed career model directory (tests may write to it)."""
+    target = tmp_path / "career_models"
+    shutil.copytree(CAREER_MODELS, target)
+    return target
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, career_model_dir: Path) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "career_model_dir": career_model_dir,
+            "upload_dir": tmp_path / "uploads",
+            "clip_model_cache_dir": tmp_path / "clip-cache",
+        }
+        values.update(overrides)
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+    return make
+
+
+@pytest.fixture
+def make_client(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., TestClient]]:
+    """Start apps with the given settings; each runs its lifespan and is closed afterwards."""
+    clients: list[TestClient] = []
+
+    def make(**overrides: Any) -> TestClient:
+        client = TestClient(create_app(make_settings(**overrides)), raise_server_exceptions=False)
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client: Callable[..., TestClient]) -> TestClient:
+    return make_client()
+
+
+def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
+    """Check an error envelope and return its `error` object."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["success"] is False
+    assert body["data"] is None
+    assert body["error"]["code"] == code
+    assert body["error"]["message"]
+    assert body["meta"]["request_id"] == response.headers["x-request-id"]
+    assert "Traceback" not in response.text
+    return dict(body["error"])
