@@ -258,7 +258,7 @@ def model_card(manifest: dict[str, Any]) -> str:
         "",
         "## Model",
         f"- chosen by grouped cross-validation (log loss): {manifest['metrics']['chosen_model']}",
-        "- probabilities calibrated with a sigmoid per career on cross-validated predictions",
+        "- probabilities calibrated by temperature scaling on cross-validated predictions",
         "",
         "## Held-out metrics",
         f"Measured on {holdout['rows']} students the model never saw (no student on both sides):",

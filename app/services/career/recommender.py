@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import sklearn
 
 from app.core.exceptions import InvalidInput, ModelUnavailable
 from app.models.career import (
@@ -138,7 +139,10 @@ class ActiveModel:
         return None if q is None else round(float(np.interp(50, self.grid, q)), 2)
 
     def proba(self, rows: np.ndarray) -> np.ndarray:
-        return np.asarray(self.bundle.estimator.predict_proba(rows))
+        # Rows are built by build_row (finite or NaN for the imputer): sklearn's per-call
+        # re-validation would cost more than the prediction itself.
+        with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+            return np.asarray(self.bundle.estimator.predict_proba(rows))
 
     def resolve(self, names: list[str] | None) -> list[int]:
         if not names:

@@ -1,0 +1,29 @@
+# Skill Compass ML service. Build: docker build -t skill-compass-ml .
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+RUN useradd --create-home --uid 10001 app
+WORKDIR /srv
+
+# CPU wheels of torch by default (the pinned release, without CUDA: a far smaller image).
+# Pass --build-arg TORCH_INDEX_URL=https://pypi.org/simple for the default (CUDA) wheels.
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+COPY requirements.txt .
+RUN pip install --extra-index-url "$TORCH_INDEX_URL" -r requirements.txt
+
+COPY --chown=app:app app ./app
+COPY --chown=app:app research ./research
+COPY --chown=app:app ml_models ./ml_models
+
+USER app
+# The default career model is built at image build time, so containers start serving at once.
+RUN python -m research.train_career --if-missing
+
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/health/live', timeout=4).status != 200)"
+CMD ["python", "-m", "app"]

@@ -1,0 +1,164 @@
+"""Career benchmark: service-layer latency and HTTP throughput against a trivial route.
+
+    .venv/bin/python -m benchmarks.career [--model-dir DIR] [--seconds 5] [--workers 1]
+
+Prints two tables. Targets: service-layer predict p50 < 2 ms; HTTP predict throughput at
+least half of the trivial endpoint's (`/health/live`) on the same server. The load client
+runs on the same machine and shares its cores, as it would on a 2-core box; compare the
+two HTTP rows with each other, not with other machines.
+"""
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from app.config import get_settings
+from app.models.career import AnalyzeRequest, PredictRequest
+from app.services.career.bundle import ModelStore
+from app.services.career.recommender import CareerRecommender
+
+STUDENT = {
+    "academic_scores": {"math": 88, "physics": 79, "computer_science": 93, "english": 71},
+    "interests": {"keywords": ["coding", "robotics"]},
+    "habits": {"weekly_self_study_hours": 18, "absence_days": 3, "part_time_job": False},
+    "top_k": 5,
+}
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+def service_latency(model_dir: Path, runs: int) -> list[tuple[str, float, float, float]]:
+    recommender = CareerRecommender(ModelStore(model_dir))
+    recommender.load()
+    predict = PredictRequest.model_validate(STUDENT)
+    analyze_body = {k: v for k, v in STUDENT.items() if k != "top_k"}
+    analyze_one = AnalyzeRequest.model_validate({**analyze_body, "careers": ["Software Engineer"]})
+    analyze_all = AnalyzeRequest.model_validate(analyze_body)
+    rows = []
+    for name, call, n in [
+        ("predict (top 5)", lambda: recommender.predict(predict), runs),
+        ("analyze (1 career)", lambda: recommender.analyze(analyze_one), runs // 4),
+        ("analyze (all careers)", lambda: recommender.analyze(analyze_all), runs // 10),
+    ]:
+        for _ in range(20):
+            call()
+        samples = []
+        for _ in range(n):
+            start = time.perf_counter()
+            call()
+            samples.append((time.perf_counter() - start) * 1000)
+        rows.append((name, statistics.median(samples), percentile(samples, 99), n))
+    return rows
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def load(url: str, method: str, seconds: float, concurrency: int) -> tuple[float, float]:
+    """Requests per second and p50 latency (ms) for `seconds` of closed-loop load."""
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=10) as client:
+
+        async def worker() -> None:
+            nonlocal errors
+            while time.perf_counter() < deadline:
+                start = time.perf_counter()
+                if method == "POST":
+                    response = await client.post(url, json=STUDENT)
+                else:
+                    response = await client.get(url)
+                latencies.append((time.perf_counter() - start) * 1000)
+                errors += response.status_code != 200
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    if errors:
+        raise RuntimeError(f"{errors} non-200 answers from {url}")
+    return len(latencies) / elapsed, statistics.median(latencies)
+
+
+def http_throughput(
+    model_dir: Path, seconds: float, workers: int, concurrency: int
+) -> list[tuple[str, float, float]]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "FASTAPI_HOST": "127.0.0.1",
+        "FASTAPI_PORT": str(port),
+        "WORKERS": str(workers),
+        "CAREER_MODEL_DIR": str(model_dir),
+        "CLIP_ENABLED": "false",
+        "LOG_FORMAT": "json",
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "app"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("server did not become ready")
+        rows = []
+        for name, path, method in [
+            ("GET /health/live (trivial)", "/health/live", "GET"),
+            ("POST /api/v1/career/predict", "/api/v1/career/predict", "POST"),
+        ]:
+            asyncio.run(load(base + path, method, 1.0, concurrency))  # warm-up
+            rps, p50 = asyncio.run(load(base + path, method, seconds, concurrency))
+            rows.append((name, rps, p50))
+        return rows
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Career latency and throughput benchmark.")
+    parser.add_argument("--model-dir", type=Path, default=get_settings().career_model_dir)
+    parser.add_argument("--runs", type=int, default=2000)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args()
+
+    print(f"\nService layer ({args.model_dir}), in-process, ms:\n")
+    print("| call | p50 | p99 | runs |\n|---|---|---|---|")
+    for name, p50, p99, n in service_latency(args.model_dir, args.runs):
+        print(f"| {name} | {p50:.3f} | {p99:.3f} | {n} |")
+
+    print(
+        f"\nHTTP, uvicorn with {args.workers} worker(s), {args.concurrency} concurrent clients, {args.seconds:.0f} s each:\n"
+    )
+    rows = http_throughput(args.model_dir, args.seconds, args.workers, args.concurrency)
+    trivial = rows[0][1]
+    print("| route | req/s | p50 ms | vs trivial |\n|---|---|---|---|")
+    for name, rps, p50 in rows:
+        print(f"| {name} | {rps:.0f} | {p50:.2f} | {rps / trivial:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Bundles on disk: checksums, atomic writes, version names."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from app.core.exceptions import InvalidInput, ModelUnavailable
+from app.services.career.bundle import BundleError, ModelStore, validate_version_name
+
+
+def test_loads_active_and_verifies(career_model_dir: Path) -> None:
+    store = ModelStore(career_model_dir)
+    bundle = store.load_active()
+    assert bundle.version == store.active_version()
+    assert set(bundle.manifest["artifacts"]) == {
+        "pipeline.joblib",
+        "reference.json",
+        "catalog.json",
+        "MODEL_CARD.md",
+    }
+    assert bundle.manifest["libraries"]["scikit-learn"]
+    assert len(bundle.manifest["data"]["sha256"]) == 64
+    assert "synthetic" in bundle.model_card.lower()
+
+
+@pytest.mark.parametrize(
+    "artifact", ["pipeline.joblib", "reference.json", "catalog.json", "MODEL_CARD.md"]
+)
+def test_any_tampered_artifact_is_refused(career_model_dir: Path, artifact: str) -> None:
+    store = ModelStore(career_model_dir)
+    path = career_model_dir / store.active_version() / artifact  # type: ignore[operator]
+    path.write_bytes(path.read_bytes() + b" ")
+    with pytest.raises(BundleError, match="sha256"):
+        store.load(store.active_version())  # type: ignore[arg-type]
+    with pytest.raises(ModelUnavailable):
+        store.load_active()
+
+
+def test_manifest_without_artifact_list_is_refused(career_model_dir: Path) -> None:
+    store = ModelStore(career_model_dir)
+    version = store.active_version()
+    manifest_path = career_model_dir / version / "manifest.json"  # type: ignore[operator]
+    manifest = json.loads(manifest_path.read_text())
+    manifest["artifacts"].pop("pipeline.joblib")
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="every artifact"):
+        store.load(version)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "name", ["../etc", "a/b", ".hidden", "", "x" * 200, "a\\b", "..", "v1/../../x"]
+)
+def test_version_names_cannot_escape(name: str) -> None:
+    with pytest.raises(InvalidInput):
+        validate_version_name(name)
+
+
+def test_staging_dirs_are_not_versions(career_model_dir: Path) -> None:
+    (career_model_dir / ".staging-x-123").mkdir()
+    store = ModelStore(career_model_dir)
+    assert store.versions() == [store.active_version()]

@@ -1,0 +1,123 @@
+"""The training pipeline: validation, deduplication, honest splits, determinism."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from app.core.exceptions import InvalidInput
+from app.services.career.training import TrainingConfig, prepare_frame, train_model
+from research.synthetic_students import generate_students
+from research.train_career import load_default_catalog
+
+FAST = TrainingConfig(seed=1, candidates=("logistic_regression",), cv_folds=3)
+
+
+@pytest.fixture(scope="module")
+def students() -> pd.DataFrame:
+    return generate_students(load_default_catalog(), 1500, seed=11)
+
+
+def test_generator_is_seeded_and_realistic(students: pd.DataFrame) -> None:
+    again = generate_students(load_default_catalog(), 1500, seed=11)
+    pd.testing.assert_frame_equal(students, again)
+    other = generate_students(load_default_catalog(), 1500, seed=12)
+    assert not students.equals(other)
+    assert students["label"].nunique() >= 17
+    assert students["math"].between(0, 100).all() or students["math"].isna().any()
+    assert 0 < students["math"].isna().mean() < 0.05
+    assert 0.05 < students["investigative"].isna().mean() < 0.2
+    # Choices follow the catalog: doctors are stronger in biology than artists are.
+    by_career = students.groupby("label")
+    assert by_career["biology"].mean()["Doctor"] > by_career["biology"].mean()["Artist"] + 5
+    assert by_career["artistic"].mean()["Artist"] > by_career["artistic"].mean()["Accountant"] + 10
+
+
+def test_same_seed_same_metrics(students: pd.DataFrame) -> None:
+    data = prepare_frame(students)
+    first = train_model(data, config=FAST).metrics
+    second = train_model(prepare_frame(students), config=FAST).metrics
+    for m in (first, second):
+        for cv in m["cross_validation"].values():
+            cv.pop("seconds")
+            cv.pop("predict_ms")
+    assert first == second
+    holdout = first["holdout"]
+    assert holdout["top1_accuracy"] > holdout["baseline_top1_accuracy"] + 0.1
+    assert holdout["top3_accuracy"] > holdout["top1_accuracy"]
+    assert set(holdout) >= {"top1_accuracy", "top3_accuracy", "macro_f1", "log_loss"}
+
+
+def test_probabilities_are_calibrated_enough(students: pd.DataFrame) -> None:
+    trained = train_model(prepare_frame(students), config=FAST)
+    proba = trained.estimator.predict_proba(trained.holdout_X)
+    assert np.allclose(proba.sum(axis=1), 1)
+    # Mean predicted confidence of the top class is close to its accuracy.
+    top = proba.max(axis=1)
+    predicted = np.asarray(trained.classes, dtype=object)[proba.argmax(axis=1)]
+    accuracy = float(np.mean(predicted == trained.holdout_y))
+    assert abs(float(top.mean()) - accuracy) < 0.1
+
+
+def test_repeated_students_count_once_and_never_straddle_the_split() -> None:
+    base = generate_students(load_default_catalog(), 600, seed=5)
+    base["email"] = [f"s{i}@school.test" for i in range(len(base))]
+    tripled = pd.concat([base, base, base], ignore_index=True)
+    tripled["id"] = range(len(tripled))  # different row ids, same student
+    data = prepare_frame(tripled.drop(columns=["student_id"]), min_rows_per_class=3)
+    assert data.report["rows_received"] == 1800
+    assert data.report["unique_students"] == 600 - sum(
+        d["rows"] for d in data.report["rows_dropped"] if "fewer than" in d["reason"]
+    )
+    assert any(
+        "repeated student" in d["reason"] and d["rows"] == 1200 for d in data.report["rows_dropped"]
+    )
+    assert len(set(data.groups)) == len(data.groups)
+
+
+def test_mapping_types_ranges_and_personal_fields() -> None:
+    frame = pd.DataFrame(
+        {
+            "first_name": ["Ann", "Bob", "Cy", "Di"] * 5,
+            "email": [f"p{i}@x.test" for i in range(20)],
+            "Maths": [90, 80, "oops", 150] * 5,
+            "job": ["TRUE", "false", "yes", "maybe"] * 5,
+            "career": ["Doctor", "Lawyer"] * 10,
+        }
+    )
+    data = prepare_frame(
+        frame,
+        mapping={"Maths": "math", "job": "part_time_job", "career": "label"},
+        min_rows_per_class=2,
+    )
+    assert data.spec.names == ["math", "part_time_job"]
+    assert data.report["invalid_values_blanked"] == {"math": 10, "part_time_job": 5}
+    assert "first_name" not in data.spec.names and "email" not in data.spec.names
+    # Rows whose every value was invalid (150 and "maybe") are dropped, not guessed.
+    assert {"reason": "no valid feature value", "rows": 5} in data.report["rows_dropped"]
+    column = data.X[:, 0]
+    assert len(column) == 15 and np.isnan(column).sum() == 5 and np.nanmax(column) == 90
+
+
+@pytest.mark.parametrize(
+    ("frame", "mapping", "message"),
+    [
+        (pd.DataFrame({"math": [1, 2]}), None, "no 'label' column"),
+        (
+            pd.DataFrame({"math": [1, 2], "label": ["a", "a"]}),
+            {"nope": "label"},
+            "mapping names columns",
+        ),
+        (
+            pd.DataFrame({"x": [1, 2], "y": ["a", "b"]}),
+            {"y": "label", "x": "wizardry"},
+            "unknown features",
+        ),
+        (pd.DataFrame({"shoe": [1, 2], "label": ["a", "b"]}), None, "No known feature"),
+        (pd.DataFrame({"math": range(30), "label": ["a"] * 30}), None, "At least two careers"),
+    ],
+)
+def test_unusable_tables_are_refused(
+    frame: pd.DataFrame, mapping: dict[str, str] | None, message: str
+) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        prepare_frame(frame, mapping=mapping)
