@@ -22,6 +22,10 @@ COPY --chown=app:app ml_models ./ml_models
 USER app
 # The default career model is built at image build time, so containers start serving at once.
 RUN python -m research.train_career --if-missing
+# CLIP weights: fetched at build time where the build has network (PREFETCH_CLIP=1, the
+# default), else the service starts with CLIP degraded and says why in /health.
+ARG PREFETCH_CLIP=1
+RUN if [ "$PREFETCH_CLIP" = "1" ]; then python -m app.prefetch; fi
 
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \

@@ -4,7 +4,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CommaList = Annotated[list[str], NoDecode]
@@ -23,19 +23,62 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
 
     api_keys: CommaList = []
+    admin_api_keys: CommaList = []
 
     career_model_dir: Path = Path("research/models")
     clip_model_cache_dir: Path = Path("ml_models/clip")
     upload_dir: Path = Path("uploads")
 
     max_json_body_kb: int = Field(default=64, ge=1)
+    max_upload_mb: float = Field(default=10.0, gt=0)
+    max_image_pixels: int = Field(default=40_000_000, ge=1)
+    max_images_per_request: int = Field(default=16, ge=1, le=256)
 
-    @field_validator("cors_origins", "api_keys", mode="before")
+    max_training_upload_mb: float = Field(default=20.0, gt=0)
+    max_training_rows: int = Field(default=200_000, ge=10)
+    retrain_min_lift: float = Field(default=0.05, ge=0, le=1)
+    retrain_tolerance: float = Field(default=0.02, ge=0, le=1)
+    model_poll_seconds: float = Field(default=2.0, gt=0)
+
+    clip_enabled: bool = True
+    clip_model_name: str = "ViT-B-32"
+    clip_pretrained: str = "openai"
+    clip_model_config: Path | None = None
+    clip_device: Literal["auto", "cpu", "cuda"] = "auto"
+    torch_threads: int = Field(default=2, ge=1, le=256)
+    clip_max_waiting: int = Field(default=8, ge=1)
+    clip_match_threshold: float = Field(default=0.25, ge=-1, le=1)
+    clip_similar_threshold: float = Field(default=0.9, ge=-1, le=1)
+    clip_related_threshold: float = Field(default=0.7, ge=-1, le=1)
+    max_tags: int = Field(default=32, ge=1, le=1000)
+    max_tag_length: int = Field(default=200, ge=1)
+    max_texts_per_request: int = Field(default=64, ge=1, le=1000)
+
+    @field_validator("cors_origins", "api_keys", "admin_api_keys", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("clip_model_config", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _thresholds_ordered(self) -> "Settings":
+        if self.clip_related_threshold > self.clip_similar_threshold:
+            raise ValueError("CLIP_RELATED_THRESHOLD must not exceed CLIP_SIMILAR_THRESHOLD")
+        return self
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_training_upload_bytes(self) -> int:
+        return int(self.max_training_upload_mb * 1024 * 1024)
 
     @property
     def max_json_body_bytes(self) -> int:

@@ -1,16 +1,18 @@
 """Application factory: middleware, handlers, routers and the models' lifespan in one place."""
 
 import logging
+import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
 from app import __version__
-from app.api.v1 import career, health
+from app.api.v1 import career, clip, health, models
 from app.config import Settings, get_settings
 from app.core.handlers import register_exception_handlers
 from app.core.logging import configure_logging
@@ -18,6 +20,8 @@ from app.core.middleware import RequestContextMiddleware
 from app.core.security import require_api_key
 from app.services.career.bundle import ModelStore
 from app.services.career.recommender import CareerRecommender
+from app.services.career.retrain import RetrainJobs
+from app.services.clip.service import ClipService
 
 logger = logging.getLogger(__name__)
 
@@ -31,11 +35,35 @@ When `API_KEYS` is configured, every `/api/v1` route needs `X-API-Key` or `Autho
 """
 
 
-def _body_limit(settings: Settings):  # type: ignore[no-untyped-def]
-    def limit(_path: str) -> int:
-        return settings.max_json_body_bytes
+def _body_limit(settings: Settings) -> Callable[[str], int]:
+    """Per-route body limits: JSON for career routes, N images' worth for CLIP routes."""
+    image = settings.max_upload_bytes * 4 // 3 + 64 * 1024  # base64 or multipart overhead
+    many = image * settings.max_images_per_request
+    limits = {
+        "/api/v1/career/retrain": settings.max_training_upload_bytes + 64 * 1024,
+        "/api/v1/clip/compare": 2 * image,
+        "/api/v1/clip/json/compare": 2 * image,
+        "/api/v1/clip/match": image,
+        "/api/v1/clip/json/match": image,
+        "/api/v1/clip/embed/image": many,
+        "/api/v1/clip/json/embed/image": many,
+    }
+
+    def limit(path: str) -> int:
+        return limits.get(path.rstrip("/"), settings.max_json_body_bytes)
 
     return limit
+
+
+async def _follow_active_model(recommender: CareerRecommender, every: float) -> None:
+    """Every process polls the shared ACTIVE pointer, so all converge after an activation
+    or a retrain elsewhere, without restarts."""
+    while True:
+        await anyio.sleep(every)
+        try:
+            await anyio.to_thread.run_sync(recommender.sync)
+        except Exception:  # a bad poll must not end the poller
+            logger.exception("model poll failed")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -49,11 +77,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             logger.warning(
                 "API_KEYS is not set: /api/v1 routes are open to anyone who can reach them"
             )
-        recommender = CareerRecommender(ModelStore(settings.career_model_dir))
-        recommender.load()
+        # Starlette spools uploads over 1 MB to temporary files: keep them in UPLOAD_DIR.
+        settings.upload_dir.mkdir(parents=True, exist_ok=True)
+        tempfile.tempdir = str(settings.upload_dir)
+        store = ModelStore(settings.career_model_dir)
+        recommender = CareerRecommender(store)
+        clip = ClipService(settings)
+        await anyio.to_thread.run_sync(recommender.load)
+        await anyio.to_thread.run_sync(clip.load)
         app.state.career = recommender
-        app.state.models = {"career": recommender}
-        yield
+        app.state.clip = clip
+        app.state.retrain = RetrainJobs(settings, store)
+        app.state.models = {"career": recommender, "clip": clip}
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(_follow_active_model, recommender, settings.model_poll_seconds)
+            yield
+            tasks.cancel_scope.cancel()
 
     app = FastAPIOffline(
         title="Skill Compass ML service",
@@ -77,6 +116,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     api = APIRouter(prefix="/api/v1", dependencies=[Depends(require_api_key)])
     api.include_router(career.router)
+    api.include_router(models.router)
+    api.include_router(clip.router)
     app.include_router(api)
     app.include_router(health.router)
     return app

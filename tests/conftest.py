@@ -13,6 +13,13 @@ from app.main import create_app
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CAREER_MODELS = FIXTURES / "career_models"
+TINY_CLIP = {
+    "clip_enabled": True,
+    "clip_model_name": "tiny-clip",
+    "clip_pretrained": str(FIXTURES / "clip" / "tiny-clip.pt"),
+    "clip_model_config": str(FIXTURES / "clip" / "tiny-clip.json"),
+    "clip_device": "cpu",
+}
 
 
 @pytest.fixture
@@ -30,6 +37,9 @@ def make_settings(tmp_path: Path, career_model_dir: Path) -> Callable[..., Setti
             "career_model_dir": career_model_dir,
             "upload_dir": tmp_path / "uploads",
             "clip_model_cache_dir": tmp_path / "clip-cache",
+            # CLIP routes are tested with the tiny fixture model (tests/api/test_clip.py);
+            # elsewhere it stays off so each app starts in milliseconds.
+            "clip_enabled": False,
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]

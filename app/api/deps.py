@@ -6,6 +6,8 @@ from fastapi import Depends, Request
 
 from app.config import Settings
 from app.services.career.recommender import CareerRecommender
+from app.services.career.retrain import RetrainJobs
+from app.services.clip.service import ClipService
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -20,3 +22,19 @@ def get_career(request: Request) -> CareerRecommender:
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 CareerDep = Annotated[CareerRecommender, Depends(get_career)]
+
+
+def get_clip(request: Request) -> ClipService:
+    clip: ClipService = request.app.state.clip
+    return clip
+
+
+ClipDep = Annotated[ClipService, Depends(get_clip)]
+
+
+def get_retrain(request: Request) -> RetrainJobs:
+    jobs: RetrainJobs = request.app.state.retrain
+    return jobs
+
+
+RetrainDep = Annotated[RetrainJobs, Depends(get_retrain)]

@@ -17,7 +17,11 @@ def _example(
 
 
 _ERRORS: dict[int, tuple[str, str, str]] = {
-    400: ("Undecodable input.", "INVALID_IMAGE", "The upload is not a readable image."),
+    400: (
+        "Undecodable input: empty, truncated or corrupt image, or bad base64.",
+        "INVALID_IMAGE",
+        "image_a is corrupt or truncated.",
+    ),
     401: ("Missing or wrong API key.", "UNAUTHORIZED", "A valid API key is required."),
     403: ("The key may not do this.", "FORBIDDEN", "Retraining needs an admin key."),
     404: ("Not found.", "NOT_FOUND", "Model version 'x' does not exist."),
@@ -32,6 +36,11 @@ _ERRORS: dict[int, tuple[str, str, str]] = {
         "Invalid fields; `details` names each one.",
         "VALIDATION_ERROR",
         "The request has 1 invalid field.",
+    ),
+    429: (
+        "Too many requests waiting for the model.",
+        "OVERLOADED",
+        "8 requests are already waiting for the CLIP model; retry shortly.",
     ),
     503: (
         "The model is not loaded; the message says why.",
@@ -59,7 +68,9 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         )
         out[status] = {
             "model": ErrorEnvelope,
-            "description": f"{description} Error code `{code}`.",
+            "description": description
+            if "`" in description
+            else f"{description} Error code `{code}`.",
             "content": {"application/json": {"example": _example(code, message, details)}},
         }
     return out

@@ -69,3 +69,45 @@ class ModelUnavailable(AppError):
 
     status_code = 503
     code = "MODEL_UNAVAILABLE"
+
+
+class InvalidImage(AppError):
+    """The upload claims to be an image but cannot be decoded (empty, truncated, corrupt)."""
+
+    status_code = 400
+    code = "INVALID_IMAGE"
+
+
+class UnsupportedMediaType(AppError):
+    """The upload is not an image at all."""
+
+    status_code = 415
+    code = "UNSUPPORTED_MEDIA_TYPE"
+
+
+class ImageTooLarge(AppError):
+    """The image has more bytes or pixels than the service accepts."""
+
+    status_code = 413
+    code = "IMAGE_TOO_LARGE"
+
+
+class Overloaded(AppError):
+    """Too many requests are already waiting for the model."""
+
+    status_code = 429
+    code = "OVERLOADED"
+
+
+class MalformedUpload(AppError):
+    """An uploaded table cannot be read (not UTF-8, not CSV); the message names the line."""
+
+    status_code = 400
+    code = "MALFORMED_CSV"
+
+
+class ModelInvalid(AppError):
+    """A model version exists but fails its checksums or does not load; nothing changed."""
+
+    status_code = 409
+    code = "MODEL_INVALID"

@@ -10,7 +10,6 @@ leaves either a complete version or none. Artifacts are checked against the mani
 sha256 before anything is unpickled.
 """
 
-import hashlib
 import json
 import os
 import platform
@@ -30,6 +29,7 @@ from app.core.exceptions import InvalidInput, ModelUnavailable, NotFound
 from app.services.career.catalog import Career, load_catalog
 from app.services.career.features import FeatureSpec
 from app.services.career.training import PreparedData, TrainedModel
+from app.utils.hashing import sha256_file
 
 ACTIVE_POINTER = "ACTIVE"
 MANIFEST = "manifest.json"
@@ -69,14 +69,6 @@ def validate_version_name(version: str) -> str:
     return version
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def new_version_name(source: str, data_hash: str) -> str:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     return f"{source}-{stamp}-{data_hash[:8]}"
@@ -113,6 +105,33 @@ class ModelStore:
             raise NotFound(f"Model version '{version}' does not exist.")
         manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
         return manifest
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Every version's manifest summary, newest first (unreadable manifests included)."""
+        active = self.active_version()
+        out = []
+        for version in self.versions():
+            try:
+                m = self.read_manifest(version)
+            except (OSError, ValueError):
+                out.append({"version": version, "active": version == active, "readable": False})
+                continue
+            out.append(
+                {
+                    "version": version,
+                    "active": version == active,
+                    "readable": True,
+                    "created_at": m.get("created_at"),
+                    "source": m.get("source"),
+                    "description": m.get("description"),
+                    "data_sha256": m.get("data", {}).get("sha256"),
+                    "rows_used": m.get("data", {}).get("rows_used"),
+                    "features": [f["name"] for f in m.get("feature_spec", [])],
+                    "careers": len(m.get("classes", [])),
+                    "metrics": m.get("metrics", {}).get("holdout", {}),
+                }
+            )
+        return sorted(out, key=lambda v: v.get("created_at") or "", reverse=True)
 
     def set_active(self, version: str) -> None:
         """Point ACTIVE at a version: write a temp file, then rename over the pointer."""

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import sklearn
 
-from app.core.exceptions import InvalidInput, ModelUnavailable
+from app.core.exceptions import InvalidInput, ModelInvalid, ModelUnavailable
 from app.models.career import (
     AnalyzeRequest,
     AnalyzeResponse,
@@ -30,7 +30,12 @@ from app.models.career import (
     Recommendation,
     StudentProfile,
 )
-from app.services.career.bundle import CareerBundle, ModelStore
+from app.services.career.bundle import (
+    BundleError,
+    CareerBundle,
+    ModelStore,
+    validate_version_name,
+)
 from app.services.career.catalog import Career, career_id
 from app.services.career.features import (
     INTEREST_KEYWORDS,
@@ -182,22 +187,67 @@ class CareerRecommender:
         self._lock = threading.Lock()
         self.error: str | None = "not loaded yet"
         self.load_seconds: float | None = None
+        self._failed_version: str | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def load(self) -> None:
         """Load the active version; on failure keep serving the previous one (if any) and say why."""
+        version = self.store.active_version()
+        if version is None:
+            self._failed(
+                None,
+                f"No active career model in {self.store.root}: build one with "
+                "`python -m research.train_career`.",
+            )
+            return
+        self._load_version(version)
+
+    def _load_version(self, version: str) -> ActiveModel | None:
         started = time.perf_counter()
         try:
-            model = ActiveModel(self.store.load_active())
-        except ModelUnavailable as exc:
-            self.error = exc.message
-            logger.error("career model not loaded: %s", exc.message)
-            return
+            model = ActiveModel(self.store.load(version))
+        except (BundleError, ModelUnavailable) as exc:
+            reason = exc.message if isinstance(exc, ModelUnavailable) else str(exc)
+            self._failed(version, f"The career model cannot be loaded: {reason}")
+            return None
         with self._lock:
             self._model = model
             self.error = None
+            self._failed_version = None
             self.load_seconds = round(time.perf_counter() - started, 3)
-        logger.info("career model %s loaded in %.2fs", model.bundle.version, self.load_seconds)
+        logger.info("career model %s loaded in %.2fs", version, self.load_seconds)
+        return model
+
+    def _failed(self, version: str | None, reason: str) -> None:
+        self.error = reason
+        self._failed_version = version
+        logger.error("%s", reason)
+
+    def sync(self) -> None:
+        """Follow the ACTIVE pointer (another process may have moved it); cheap when unchanged."""
+        version = self.store.active_version()
+        current = self._model.bundle.version if self._model else None
+        if version and version != current and version != self._failed_version:
+            self._load_version(version)
+
+    def activate(self, version: str) -> ActiveModel:
+        """Check that a version loads, then make it active here and for every process."""
+        validate_version_name(version)
+        self.store.read_manifest(version)  # 404 when there is no such version
+        try:
+            model = ActiveModel(self.store.load(version))
+        except (BundleError, ModelUnavailable) as exc:
+            reason = exc.message if isinstance(exc, ModelUnavailable) else str(exc)
+            raise ModelInvalid(
+                f"Version '{version}' was refused and the active model is unchanged: {reason}"
+            ) from exc
+        self.store.set_active(version)
+        with self._lock:
+            self._model = model
+            self.error = None
+            self._failed_version = None
+        logger.info("career model %s activated", version)
+        return model
 
     @property
     def model(self) -> ActiveModel:

@@ -1,0 +1,159 @@
+"""CLIP routes: compare two images, match an image to tags, embeddings (multipart or base64 JSON)."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, UploadFile
+
+from app.api.deps import ClipDep, SettingsDep
+from app.api.responses import errors
+from app.config import Settings
+from app.core.envelope import ok
+from app.models.clip import (
+    CompareJson,
+    CompareResult,
+    EmbeddingResult,
+    EmbedImagesJson,
+    EmbedTextsJson,
+    MatchJson,
+    MatchResult,
+)
+from app.models.envelope import Envelope
+from app.services.clip.service import ImageInput, parse_tags
+from app.utils.images import decode_base64
+
+router = APIRouter(prefix="/clip", tags=["clip"])
+IMAGE_ERRORS = errors(400, 401, 413, 415, 422, 429, 503)
+
+# Sync routes: FastAPI runs them in its thread pool, so decoding and inference stay off
+# the event loop. Uploads arrive spooled to disk by Starlette; each is read with a bound.
+
+
+def _upload(file: UploadFile, field: str, settings: Settings) -> ImageInput:
+    data = file.file.read(settings.max_upload_bytes + 1)
+    return ImageInput(data, field, file.filename)
+
+
+def _b64(value: str, field: str, settings: Settings) -> ImageInput:
+    return ImageInput(decode_base64(value, max_bytes=settings.max_upload_bytes, name=field), field)
+
+
+def _tags(raw: list[str] | None, settings: Settings, *, required: bool) -> list[str]:
+    return parse_tags(
+        raw, max_tags=settings.max_tags, max_length=settings.max_tag_length, required=required
+    )
+
+
+@router.post(
+    "/compare",
+    response_model=Envelope[CompareResult],
+    responses=IMAGE_ERRORS,
+    summary="Compare two images",
+)
+def compare(
+    image_a: Annotated[UploadFile, File(description="First image (any common format).")],
+    image_b: Annotated[UploadFile, File(description="Second image.")],
+    clip: ClipDep,
+    settings: SettingsDep,
+    tags: Annotated[
+        list[str] | None, Form(description="Optional tags, repeated or comma-separated.")
+    ] = None,
+) -> Envelope[CompareResult]:
+    """Cosine similarity, a 0-100 score and a verdict; with tags, each image's tag matches."""
+    return ok(
+        clip.compare(
+            _upload(image_a, "image_a", settings),
+            _upload(image_b, "image_b", settings),
+            _tags(tags, settings, required=False),
+        )
+    )
+
+
+@router.post(
+    "/match",
+    response_model=Envelope[MatchResult],
+    responses=IMAGE_ERRORS,
+    summary="Match an image to text tags",
+)
+def match(
+    image: Annotated[UploadFile, File(description="The image.")],
+    tags: Annotated[list[str], Form(description="1..MAX_TAGS tags, repeated or comma-separated.")],
+    clip: ClipDep,
+    settings: SettingsDep,
+) -> Envelope[MatchResult]:
+    """Per tag: cosine similarity, softmax probability and relevance; plus the best tag."""
+    return ok(clip.match(_upload(image, "image", settings), _tags(tags, settings, required=True)))
+
+
+@router.post(
+    "/embed/image",
+    response_model=Envelope[EmbeddingResult],
+    responses=IMAGE_ERRORS,
+    summary="Image embeddings",
+)
+def embed_images(
+    images: Annotated[list[UploadFile], File(description="1..MAX_IMAGES_PER_REQUEST images.")],
+    clip: ClipDep,
+    settings: SettingsDep,
+) -> Envelope[EmbeddingResult]:
+    """L2-normalised embeddings, one per image, in upload order."""
+    return ok(
+        clip.embed_images([_upload(f, f"images.{i}", settings) for i, f in enumerate(images)])
+    )
+
+
+@router.post(
+    "/embed/text",
+    response_model=Envelope[EmbeddingResult],
+    responses=errors(401, 413, 422, 429, 503),
+    summary="Text embeddings",
+)
+def embed_texts(body: EmbedTextsJson, clip: ClipDep) -> Envelope[EmbeddingResult]:
+    """L2-normalised embeddings, one per text, in request order."""
+    return ok(clip.embed_texts(body.texts))
+
+
+@router.post(
+    "/json/compare",
+    response_model=Envelope[CompareResult],
+    responses=IMAGE_ERRORS,
+    summary="Compare two base64 images",
+)
+def compare_json(
+    body: CompareJson, clip: ClipDep, settings: SettingsDep
+) -> Envelope[CompareResult]:
+    """`/compare` for callers holding images as base64 strings or data URIs."""
+    return ok(
+        clip.compare(
+            _b64(body.image_a, "image_a", settings),
+            _b64(body.image_b, "image_b", settings),
+            _tags(body.tags, settings, required=False),
+        )
+    )
+
+
+@router.post(
+    "/json/match",
+    response_model=Envelope[MatchResult],
+    responses=IMAGE_ERRORS,
+    summary="Match a base64 image to text tags",
+)
+def match_json(body: MatchJson, clip: ClipDep, settings: SettingsDep) -> Envelope[MatchResult]:
+    """`/match` for callers holding the image as a base64 string or data URI."""
+    return ok(
+        clip.match(_b64(body.image, "image", settings), _tags(body.tags, settings, required=True))
+    )
+
+
+@router.post(
+    "/json/embed/image",
+    response_model=Envelope[EmbeddingResult],
+    responses=IMAGE_ERRORS,
+    summary="Embeddings of base64 images",
+)
+def embed_images_json(
+    body: EmbedImagesJson, clip: ClipDep, settings: SettingsDep
+) -> Envelope[EmbeddingResult]:
+    """`/embed/image` for callers holding images as base64 strings or data URIs."""
+    return ok(
+        clip.embed_images([_b64(v, f"images.{i}", settings) for i, v in enumerate(body.images)])
+    )

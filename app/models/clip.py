@@ -1,0 +1,93 @@
+"""Schemas of the CLIP routes."""
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Base64Image = Annotated[
+    str,
+    Field(
+        min_length=1,
+        description="An image as plain base64 or a data URI (`data:image/png;base64,...`). "
+        "The declared type is ignored: the content decides.",
+    ),
+]
+Text = Annotated[str, Field(min_length=1)]
+
+
+class ModelRef(BaseModel):
+    name: str = Field(examples=["ViT-B-32"])
+    pretrained: str = Field(
+        examples=["openai"], description="Weights tag or checkpoint file and hash."
+    )
+    dimension: int = Field(examples=[512])
+
+
+class TagMatch(BaseModel):
+    tag: str
+    similarity: float = Field(description="Cosine similarity of image and tag, -1..1.")
+    probability: float = Field(
+        description="Softmax over the request's tags with the model's logit scale."
+    )
+    relevant: bool = Field(description="similarity >= CLIP_MATCH_THRESHOLD.")
+
+
+class CompareResult(BaseModel):
+    similarity: float = Field(description="Cosine similarity of the two images, -1..1.")
+    score: float = Field(description="max(0, similarity) x 100.")
+    verdict: Literal["similar", "related", "different"]
+    thresholds: dict[str, float] = Field(description="Similarity thresholds behind the verdict.")
+    tags_a: list[TagMatch] | None = Field(
+        description="image_a against each tag (when tags were sent)."
+    )
+    tags_b: list[TagMatch] | None = Field(
+        description="image_b against each tag (when tags were sent)."
+    )
+    model: ModelRef
+
+
+class MatchResult(BaseModel):
+    matches: list[TagMatch] = Field(description="One entry per tag, in request order.")
+    best: TagMatch
+    threshold: float
+    model: ModelRef
+
+
+class Embedding(BaseModel):
+    index: int
+    name: str | None = Field(description="File name (images) or the text itself (texts).")
+    embedding: list[float] = Field(description="L2-normalised vector.")
+
+
+class EmbeddingResult(BaseModel):
+    model: ModelRef
+    embeddings: list[Embedding]
+
+
+class CompareJson(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    image_a: Base64Image
+    image_b: Base64Image
+    tags: list[str] | None = Field(
+        default=None, description="Optional tags to match both images against."
+    )
+
+
+class MatchJson(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    image: Base64Image
+    tags: list[str] = Field(min_length=1, description="Tags; each may also be comma-separated.")
+
+
+class EmbedImagesJson(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    images: list[Base64Image] = Field(min_length=1)
+
+
+class EmbedTextsJson(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    texts: list[Text] = Field(min_length=1, examples=[["a red circle", "a photo of a dog"]])

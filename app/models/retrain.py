@@ -1,0 +1,75 @@
+"""Schemas of retraining and the model registry."""
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+JobState = Literal["queued", "running", "succeeded", "rejected", "failed"]
+
+
+class RetrainJson(BaseModel):
+    """The JSON form of a retraining request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    records: list[dict[str, str | float | int | bool | None]] = Field(
+        min_length=1,
+        description="Rows of labelled data: column -> value.",
+        examples=[
+            [{"math_score": 91, "physics_score": 88, "career_aspiration": "Software Engineer"}]
+        ],
+    )
+    mapping: dict[str, str] | None = Field(
+        default=None,
+        description="Source column -> feature name (see `GET /api/v1/career/model`) or `label`.",
+        examples=[{"math_score": "math", "physics_score": "physics", "career_aspiration": "label"}],
+    )
+    force: bool = Field(
+        default=False, description="Promote the candidate even if it fails the quality gate."
+    )
+
+
+class RetrainJob(BaseModel):
+    id: str
+    state: JobState
+    stage: str = Field(description="What the job is doing now.")
+    progress: float = Field(ge=0, le=1)
+    created_at: str
+    updated_at: str
+    source: str = Field(description="`csv` or `json`.")
+    force: bool
+    mapping: dict[str, str]
+    rows: dict[str, Any] = Field(
+        description="Rows received and used, unique students, every drop reason with its count, "
+        "values blanked as invalid, ignored columns, rows per career."
+    )
+    metrics: dict[str, Any] | None = Field(
+        description="Held-out top-1, top-3, macro-F1, log loss and majority baseline; cross-validation per candidate."
+    )
+    gate: dict[str, Any] | None = Field(
+        description="Quality-gate numbers and the comparison with the active model."
+    )
+    reasons: list[str] = Field(description="Why the candidate was rejected or the job failed.")
+    candidate_version: str | None
+    activated: bool
+    error: str | None
+
+
+class ModelVersion(BaseModel):
+    version: str
+    active: bool
+    readable: bool = Field(description="False when the manifest cannot be read.")
+    created_at: str | None = None
+    source: str | None = None
+    description: str | None = None
+    data_sha256: str | None = None
+    rows_used: int | None = None
+    features: list[str] = []
+    careers: int | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict, description="Held-out metrics.")
+
+
+class Activation(BaseModel):
+    version: str
+    active: bool
+    previous: str | None

@@ -1,0 +1,1 @@
+"""CLIP image comparison, text-to-image matching and embeddings."""
