@@ -8,6 +8,7 @@ only when the candidate passes the quality gate (or `force` is set). Servers not
 pointer through their model poller.
 """
 
+import csv
 import io
 import json
 import logging
@@ -69,8 +70,13 @@ def parse_csv(data: bytes, *, max_rows: int) -> pd.DataFrame:
         ) from exc
     except pd.errors.EmptyDataError as exc:
         raise MalformedUpload("The CSV has no columns.", details=[{"field": "file"}]) from exc
-    if frame.columns.duplicated().any():
-        raise MalformedUpload("The CSV header repeats a column name.", details=[{"field": "file"}])
+    header = next(csv.reader(io.StringIO(text.lstrip("\n"))), [])
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise MalformedUpload(
+            f"The CSV header repeats column names: {', '.join(repeated)}.",
+            details=[{"field": "file", "line": 1}],
+        )
     return frame
 
 
