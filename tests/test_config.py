@@ -11,7 +11,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_comma_lists_and_empty_values() -> None:
-    s = Settings(_env_file=None, cors_origins="https://a.test, https://b.test", api_keys="", clip_model_config="")  # type: ignore[call-arg]
+    s = Settings(
+        _env_file=None,
+        cors_origins="https://a.test, https://b.test",
+        api_keys="",
+        clip_model_config="",
+    )  # type: ignore[call-arg]
     assert s.cors_origins == ["https://a.test", "https://b.test"]
     assert s.api_keys == [] and s.clip_model_config is None
 

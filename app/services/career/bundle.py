@@ -25,7 +25,7 @@ import joblib
 import numpy as np
 import sklearn
 
-from app.core.exceptions import InvalidInput, ModelUnavailable, NotFound
+from app.core.exceptions import InvalidInput, NotFound
 from app.services.career.catalog import Career, load_catalog
 from app.services.career.features import FeatureSpec
 from app.services.career.training import PreparedData, TrainedModel
@@ -179,17 +179,6 @@ class ModelStore:
             catalog={c.name: c for c in catalog},
             model_card=(path / MODEL_CARD).read_text(encoding="utf-8"),
         )
-
-    def load_active(self) -> CareerBundle:
-        version = self.active_version()
-        if version is None:
-            raise ModelUnavailable(
-                f"No active career model in {self.root}: build one with `python -m research.train_career`."
-            )
-        try:
-            return self.load(version)
-        except BundleError as exc:
-            raise ModelUnavailable(f"The active career model cannot be loaded: {exc}") from exc
 
     def write(
         self,

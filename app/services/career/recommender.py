@@ -37,6 +37,7 @@ from app.services.career.bundle import (
     validate_version_name,
 )
 from app.services.career.catalog import Career, career_id
+from app.services.career.fastpath import verified_shortcut
 from app.services.career.features import (
     INTEREST_KEYWORDS,
     RIASEC,
@@ -85,6 +86,25 @@ class ActiveModel:
             self.by_key[profile.ref.name.lower()] = i
         if not hasattr(bundle.estimator, "predict_proba"):
             raise ModelUnavailable("The career model has no predict_proba.")
+        self.shortcut = verified_shortcut(bundle.estimator, self._probe_rows())
+
+    def _probe_rows(self) -> np.ndarray:
+        """Rows spanning every career's range, with and without missing values."""
+        rows = [self.baseline]
+        for profile in self.profiles:
+            for q in (1, len(self.grid) // 2, len(self.grid) - 2):
+                rows.append(
+                    np.array(
+                        [
+                            profile.quantiles[name][q] if name in profile.quantiles else np.nan
+                            for name in self.spec.names
+                        ]
+                    )
+                )
+        probes = np.vstack(rows)
+        holes = probes.copy()
+        holes[:, ::2] = np.nan
+        return np.vstack([probes, holes])
 
     def _profile(self, label: str) -> CareerProfile:
         ref_stats = self.bundle.reference["careers"][label]
@@ -144,6 +164,8 @@ class ActiveModel:
         return None if q is None else round(float(np.interp(50, self.grid, q)), 2)
 
     def proba(self, rows: np.ndarray) -> np.ndarray:
+        if self.shortcut is not None:
+            return self.shortcut(rows)
         # Rows are built by build_row (finite or NaN for the imputer): sklearn's per-call
         # re-validation would cost more than the prediction itself.
         with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
