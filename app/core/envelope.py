@@ -3,7 +3,7 @@
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from app.core.context import elapsed_ms, request_id_var
 from app.models.envelope import Envelope, ErrorBody, Meta
@@ -15,9 +15,14 @@ def meta() -> Meta:
     return Meta(request_id=request_id_var.get(), duration_ms=elapsed_ms())
 
 
-def ok(data: T) -> Envelope[T]:
-    """Wrap a route's result in the success envelope."""
-    return Envelope[T](success=True, data=data, meta=meta())
+def ok(data: T, status_code: int = 200) -> Response:
+    """Wrap a route's result in the success envelope, serialised once by pydantic-core.
+
+    Routes still declare `response_model=Envelope[...]` for OpenAPI; returning a ready
+    Response skips FastAPI's dump-validate-encode round trip (~1.5 ms for a predict answer).
+    """
+    body = Envelope[Any](success=True, data=data, meta=meta())
+    return Response(body.model_dump_json(), status_code=status_code, media_type="application/json")
 
 
 def error_response(

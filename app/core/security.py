@@ -31,7 +31,7 @@ def presented_key(header: str | None, bearer: HTTPAuthorizationCredentials | Non
     return header or (bearer.credentials if bearer else None)
 
 
-def require_api_key(request: Request, header: ApiKeyHeader, bearer: BearerToken) -> None:
+async def require_api_key(request: Request, header: ApiKeyHeader, bearer: BearerToken) -> None:
     """Dependency of every /api/v1 route; open when API_KEYS is not configured.
 
     Admin keys are accepted too, so an admin client needs one key, not two.
@@ -46,7 +46,7 @@ def require_api_key(request: Request, header: ApiKeyHeader, bearer: BearerToken)
         )
 
 
-def require_admin_key(request: Request, header: ApiKeyHeader, bearer: BearerToken) -> None:
+async def require_admin_key(request: Request, header: ApiKeyHeader, bearer: BearerToken) -> None:
     """Dependency of admin routes (retraining, activation): needs a key from ADMIN_API_KEYS."""
     allowed: list[str] = request.app.state.settings.admin_api_keys
     if not allowed:

@@ -1,6 +1,7 @@
 """Career routes: recommendations, analytics, catalog, vocabulary and the active model."""
 
 from fastapi import APIRouter
+from fastapi.responses import Response
 
 from app.api.deps import CareerDep
 from app.api.responses import errors
@@ -27,7 +28,7 @@ router = APIRouter(prefix="/career", tags=["career"])
     responses=errors(401, 413, 422, 503),
     summary="Recommend careers for a student",
 )
-def predict(body: PredictRequest, career: CareerDep) -> Envelope[PredictResponse]:
+def predict(body: PredictRequest, career: CareerDep) -> Response:
     """Top-k careers with calibrated probabilities, compatibility, strengths and gaps."""
     return ok(career.predict(body))
 
@@ -38,7 +39,7 @@ def predict(body: PredictRequest, career: CareerDep) -> Envelope[PredictResponse
     responses=errors(401, 413, 422, 503),
     summary="Explain how well careers fit a student",
 )
-def analyze(body: AnalyzeRequest, career: CareerDep) -> Envelope[AnalyzeResponse]:
+def analyze(body: AnalyzeRequest, career: CareerDep) -> Response:
     """Per-feature contributions, cohort percentiles and the changes that would help most."""
     return ok(career.analyze(body))
 
@@ -49,7 +50,7 @@ def analyze(body: AnalyzeRequest, career: CareerDep) -> Envelope[AnalyzeResponse
     responses=errors(401, 503),
     summary="Career catalog",
 )
-def careers(career: CareerDep) -> Envelope[list[CatalogCareer]]:
+def careers(career: CareerDep) -> Response:
     """Careers of the active model first, then the rest of the catalog."""
     return ok(career.catalog())
 
@@ -60,7 +61,7 @@ def careers(career: CareerDep) -> Envelope[list[CatalogCareer]]:
     responses=errors(401),
     summary="Interest vocabulary",
 )
-def interests(career: CareerDep) -> Envelope[InterestVocabulary]:
+def interests(career: CareerDep) -> Response:
     """RIASEC dimensions and the interest keywords `interests.keywords` accepts."""
     return ok(career.vocabulary())
 
@@ -71,6 +72,6 @@ def interests(career: CareerDep) -> Envelope[InterestVocabulary]:
     responses=errors(401, 503),
     summary="Active career model",
 )
-def model(career: CareerDep) -> Envelope[ModelInfo]:
+def model(career: CareerDep) -> Response:
     """The active model's card, feature spec, careers and metrics."""
     return ok(career.model_info())

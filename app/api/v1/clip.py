@@ -3,6 +3,7 @@
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, UploadFile
+from fastapi.responses import Response
 
 from app.api.deps import ClipDep, SettingsDep
 from app.api.responses import errors
@@ -57,7 +58,7 @@ def compare(
     tags: Annotated[
         list[str] | None, Form(description="Optional tags, repeated or comma-separated.")
     ] = None,
-) -> Envelope[CompareResult]:
+) -> Response:
     """Cosine similarity, a 0-100 score and a verdict; with tags, each image's tag matches."""
     return ok(
         clip.compare(
@@ -79,7 +80,7 @@ def match(
     tags: Annotated[list[str], Form(description="1..MAX_TAGS tags, repeated or comma-separated.")],
     clip: ClipDep,
     settings: SettingsDep,
-) -> Envelope[MatchResult]:
+) -> Response:
     """Per tag: cosine similarity, softmax probability and relevance; plus the best tag."""
     return ok(clip.match(_upload(image, "image", settings), _tags(tags, settings, required=True)))
 
@@ -94,7 +95,7 @@ def embed_images(
     images: Annotated[list[UploadFile], File(description="1..MAX_IMAGES_PER_REQUEST images.")],
     clip: ClipDep,
     settings: SettingsDep,
-) -> Envelope[EmbeddingResult]:
+) -> Response:
     """L2-normalised embeddings, one per image, in upload order."""
     return ok(
         clip.embed_images([_upload(f, f"images.{i}", settings) for i, f in enumerate(images)])
@@ -107,7 +108,7 @@ def embed_images(
     responses=errors(401, 413, 422, 429, 503),
     summary="Text embeddings",
 )
-def embed_texts(body: EmbedTextsJson, clip: ClipDep) -> Envelope[EmbeddingResult]:
+def embed_texts(body: EmbedTextsJson, clip: ClipDep) -> Response:
     """L2-normalised embeddings, one per text, in request order."""
     return ok(clip.embed_texts(body.texts))
 
@@ -118,9 +119,7 @@ def embed_texts(body: EmbedTextsJson, clip: ClipDep) -> Envelope[EmbeddingResult
     responses=IMAGE_ERRORS,
     summary="Compare two base64 images",
 )
-def compare_json(
-    body: CompareJson, clip: ClipDep, settings: SettingsDep
-) -> Envelope[CompareResult]:
+def compare_json(body: CompareJson, clip: ClipDep, settings: SettingsDep) -> Response:
     """`/compare` for callers holding images as base64 strings or data URIs."""
     return ok(
         clip.compare(
@@ -137,7 +136,7 @@ def compare_json(
     responses=IMAGE_ERRORS,
     summary="Match a base64 image to text tags",
 )
-def match_json(body: MatchJson, clip: ClipDep, settings: SettingsDep) -> Envelope[MatchResult]:
+def match_json(body: MatchJson, clip: ClipDep, settings: SettingsDep) -> Response:
     """`/match` for callers holding the image as a base64 string or data URI."""
     return ok(
         clip.match(_b64(body.image, "image", settings), _tags(body.tags, settings, required=True))
@@ -150,9 +149,7 @@ def match_json(body: MatchJson, clip: ClipDep, settings: SettingsDep) -> Envelop
     responses=IMAGE_ERRORS,
     summary="Embeddings of base64 images",
 )
-def embed_images_json(
-    body: EmbedImagesJson, clip: ClipDep, settings: SettingsDep
-) -> Envelope[EmbeddingResult]:
+def embed_images_json(body: EmbedImagesJson, clip: ClipDep, settings: SettingsDep) -> Response:
     """`/embed/image` for callers holding images as base64 strings or data URIs."""
     return ok(
         clip.embed_images([_b64(v, f"images.{i}", settings) for i, v in enumerate(body.images)])

@@ -3,7 +3,7 @@
 import time
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from app import __version__
 from app.api.responses import errors
@@ -19,7 +19,7 @@ def _models(request: Request) -> dict[str, ModelHealth]:
 
 
 @router.get("", response_model=Envelope[Health], summary="Service health")
-async def health(request: Request) -> Envelope[Health]:
+async def health(request: Request) -> Response:
     """`ok` when every enabled model is loaded, else `degraded`; each model's state and why."""
     models = _models(request)
     degraded = any(m.state == "unavailable" for m in models.values())
@@ -34,7 +34,7 @@ async def health(request: Request) -> Envelope[Health]:
 
 
 @router.get("/live", response_model=Envelope[Liveness], summary="Liveness probe")
-async def live() -> Envelope[Liveness]:
+async def live() -> Response:
     """200 while the process can answer."""
     return ok(Liveness(status="alive"))
 
@@ -45,7 +45,7 @@ async def live() -> Envelope[Liveness]:
     responses={503: errors(503)[503]},
     summary="Readiness probe",
 )
-async def ready(request: Request) -> Envelope[Readiness] | JSONResponse:
+async def ready(request: Request) -> Response:
     """200 only when every enabled model is loaded; else 503 with the reasons."""
     reasons = [
         f"{name}: {m.error}" for name, m in _models(request).items() if m.state == "unavailable"

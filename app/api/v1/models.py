@@ -4,6 +4,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -64,9 +65,7 @@ def _form_bool(value: object, field: str) -> bool:
     openapi_extra=_RETRAIN_BODY,
     summary="Start a retraining job (admin)",
 )
-async def retrain(
-    request: Request, settings: SettingsDep, jobs: RetrainDep
-) -> Envelope[RetrainJob]:
+async def retrain(request: Request, settings: SettingsDep, jobs: RetrainDep) -> Response:
     """Multipart `file` (CSV) + optional `mapping` and `force`, or JSON `records`/`mapping`/`force`.
 
     Answers 202 with the job at once; poll `GET /api/v1/career/retrain/{job_id}`.
@@ -100,7 +99,7 @@ async def retrain(
             "Send multipart/form-data (CSV file) or application/json (records)."
         )
     job = await run_in_threadpool(jobs.submit, frame, mapping=mapping, force=force, source=source)
-    return ok(RetrainJob.model_validate(job))
+    return ok(RetrainJob.model_validate(job), status_code=202)
 
 
 def _body_errors(exc: ValidationError) -> list[Any]:
@@ -117,7 +116,7 @@ def _body_errors(exc: ValidationError) -> list[Any]:
     dependencies=Admin,
     summary="Retraining job status (admin)",
 )
-def retrain_status(job_id: str, jobs: RetrainDep) -> Envelope[RetrainJob]:
+def retrain_status(job_id: str, jobs: RetrainDep) -> Response:
     """State, progress, row counts, metrics, candidate version and every reason."""
     return ok(RetrainJob.model_validate(jobs.get(job_id)))
 
@@ -128,7 +127,7 @@ def retrain_status(job_id: str, jobs: RetrainDep) -> Envelope[RetrainJob]:
     responses=errors(401),
     summary="Career model versions",
 )
-def list_models(career: CareerDep) -> Envelope[list[ModelVersion]]:
+def list_models(career: CareerDep) -> Response:
     """Every version, newest first, with created_at, data hash, held-out metrics and the active flag."""
     return ok([ModelVersion.model_validate(v) for v in career.store.describe()])
 
@@ -140,7 +139,7 @@ def list_models(career: CareerDep) -> Envelope[list[ModelVersion]]:
     dependencies=Admin,
     summary="Activate a version or roll back (admin)",
 )
-def activate(version: str, career: CareerDep) -> Envelope[Activation]:
+def activate(version: str, career: CareerDep) -> Response:
     """Switch the served model without a restart; a version that fails its checks is refused."""
     previous = career.store.active_version()
     career.activate(version)

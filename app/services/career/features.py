@@ -211,6 +211,13 @@ class StudentRow:
     imputed: list[str]  # model features that were missing and will be imputed
     ignored: list[str]  # inputs the active model does not use
 
+    def __post_init__(self) -> None:
+        # The centred RIASEC vector, computed once per request for every career's fit.
+        vector = np.array([self.interests.get(d, np.nan) for d in RIASEC])
+        self.interest_centred = vector - vector.mean()
+        norm = float(np.linalg.norm(self.interest_centred))
+        self.interest_norm = norm if np.isfinite(norm) else 0.0
+
 
 def build_row(
     spec: FeatureSpec,

@@ -4,6 +4,7 @@ import logging
 import math
 import threading
 import time
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,7 +66,9 @@ class CareerProfile:
     key_subjects: dict[str, float]
     interest_code: np.ndarray | None  # centred, unit-length RIASEC profile from the catalog
     students: int
-    quantiles: dict[str, np.ndarray]  # feature -> values at the quantile grid
+    quantiles: dict[str, list[float]]  # feature -> values at the quantile grid
+    medians: dict[str, float]
+    top_interests: tuple[str, ...]  # the code's two leading RIASEC dimensions
 
 
 class ActiveModel:
@@ -76,6 +79,7 @@ class ActiveModel:
         self.spec = bundle.spec
         self.classes = bundle.classes
         self.grid = np.asarray(bundle.reference["quantile_grid"], dtype=float)
+        self.grid_list = [float(g) for g in self.grid]
         self.baseline = np.array(
             [bundle.reference["population_median"][name] for name in self.spec.names]
         )
@@ -108,10 +112,16 @@ class ActiveModel:
 
     def _profile(self, label: str) -> CareerProfile:
         ref_stats = self.bundle.reference["careers"][label]
+        # Plain lists: per request the work is a few bisections on 21 numbers, where
+        # Python's bisect beats numpy's call overhead tenfold.
         quantiles = {
-            name: np.asarray(values, dtype=float)
+            name: [float(v) for v in values]
             for name, values in ref_stats["quantiles"].items()
             if values is not None
+        }
+        medians = {
+            name: round(float(np.interp(50, self.grid, values)), 2)
+            for name, values in quantiles.items()
         }
         career = self.bundle.catalog.get(label)
         key = {
@@ -120,23 +130,27 @@ class ActiveModel:
         if not key:
             key = self._distinctive_subjects(quantiles)
         code = None
+        top: tuple[str, ...] = ()
         if career and career.riasec:
             raw = np.array([career.interest_profile()[d] for d in RIASEC])
             centred = raw - raw.mean()
             code = centred / np.linalg.norm(centred)
+            top = tuple(RIASEC[d] for d in np.argsort(-code, kind="stable")[:2])
         return CareerProfile(
             ref=CareerRef(id=career_id(label), name=label),
             key_subjects=key,
             interest_code=code,
             students=int(ref_stats["students"]),
             quantiles=quantiles,
+            medians=medians,
+            top_interests=top,
         )
 
-    def _distinctive_subjects(self, quantiles: dict[str, np.ndarray]) -> dict[str, float]:
+    def _distinctive_subjects(self, quantiles: dict[str, list[float]]) -> dict[str, float]:
         """Without a catalog entry: the subjects where this cohort's median beats the population's most."""
         median_at = int(np.searchsorted(self.grid, 50))
         lift = {
-            s: quantiles[s][median_at] - self.baseline[self.spec.index[s]]
+            s: quantiles[s][median_at] - float(self.baseline[self.spec.index[s]])
             for s in self.spec.subjects
             if s in quantiles
         }
@@ -147,21 +161,20 @@ class ActiveModel:
         q = profile.quantiles.get(feature)
         if q is None:
             return None
+        grid = self.grid_list
         if value <= q[0]:
-            return 0.0 if value < q[0] else float(self.grid[0])
+            return 0.0 if value < q[0] else grid[0]
         if value >= q[-1]:
             return 100.0
-        left, right = np.searchsorted(q, value, "left"), np.searchsorted(q, value, "right")
+        left, right = bisect_left(q, value), bisect_right(q, value)
         if left < right:  # ties: many students on this exact value sit mid-run
-            return round(float(self.grid[left:right].mean()), 1)
+            return round(sum(grid[left:right]) / (right - left), 1)
         share = (value - q[left - 1]) / (q[left] - q[left - 1])
-        return round(
-            float(self.grid[left - 1] + share * (self.grid[left] - self.grid[left - 1])), 1
-        )
+        return round(grid[left - 1] + share * (grid[left] - grid[left - 1]), 1)
 
-    def median(self, profile: CareerProfile, feature: str) -> float | None:
-        q = profile.quantiles.get(feature)
-        return None if q is None else round(float(np.interp(50, self.grid, q)), 2)
+    @staticmethod
+    def median(profile: CareerProfile, feature: str) -> float | None:
+        return profile.medians.get(feature)
 
     def proba(self, rows: np.ndarray) -> np.ndarray:
         if self.shortcut is not None:
@@ -483,7 +496,7 @@ def _fit(
     gaps: list[FitPoint] = []
     weighted, weights = 0.0, 0.0
     for subject, weight in profile.key_subjects.items():
-        value = row.values[model.spec.index[subject]]
+        value = float(row.values[model.spec.index[subject]])
         if math.isnan(value) or subject in row.imputed:
             continue
         pct = model.percentile(profile, subject, value)
@@ -506,15 +519,10 @@ def _fit(
 
     interest = None
     if profile.interest_code is not None and len(row.interests) == len(RIASEC):
-        student = np.array([row.interests[d] for d in RIASEC])
-        centred = student - student.mean()
-        norm = np.linalg.norm(centred)
-        if norm > 0:
-            correlation = float(centred @ profile.interest_code / norm)
+        if row.interest_norm > 0:
+            correlation = float(row.interest_centred @ profile.interest_code) / row.interest_norm
             interest = round(50 * (correlation + 1), 1)
-        ranked = np.argsort(-profile.interest_code)[:2]
-        for d in ranked:
-            dim = RIASEC[d]
+        for dim in profile.top_interests:
             point = FitPoint(
                 feature=dim,
                 kind="interest",
@@ -540,7 +548,7 @@ def _fit(
 def _compare(model: ActiveModel, profile: CareerProfile, row: StudentRow) -> CohortComparison:
     percentiles = {}
     for subject in model.spec.subjects:
-        value = row.values[model.spec.index[subject]]
+        value = float(row.values[model.spec.index[subject]])
         if not math.isnan(value) and subject not in row.imputed:
             pct = model.percentile(profile, subject, value)
             if pct is not None:
