@@ -104,6 +104,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.started_at = time.monotonic()
 
+    app.add_middleware(RequestContextMiddleware, body_limit=_body_limit(settings))
+    # Added last, so outermost: the request middleware's own 413s and 500s get CORS headers.
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
@@ -111,7 +113,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=["Content-Type", "Authorization", "X-API-Key", "X-Request-ID"],
         expose_headers=["X-Request-ID"],
     )
-    app.add_middleware(RequestContextMiddleware, body_limit=_body_limit(settings))
     register_exception_handlers(app)
 
     api = APIRouter(prefix="/api/v1", dependencies=[Depends(require_api_key)])

@@ -34,9 +34,18 @@ def looks_like_image(data: bytes) -> bool:
 
 
 def decode_image(
-    data: bytes, *, max_pixels: int, draft_size: int | None = None, name: str = "image"
+    data: bytes,
+    *,
+    max_pixels: int,
+    draft_size: int | None = None,
+    max_side: int | None = None,
+    name: str = "image",
 ) -> Image.Image:
-    """Decode `data` into an RGB image with EXIF orientation applied (first frame if animated)."""
+    """Decode `data` into an RGB image with EXIF orientation applied (first frame if animated).
+
+    `draft_size` lets JPEG decode at a reduced scale; `max_side` shrinks anything larger
+    after decoding. Both stay well above the model's input size.
+    """
     if not data:
         raise InvalidImage(f"{name} is empty.", details=[{"field": name}])
     try:
@@ -73,7 +82,11 @@ def decode_image(
         image.seek(0)
         image.load()
         upright: Image.Image = ImageOps.exif_transpose(image) or image
-        return _to_rgb(upright)
+        rgb = _to_rgb(upright)
+        if max_side and max(rgb.size) > max_side:
+            # Keep what a request holds small: a 40 MP photo would be 120 MB of RGB.
+            rgb.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
+        return rgb
     except Exception as exc:
         raise InvalidImage(f"{name} is corrupt or truncated.", details=[{"field": name}]) from exc
 

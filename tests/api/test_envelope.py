@@ -145,3 +145,13 @@ def test_cors_allows_configured_origin_only(make_client) -> None:  # type: ignor
     assert allowed.headers.get("access-control-allow-origin") == "https://app.example"
     denied = client.get("/health/live", headers={"Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in denied.headers
+
+
+def test_middleware_errors_carry_cors_headers(make_client) -> None:  # type: ignore[no-untyped-def]
+    client = make_client(cors_origins="https://app.example")
+    big = {"academic_scores": {"math": 80}, "padding": "x" * 70_000}
+    response = client.post(
+        "/api/v1/career/predict", json=big, headers={"Origin": "https://app.example"}
+    )
+    assert_error(response, 413, "PAYLOAD_TOO_LARGE")
+    assert response.headers.get("access-control-allow-origin") == "https://app.example"

@@ -547,3 +547,29 @@ def test_personal_fields_are_never_logged(
     assert job["state"] in {"succeeded", "rejected"}
     text = caplog.text + json.dumps(job)
     assert "secret.person" not in text and "Zebulon" not in text
+
+
+def test_versions_that_load_but_do_not_work_are_refused(
+    admin: TestClient, career_model_dir: Path
+) -> None:
+    original = admin.get("/api/v1/career/model").json()["data"]["version"]
+    broken = _second_version(career_model_dir, "no-spec-1")
+    manifest_path = career_model_dir / broken / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["feature_spec"]
+    manifest_path.write_text(json.dumps(manifest))
+    error = assert_error(
+        admin.post(f"/api/v1/career/models/{broken}/activate", headers=ADMIN), 409, "MODEL_INVALID"
+    )
+    assert "feature_spec" in error["message"]
+    assert admin.get("/api/v1/career/model").json()["data"]["version"] == original
+    # A manifest that is JSON but not an object is listed as unreadable, not a 500.
+    (career_model_dir / "odd-1").mkdir()
+    (career_model_dir / "odd-1" / "manifest.json").write_text("[1, 2]")
+    listed = {v["version"]: v for v in admin.get("/api/v1/career/models").json()["data"]}
+    assert listed["odd-1"]["readable"] is False
+
+
+def test_unknown_or_odd_job_ids_are_404(admin: TestClient) -> None:
+    for job_id in ("0123456789abcdef", "x" * 300, "ABC"):
+        assert_error(admin.get(f"/api/v1/career/retrain/{job_id}", headers=ADMIN), 404, "NOT_FOUND")

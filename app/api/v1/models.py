@@ -88,11 +88,14 @@ async def retrain(request: Request, settings: SettingsDep, jobs: RetrainDep) -> 
             "csv",
         )
     elif content_type.startswith("application/json"):
-        try:
-            body = RetrainJson.model_validate_json(await request.body())
+        raw = await request.body()
+        try:  # a 20 MB body takes seconds to validate: off the event loop
+            body = await run_in_threadpool(RetrainJson.model_validate_json, raw)
         except ValidationError as exc:
             raise RequestValidationError(_body_errors(exc)) from exc
-        frame = records_frame(body.records, max_rows=settings.max_training_rows)
+        frame = await run_in_threadpool(
+            records_frame, body.records, max_rows=settings.max_training_rows
+        )
         mapping, force, source = body.mapping, body.force, "json"
     else:
         raise UnsupportedMediaType(

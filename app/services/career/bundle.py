@@ -113,7 +113,9 @@ class ModelStore:
         for version in self.versions():
             try:
                 m = self.read_manifest(version)
-            except (OSError, ValueError):
+                data, metrics = m.get("data") or {}, m.get("metrics") or {}
+                features = [f["name"] for f in m.get("feature_spec") or []]
+            except (OSError, ValueError, AttributeError, TypeError, KeyError):
                 out.append({"version": version, "active": version == active, "readable": False})
                 continue
             out.append(
@@ -124,11 +126,11 @@ class ModelStore:
                     "created_at": m.get("created_at"),
                     "source": m.get("source"),
                     "description": m.get("description"),
-                    "data_sha256": m.get("data", {}).get("sha256"),
-                    "rows_used": m.get("data", {}).get("rows_used"),
-                    "features": [f["name"] for f in m.get("feature_spec", [])],
-                    "careers": len(m.get("classes", [])),
-                    "metrics": m.get("metrics", {}).get("holdout", {}),
+                    "data_sha256": data.get("sha256"),
+                    "rows_used": data.get("rows_used"),
+                    "features": features,
+                    "careers": len(m.get("classes") or []),
+                    "metrics": metrics.get("holdout") or {},
                 }
             )
         return sorted(out, key=lambda v: v.get("created_at") or "", reverse=True)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import sklearn
 
-from app.core.exceptions import InvalidInput, ModelInvalid, ModelUnavailable
+from app.core.exceptions import AppError, InvalidInput, ModelInvalid, ModelUnavailable
 from app.models.career import (
     AnalyzeRequest,
     AnalyzeResponse,
@@ -237,13 +237,23 @@ class CareerRecommender:
             return
         self._load_version(version)
 
+    def _open(self, version: str) -> ActiveModel:
+        """Load and prepare a version; any failure becomes BundleError with the reason."""
+        try:
+            return ActiveModel(self.store.load(version))
+        except BundleError:
+            raise
+        except AppError as exc:
+            raise BundleError(exc.message) from exc
+        except Exception as exc:  # a bad manifest or a model that loads but cannot predict
+            raise BundleError(f"{type(exc).__name__}: {exc}") from exc
+
     def _load_version(self, version: str) -> ActiveModel | None:
         started = time.perf_counter()
         try:
-            model = ActiveModel(self.store.load(version))
-        except (BundleError, ModelUnavailable) as exc:
-            reason = exc.message if isinstance(exc, ModelUnavailable) else str(exc)
-            self._failed(version, f"The career model cannot be loaded: {reason}")
+            model = self._open(version)
+        except BundleError as exc:
+            self._failed(version, f"The career model cannot be loaded: {exc}")
             return None
         with self._lock:
             self._model = model
@@ -270,11 +280,10 @@ class CareerRecommender:
         validate_version_name(version)
         self.store.read_manifest(version)  # 404 when there is no such version
         try:
-            model = ActiveModel(self.store.load(version))
-        except (BundleError, ModelUnavailable) as exc:
-            reason = exc.message if isinstance(exc, ModelUnavailable) else str(exc)
+            model = self._open(version)
+        except BundleError as exc:
             raise ModelInvalid(
-                f"Version '{version}' was refused and the active model is unchanged: {reason}"
+                f"Version '{version}' was refused and the active model is unchanged: {exc}"
             ) from exc
         self.store.set_active(version)
         with self._lock:
@@ -448,7 +457,8 @@ class CareerRecommender:
         )
 
     def model_info(self) -> ModelInfo:
-        bundle = self.model.bundle
+        model = self.model  # one read: a concurrent activation cannot mix two versions
+        bundle = model.bundle
         m = bundle.manifest
         return ModelInfo(
             version=bundle.version,
@@ -456,7 +466,7 @@ class CareerRecommender:
             source=m["source"],
             description=m["description"],
             feature_spec=m["feature_spec"],
-            careers=[p.ref for p in self.model.profiles],
+            careers=[p.ref for p in model.profiles],
             metrics=m["metrics"],
             data=m["data"],
             libraries=m["libraries"],
@@ -536,8 +546,8 @@ def _fit(
                 gaps.append(point)
     parts = [p for p in (academic, interest) if p is not None]
     overall = round(sum(parts) / len(parts), 1) if parts else None
-    strengths.sort(key=lambda p: -(p.percentile or p.value))
-    gaps.sort(key=lambda p: p.percentile or p.value)
+    strengths.sort(key=lambda p: -(p.value if p.percentile is None else p.percentile))
+    gaps.sort(key=lambda p: p.value if p.percentile is None else p.percentile)
     return (
         Compatibility(overall=overall, academic_fit=academic, interest_fit=interest),
         strengths,

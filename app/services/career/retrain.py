@@ -13,10 +13,12 @@ import io
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +42,10 @@ logger = logging.getLogger(__name__)
 JOBS_DIR = ".jobs"
 LOCK = "LOCK"
 ACTIVE_STATES = ("queued", "running")
+_JOB_ID = re.compile(r"[0-9a-f]{16}")
+# A lock whose job file is not written yet is live for this long (the submitter is
+# still writing the uploaded rows), not stale.
+LOCK_GRACE_SECONDS = 120
 MIN_ROWS_PER_CLASS = 10
 
 
@@ -100,6 +106,20 @@ def write_job(path: Path, job: dict[str, Any]) -> None:
         json.dump(job, fh, indent=2, sort_keys=True)
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return ""
+
+
+def release_lock(root: Path, job_id: str) -> None:
+    """Remove the job lock, but only while it is this job's."""
+    lock = root / JOBS_DIR / LOCK
+    if _read_text(lock) == job_id:
+        lock.unlink(missing_ok=True)
 
 
 def _pid_alive(pid: int | None) -> bool:
@@ -189,22 +209,32 @@ class RetrainJobs:
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            holder = lock.read_text(encoding="utf-8").strip() if lock.exists() else ""
-            current = self._read(holder) if holder else None
-            if (
-                current
-                and current["state"] in ACTIVE_STATES
-                and (current.get("pid") is None or _pid_alive(current.get("pid")))
-            ):
+            if not self._lock_is_stale(lock):
+                holder = _read_text(lock)
                 raise Conflict(
-                    f"Retraining job {holder} is still {current['state']}; one job runs at a time.",
-                    details=[{"job_id": holder, "state": current["state"]}],
+                    f"Retraining job {holder} is still running; one job runs at a time.",
+                    details=[{"job_id": holder}],
                 ) from None
-            # A lock left by a job whose process died: take it over.
-            lock.unlink(missing_ok=True)
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            lock.unlink(missing_ok=True)  # left by a job whose process died
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:  # another process took it over first
+                raise Conflict("Another retraining job has just started.") from None
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(job_id)
+
+    def _lock_is_stale(self, lock: Path) -> bool:
+        holder = _read_text(lock)
+        current = self._read(holder)
+        if current is None:  # no job file yet: the submitter may still be writing it
+            try:
+                age = time.time() - lock.stat().st_mtime
+            except FileNotFoundError:
+                return True
+            return age > LOCK_GRACE_SECONDS
+        if current["state"] not in ACTIVE_STATES:
+            return True
+        return current.get("pid") is not None and not _pid_alive(current["pid"])
 
     def _reap(self, process: subprocess.Popen[bytes], job_id: str) -> None:
         """Wait for the worker; if it died without a final state, record that."""
@@ -213,18 +243,16 @@ class RetrainJobs:
         if job and job["state"] in ACTIVE_STATES:
             job.update(state="failed", error=f"the training process exited with code {code}")
             write_job(self.dir / f"{job_id}.json", job)
-            lock = self.dir / LOCK
-            if lock.exists() and lock.read_text(encoding="utf-8").strip() == job_id:
-                lock.unlink(missing_ok=True)
+            release_lock(self.store.root, job_id)
 
     def _read(self, job_id: str) -> dict[str, Any] | None:
-        if not job_id.isalnum():
+        if not _JOB_ID.fullmatch(job_id):
             return None
         try:
             job: dict[str, Any] = json.loads(
                 (self.dir / f"{job_id}.json").read_text(encoding="utf-8")
             )
-        except (FileNotFoundError, json.JSONDecodeError):
+        except (OSError, ValueError):
             return None
         return job
 

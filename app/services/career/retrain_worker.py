@@ -15,7 +15,7 @@ import pandas as pd
 from app.core.exceptions import AppError
 from app.services.career.bundle import BundleError, ModelStore
 from app.services.career.catalog import Career
-from app.services.career.retrain import JOBS_DIR, LOCK, write_job
+from app.services.career.retrain import JOBS_DIR, release_lock, write_job
 from app.services.career.training import (
     TrainedModel,
     TrainingConfig,
@@ -140,7 +140,7 @@ def run(root: Path, job_id: str) -> int:
     finally:
         write_job(path, job)
         data_path.unlink(missing_ok=True)
-        (root / JOBS_DIR / LOCK).unlink(missing_ok=True)
+        release_lock(root, job_id)
     return 0
 
 

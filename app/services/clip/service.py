@@ -33,6 +33,8 @@ from app.utils.images import decode_image
 logger = logging.getLogger(__name__)
 
 TEXT_CACHE_SIZE = 4096
+# Decoded images are shrunk to this longest side (or 4x the model input, if larger).
+MAX_DECODED_SIDE = 1024
 
 
 class ImageInput:
@@ -229,6 +231,7 @@ class ClipService:
             item.data,
             max_pixels=self.settings.max_image_pixels,
             draft_size=2 * size if size else None,
+            max_side=max(MAX_DECODED_SIDE, 4 * size) if size else MAX_DECODED_SIDE,
             name=item.field,
         )
 
