@@ -45,7 +45,6 @@ class Settings(BaseSettings):
     clip_pretrained: str = "openai"
     clip_model_config: Path | None = None
     clip_device: Literal["auto", "cpu", "cuda"] = "auto"
-    clip_precision: Literal["fp32", "bf16"] = "fp32"
     torch_threads: int = Field(default=2, ge=1, le=256)
     clip_max_waiting: int = Field(default=8, ge=1)
     clip_match_threshold: float = Field(default=0.25, ge=-1, le=1)

@@ -74,7 +74,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="CLIP latency, throughput and memory benchmark.")
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     args = parser.parse_args()
     cache = Path(tempfile.mkdtemp(prefix="clip-bench-"))
     settings = Settings(
@@ -84,7 +83,6 @@ def main() -> None:
         clip_model_cache_dir=cache,
         clip_device="cpu",
         torch_threads=args.threads,
-        clip_precision=args.precision,
     )
     service = ClipService(settings)
     service.load()
@@ -94,12 +92,12 @@ def main() -> None:
     from app.services.clip.service import ImageInput
 
     images = [service.decode(ImageInput(j, f"image_{i}")) for i, j in enumerate(jpegs)]
-    batch = torch.stack([service.preprocess(im) for im in images]).to(service.dtype)
+    batch = torch.stack([service.preprocess(im) for im in images])
 
     def raw_open_clip() -> None:
         """What a script using open_clip directly pays: decode, preprocess, encode."""
         pils = [Image.open(io.BytesIO(j)).convert("RGB") for j in jpegs]
-        tensors = torch.stack([service.preprocess(p) for p in pils]).to(service.dtype)
+        tensors = torch.stack([service.preprocess(p) for p in pils])
         with torch.inference_mode():
             service.model.encode_image(tensors, normalize=True)
 
@@ -131,7 +129,6 @@ def main() -> None:
         "CLIP_MODEL_CACHE_DIR": str(cache),
         "CLIP_DEVICE": "cpu",
         "TORCH_THREADS": str(args.threads),
-        "CLIP_PRECISION": args.precision,
         "LOG_FORMAT": "json",
     }
     server = subprocess.Popen(
@@ -170,7 +167,7 @@ def main() -> None:
         server.wait(timeout=30)
 
     print(
-        f"\nCLIP {MODEL} (random init, {args.precision}, {args.threads} torch threads, CPU), median of {args.runs} runs\n"
+        f"\nCLIP {MODEL} (random init, fp32, {args.threads} torch threads, CPU), median of {args.runs} runs\n"
     )
     print("| measurement | ms | vs raw |\n|---|---|---|")
     rows = [

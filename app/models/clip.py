@@ -21,7 +21,6 @@ class ModelRef(BaseModel):
         examples=["openai"], description="Weights tag or checkpoint file and hash."
     )
     dimension: int = Field(examples=[512])
-    precision: str = Field(examples=["fp32"], description="Weight precision: fp32 or bf16.")
 
 
 class TagMatch(BaseModel):

@@ -87,7 +87,6 @@ class ClipService:
         self.tokenizer: Any = None
         self.device = "cpu"
         self.weights_tag = ""
-        self.dtype: Any = None
         self.dimension = 0
         self.logit_scale = 100.0
         # All torch work runs on this one thread: torch's OpenMP pool then belongs to a
@@ -165,11 +164,8 @@ class ClipService:
             pretrained=pretrained,
             cache_dir=str(s.clip_model_cache_dir),
             device=self.device,
-            # bf16 = open_clip's "pure_bf16": every weight in bfloat16, half the memory.
-            precision="pure_bf16" if s.clip_precision == "bf16" else "fp32",
         )
         model.eval()
-        self.dtype = torch.bfloat16 if s.clip_precision == "bf16" else torch.float32
         self.model = model
         self.preprocess = preprocess
         self.tokenizer = open_clip.get_tokenizer(s.clip_model_name)
@@ -196,7 +192,6 @@ class ClipService:
             name=self.settings.clip_model_name,
             pretrained=self.weights_tag,
             dimension=self.dimension,
-            precision=self.settings.clip_precision,
         )
 
     def _require(self) -> None:
@@ -254,8 +249,8 @@ class ClipService:
 
         def forward() -> Any:
             # Preprocessing uses torch ops too, so it runs on the inference thread as well.
-            batch = torch.stack([self.preprocess(image) for image in images])
-            return self.model.encode_image(batch.to(self.device, self.dtype), normalize=True)
+            batch = torch.stack([self.preprocess(image) for image in images]).to(self.device)
+            return self.model.encode_image(batch, normalize=True)
 
         return self._run(forward)
 
