@@ -1,5 +1,8 @@
 """Swagger UI and ReDoc render from the service's own assets, and OpenAPI documents errors."""
 
+import json
+import re
+
 from fastapi.testclient import TestClient
 
 
@@ -33,3 +36,14 @@ def test_openapi_documents_envelopes_and_error_codes(client: TestClient) -> None
         "/health/ready",
     ):
         assert path in spec["paths"], path
+
+
+def test_every_openapi_reference_resolves(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    text = json.dumps(spec)
+    refs = set(re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', text))
+    assert refs, "expected schema references"
+    missing = refs - set(spec["components"]["schemas"])
+    assert not missing, f"dangling $ref: {missing}"
+    retrain = spec["paths"]["/api/v1/career/retrain"]["post"]["requestBody"]["content"]
+    assert {"multipart/form-data", "application/json"} <= set(retrain)

@@ -43,7 +43,8 @@ _RETRAIN_BODY = {
                     },
                 }
             },
-            "application/json": {"schema": {"$ref": "#/components/schemas/RetrainJson"}},
+            # Inline: the body is parsed by hand, so FastAPI does not list it in components.
+            "application/json": {"schema": RetrainJson.model_json_schema()},
         },
     }
 }
