@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from app.config import get_settings
 from app.models.career import AnalyzeRequest, PredictRequest
 from app.services.career.bundle import ModelStore
 from app.services.career.recommender import CareerRecommender
+from benchmarks.common import free_port, timed_ms
 
 STUDENT = {
     "academic_scores": {"math": 88, "physics": 79, "computer_science": 93, "english": 71},
@@ -55,21 +55,9 @@ def service_latency(model_dir: Path, runs: int) -> list[tuple[str, float, float,
         ("analyze (1 career)", lambda: recommender.analyze(analyze_one), runs // 4),
         ("analyze (all careers)", lambda: recommender.analyze(analyze_all), runs // 10),
     ]:
-        for _ in range(20):
-            call()
-        samples = []
-        for _ in range(n):
-            start = time.perf_counter()
-            call()
-            samples.append((time.perf_counter() - start) * 1000)
+        samples = timed_ms(call, n, warm=20)
         rows.append((name, statistics.median(samples), percentile(samples, 99), n))
     return rows
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def load(url: str, method: str, seconds: float, concurrency: int) -> tuple[float, float]:

@@ -13,7 +13,6 @@ import argparse
 import io
 import os
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from PIL import Image
 
 from app.config import Settings
 from app.services.clip.service import ClipService
+from benchmarks.common import free_port, timed_ms
 
 MODEL = "ViT-B-32"
 
@@ -47,20 +47,7 @@ def photo_jpeg(seed: int, size: tuple[int, int] = (640, 480)) -> bytes:
 
 
 def timed(fn, runs: int, warm: int = 2) -> float:  # type: ignore[no-untyped-def]
-    for _ in range(warm):
-        fn()
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1000)
-    return statistics.median(samples)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return statistics.median(timed_ms(fn, runs, warm))
 
 
 def vm_hwm_mb(pid: int) -> float:
