@@ -17,7 +17,7 @@ from app.config import Settings, get_settings
 from app.core.handlers import register_exception_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import RequestContextMiddleware
-from app.core.security import require_api_key
+from app.core.security import document_bearer_alternative, require_api_key
 from app.services.career.bundle import ModelStore
 from app.services.career.recommender import CareerRecommender
 from app.services.career.retrain import RetrainJobs
@@ -121,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(clip.router)
     app.include_router(api)
     app.include_router(health.router)
+    document_bearer_alternative(app)
     return app
 
 

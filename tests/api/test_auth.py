@@ -1,5 +1,6 @@
 """API keys between the gateway and the service."""
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import assert_error
@@ -29,6 +30,32 @@ def test_keys_required_when_configured(make_client) -> None:  # type: ignore[no-
         client.post(url, json=STUDENT, headers={"Authorization": "Bearer k-two"}).status_code == 200
     )
     assert client.get("/api/v1/career/careers", headers={"X-API-Key": "k-two"}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Authorization": "Bearer"},  # no token
+        {"Authorization": "Bearer "},
+        {"Authorization": "k-one"},  # no scheme
+        {"Authorization": "Token k-one"},
+        {"X-API-Key": ""},
+        {"X-API-Key": "k-one "},  # keys are compared exactly
+    ],
+)
+def test_malformed_credentials_are_refused(make_client, headers: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    client: TestClient = make_client(api_keys="k-one")
+    assert_error(
+        client.post("/api/v1/career/predict", json=STUDENT, headers=headers), 401, "UNAUTHORIZED"
+    )
+
+
+def test_bearer_scheme_is_case_insensitive(make_client) -> None:  # type: ignore[no-untyped-def]
+    client: TestClient = make_client(api_keys="k-one")
+    response = client.post(
+        "/api/v1/career/predict", json=STUDENT, headers={"Authorization": "bearer k-one"}
+    )
+    assert response.status_code == 200
 
 
 def test_health_and_docs_stay_open(make_client) -> None:  # type: ignore[no-untyped-def]

@@ -25,7 +25,19 @@ def test_openapi_documents_envelopes_and_error_codes(client: TestClient) -> None
         assert status in predict["responses"], status
         example = predict["responses"][status]["content"]["application/json"]["example"]
         assert example["success"] is False and example["error"]["code"]
-    assert "APIKeyHeader" in spec["components"]["securitySchemes"]
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["APIKeyHeader"] == {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": "Gateway API key.",
+    }
+    assert schemes["HTTPBearer"]["scheme"] == "bearer"
+    # Either scheme authorises every /api/v1 route; health and docs need neither.
+    for path, operations in spec["paths"].items():
+        for operation in operations.values():
+            expected = [{"APIKeyHeader": []}, {"HTTPBearer": []}]
+            assert operation.get("security") == (expected if path.startswith("/api/v1") else None)
     for path in (
         "/api/v1/career/analyze",
         "/api/v1/career/careers",
