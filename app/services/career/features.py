@@ -212,11 +212,15 @@ class StudentRow:
     ignored: list[str]  # inputs the active model does not use
 
     def __post_init__(self) -> None:
-        # The centred RIASEC vector, computed once per request for every career's fit.
-        vector = np.array([self.interests.get(d, np.nan) for d in RIASEC])
-        self.interest_centred = vector - vector.mean()
-        norm = float(np.linalg.norm(self.interest_centred))
-        self.interest_norm = norm if np.isfinite(norm) else 0.0
+        self.values_list: list[float] = self.values.tolist()  # fast scalar reads
+        # The centred RIASEC vector, once per request for every career's fit; None unless
+        # all six dimensions are known. Six floats: plain Python beats numpy's call overhead.
+        self.interest_centred: tuple[float, ...] | None = None
+        self.interest_norm = 0.0
+        if all(d in self.interests for d in RIASEC):
+            mean = sum(self.interests[d] for d in RIASEC) / len(RIASEC)
+            self.interest_centred = tuple(self.interests[d] - mean for d in RIASEC)
+            self.interest_norm = math.hypot(*self.interest_centred)
 
 
 def build_row(
@@ -267,13 +271,11 @@ def build_row(
         if value is not None and name in spec.habits:
             given[name] = float(value)
 
-    values = np.full(len(spec.names), np.nan)
-    for name, value in given.items():
-        values[spec.index[name]] = value
-    imputed = [name for name, v in zip(spec.names, values, strict=True) if math.isnan(v)]
+    ordered = [given.get(name, math.nan) for name in spec.names]
+    imputed = [name for name, value in zip(spec.names, ordered, strict=True) if math.isnan(value)]
     ignored = [
         f"habits.{name}"
         for name, value in (habits or {}).items()
         if value is not None and name not in spec.habits
     ]
-    return StudentRow(values=values, interests=profile, imputed=imputed, ignored=ignored)
+    return StudentRow(values=np.array(ordered), interests=profile, imputed=imputed, ignored=ignored)

@@ -19,16 +19,13 @@ from app.models.career import (
     CareerRef,
     CatalogCareer,
     CohortComparison,
-    Compatibility,
     Contribution,
-    FitPoint,
     Improvement,
     InterestKeyword,
     InterestVocabulary,
     ModelInfo,
     PredictRequest,
     PredictResponse,
-    Recommendation,
     StudentProfile,
 )
 from app.services.career.bundle import (
@@ -64,11 +61,16 @@ class CareerProfile:
 
     ref: CareerRef
     key_subjects: dict[str, float]
-    interest_code: np.ndarray | None  # centred, unit-length RIASEC profile from the catalog
+    interest_code: tuple[float, ...] | None  # centred, unit-length RIASEC profile (catalog)
     students: int
     quantiles: dict[str, list[float]]  # feature -> values at the quantile grid
     medians: dict[str, float]
     top_interests: tuple[str, ...]  # the code's two leading RIASEC dimensions
+    # What each request's fit reads, resolved once: (subject, weight, column, quantiles,
+    # median) for the key subjects this cohort has quantiles for, and (dimension,
+    # quantiles, median) for the top interests.
+    subject_terms: tuple[tuple[str, float, int, list[float], float], ...]
+    interest_terms: tuple[tuple[str, list[float] | None, float | None], ...]
 
 
 class ActiveModel:
@@ -112,8 +114,6 @@ class ActiveModel:
 
     def _profile(self, label: str) -> CareerProfile:
         ref_stats = self.bundle.reference["careers"][label]
-        # Plain lists: per request the work is a few bisections on 21 numbers, where
-        # Python's bisect beats numpy's call overhead tenfold.
         quantiles = {
             name: [float(v) for v in values]
             for name, values in ref_stats["quantiles"].items()
@@ -134,8 +134,9 @@ class ActiveModel:
         if career and career.riasec:
             raw = np.array([career.interest_profile()[d] for d in RIASEC])
             centred = raw - raw.mean()
-            code = centred / np.linalg.norm(centred)
-            top = tuple(RIASEC[d] for d in np.argsort(-code, kind="stable")[:2])
+            unit = centred / np.linalg.norm(centred)
+            code = tuple(float(v) for v in unit)
+            top = tuple(RIASEC[d] for d in np.argsort(-unit, kind="stable")[:2])
         return CareerProfile(
             ref=CareerRef(id=career_id(label), name=label),
             key_subjects=key,
@@ -144,6 +145,12 @@ class ActiveModel:
             quantiles=quantiles,
             medians=medians,
             top_interests=top,
+            subject_terms=tuple(
+                (subject, weight, self.spec.index[subject], quantiles[subject], medians[subject])
+                for subject, weight in key.items()
+                if subject in quantiles
+            ),
+            interest_terms=tuple((d, quantiles.get(d), medians.get(d)) for d in top),
         )
 
     def _distinctive_subjects(self, quantiles: dict[str, list[float]]) -> dict[str, float]:
@@ -159,22 +166,7 @@ class ActiveModel:
 
     def percentile(self, profile: CareerProfile, feature: str, value: float) -> float | None:
         q = profile.quantiles.get(feature)
-        if q is None:
-            return None
-        grid = self.grid_list
-        if value <= q[0]:
-            return 0.0 if value < q[0] else grid[0]
-        if value >= q[-1]:
-            return 100.0
-        left, right = bisect_left(q, value), bisect_right(q, value)
-        if left < right:  # ties: many students on this exact value sit mid-run
-            return round(sum(grid[left:right]) / (right - left), 1)
-        share = (value - q[left - 1]) / (q[left] - q[left - 1])
-        return round(grid[left - 1] + share * (grid[left] - grid[left - 1]), 1)
-
-    @staticmethod
-    def median(profile: CareerProfile, feature: str) -> float | None:
-        return profile.medians.get(feature)
+        return None if q is None else _percentile(q, self.grid_list, value)
 
     def proba(self, rows: np.ndarray) -> np.ndarray:
         if self.shortcut is not None:
@@ -322,21 +314,23 @@ class CareerRecommender:
             profile = model.profiles[index]
             compatibility, strengths, gaps = _fit(model, profile, row)
             recommendations.append(
-                Recommendation(
-                    rank=rank,
-                    career=profile.ref,
-                    probability=round(float(proba[index]), 4),
-                    compatibility=compatibility,
-                    strengths=strengths,
-                    gaps=gaps,
-                )
+                {
+                    "rank": rank,
+                    "career": profile.ref,
+                    "probability": round(float(proba[index]), 4),
+                    "compatibility": compatibility,
+                    "strengths": strengths,
+                    "gaps": gaps,
+                }
             )
-        return PredictResponse(
-            recommendations=recommendations,
-            model_version=model.bundle.version,
-            features_used=model.spec.names,
-            imputed=row.imputed,
-            warnings=warnings,
+        return PredictResponse.model_validate(
+            {
+                "recommendations": recommendations,
+                "model_version": model.bundle.version,
+                "features_used": model.spec.names,
+                "imputed": row.imputed,
+                "warnings": warnings,
+            }
         )
 
     def analyze(self, request: AnalyzeRequest) -> AnalyzeResponse:
@@ -395,15 +389,17 @@ class CareerRecommender:
             ]
             gains.sort(key=lambda g: g.probability_gain, reverse=True)
             analyses.append(
-                CareerAnalysis(
-                    career=profile.ref,
-                    probability=round(float(base[index]), 4),
-                    compatibility=compatibility,
-                    strengths=strengths,
-                    gaps=gaps,
-                    contributions=contributions,
-                    comparison=_compare(model, profile, row),
-                    improvements=gains[:MAX_IMPROVEMENTS],
+                CareerAnalysis.model_validate(
+                    {
+                        "career": profile.ref,
+                        "probability": round(float(base[index]), 4),
+                        "compatibility": compatibility,
+                        "strengths": strengths,
+                        "gaps": gaps,
+                        "contributions": contributions,
+                        "comparison": _compare(model, profile, row),
+                        "improvements": gains[:MAX_IMPROVEMENTS],
+                    }
                 )
             )
         return AnalyzeResponse(
@@ -498,61 +494,82 @@ class CareerRecommender:
         return row, warnings
 
 
-def _fit(
-    model: ActiveModel, profile: CareerProfile, row: StudentRow
-) -> tuple[Compatibility, list[FitPoint], list[FitPoint]]:
+# The parts of a fit as plain data. Responses are validated once, at the end, into their
+# pydantic models: one validation of the tree costs a third of building ~30 models by hand.
+Fit = tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]
+
+
+def _fit(model: ActiveModel, profile: CareerProfile, row: StudentRow) -> Fit:
     """Compatibility parts plus the key subjects and interests where the student stands out."""
-    strengths: list[FitPoint] = []
-    gaps: list[FitPoint] = []
+    grid = model.grid_list
+    values = row.values_list
+    strengths: list[dict[str, Any]] = []
+    gaps: list[dict[str, Any]] = []
     weighted, weights = 0.0, 0.0
-    for subject, weight in profile.key_subjects.items():
-        value = float(row.values[model.spec.index[subject]])
-        if math.isnan(value) or subject in row.imputed:
+    for subject, weight, column, q, typical in profile.subject_terms:
+        value = values[column]
+        if math.isnan(value):  # not given: imputed values say nothing about the student
             continue
-        pct = model.percentile(profile, subject, value)
-        if pct is None:
-            continue
+        pct = _percentile(q, grid, value)
         weighted += weight * pct
         weights += weight
-        point = FitPoint(
-            feature=subject,
-            kind="subject",
-            value=float(value),
-            typical=model.median(profile, subject),
-            percentile=pct,
-        )
         if pct >= STRENGTH_PERCENTILE:
-            strengths.append(point)
+            strengths.append(_point(subject, "subject", value, typical, pct))
         elif pct <= GAP_PERCENTILE:
-            gaps.append(point)
+            gaps.append(_point(subject, "subject", value, typical, pct))
     academic = round(weighted / weights, 1) if weights else None
 
     interest = None
-    if profile.interest_code is not None and len(row.interests) == len(RIASEC):
+    if profile.interest_code is not None and row.interest_centred is not None:
         if row.interest_norm > 0:
-            correlation = float(row.interest_centred @ profile.interest_code) / row.interest_norm
-            interest = round(50 * (correlation + 1), 1)
-        for dim in profile.top_interests:
-            point = FitPoint(
-                feature=dim,
-                kind="interest",
-                value=row.interests[dim],
-                typical=model.median(profile, dim),
-                percentile=model.percentile(profile, dim, row.interests[dim]),
+            dot = sum(
+                s * c for s, c in zip(row.interest_centred, profile.interest_code, strict=True)
             )
-            if row.interests[dim] >= STRENGTH_PERCENTILE:
-                strengths.append(point)
-            elif row.interests[dim] <= GAP_PERCENTILE:
-                gaps.append(point)
+            interest = round(50 * (dot / row.interest_norm + 1), 1)
+        for dim, cohort, median in profile.interest_terms:
+            value = row.interests[dim]
+            if GAP_PERCENTILE < value < STRENGTH_PERCENTILE:
+                continue
+            pct_or_none = None if cohort is None else _percentile(cohort, grid, value)
+            point = _point(dim, "interest", value, median, pct_or_none)
+            (strengths if value >= STRENGTH_PERCENTILE else gaps).append(point)
     parts = [p for p in (academic, interest) if p is not None]
     overall = round(sum(parts) / len(parts), 1) if parts else None
-    strengths.sort(key=lambda p: -(p.value if p.percentile is None else p.percentile))
-    gaps.sort(key=lambda p: p.value if p.percentile is None else p.percentile)
-    return (
-        Compatibility(overall=overall, academic_fit=academic, interest_fit=interest),
-        strengths,
-        gaps,
-    )
+    strengths.sort(key=_standing, reverse=True)
+    gaps.sort(key=_standing)
+    compatibility = {"overall": overall, "academic_fit": academic, "interest_fit": interest}
+    return compatibility, strengths, gaps
+
+
+def _percentile(q: list[float], grid: list[float], value: float) -> float:
+    """Where `value` falls among a cohort, from its values `q` at the quantile `grid`.
+
+    Plain lists: per request the work is a few bisections on 21 numbers, where Python's
+    bisect beats numpy's call overhead tenfold.
+    """
+    if value <= q[0]:
+        return 0.0 if value < q[0] else grid[0]
+    if value >= q[-1]:
+        return 100.0
+    left = bisect_left(q, value)
+    right = bisect_right(q, value, left)
+    if left < right:  # ties: many students on this exact value sit mid-run
+        return round(sum(grid[left:right]) / (right - left), 1)
+    share = (value - q[left - 1]) / (q[left] - q[left - 1])
+    return round(grid[left - 1] + share * (grid[left] - grid[left - 1]), 1)
+
+
+def _point(
+    feature: str, kind: str, value: float, typical: float | None, pct: float | None
+) -> dict[str, Any]:
+    """A FitPoint's fields."""
+    return {"feature": feature, "kind": kind, "value": value, "typical": typical, "percentile": pct}
+
+
+def _standing(point: dict[str, Any]) -> float:
+    """Sort key: the percentile, or the raw value where the cohort has none."""
+    pct: float | None = point["percentile"]
+    return point["value"] if pct is None else pct
 
 
 def _compare(model: ActiveModel, profile: CareerProfile, row: StudentRow) -> CohortComparison:
@@ -564,7 +581,7 @@ def _compare(model: ActiveModel, profile: CareerProfile, row: StudentRow) -> Coh
             if pct is not None:
                 percentiles[subject] = pct
     distance = None
-    medians = [model.median(profile, d) for d in RIASEC]
+    medians = [profile.medians.get(d) for d in RIASEC]
     if len(row.interests) == len(RIASEC) and all(m is not None for m in medians):
         student = np.array([row.interests[d] for d in RIASEC])
         cohort = np.array(medians, dtype=float)

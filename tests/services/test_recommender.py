@@ -1,0 +1,177 @@
+"""The career service without HTTP: percentiles, fit parts and the predict answer."""
+
+import math
+from typing import Any
+
+import pytest
+
+from app.models.career import PredictRequest
+from app.services.career.bundle import ModelStore
+from app.services.career.recommender import (
+    GAP_PERCENTILE,
+    STRENGTH_PERCENTILE,
+    CareerRecommender,
+    _percentile,
+)
+from tests.conftest import CAREER_MODELS
+
+GRID = [5.0, 25.0, 50.0, 75.0, 95.0]
+COHORT = [10.0, 20.0, 30.0, 60.0, 90.0]  # the cohort's values at the GRID percentiles
+
+
+@pytest.mark.parametrize(
+    ("cohort", "value", "expected"),
+    [
+        (COHORT, 5.0, 0.0),  # below every student
+        (COHORT, 10.0, 5.0),  # on the lowest value: the grid's first point
+        (COHORT, 95.0, 100.0),  # above every student
+        (COHORT, 90.0, 100.0),  # on the highest value
+        (COHORT, 20.0, 25.0),  # exactly on a quantile
+        (COHORT, 25.0, 37.5),  # halfway between two quantiles
+        (COHORT, 40.0, 58.3),  # a third of the way from 30 to 60
+        ([10.0, 40.0, 40.0, 40.0, 90.0], 40.0, 50.0),  # a tie sits mid-run
+    ],
+)
+def test_percentile_interpolates_and_splits_ties(
+    cohort: list[float], value: float, expected: float
+) -> None:
+    assert _percentile(cohort, GRID, value) == expected
+
+
+@pytest.fixture(scope="module")
+def recommender() -> CareerRecommender:
+    service = CareerRecommender(ModelStore(CAREER_MODELS))
+    service.load()
+    assert service.error is None
+    return service
+
+
+def predict(service: CareerRecommender, body: dict[str, Any]) -> list[dict[str, Any]]:
+    answer = service.predict(PredictRequest.model_validate(body))
+    return [r.model_dump(mode="json") for r in answer.recommendations]
+
+
+def summary(recommendations: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [
+        (
+            r["career"]["id"],
+            r["probability"],
+            tuple(r["compatibility"].values()),
+            [(p["feature"], p["percentile"]) for p in r["strengths"]],
+            [(p["feature"], p["percentile"]) for p in r["gaps"]],
+        )
+        for r in recommendations
+    ]
+
+
+def test_predict_matches_the_reference_answers(recommender: CareerRecommender) -> None:
+    """Answers of the committed model, recorded before the predict path was optimised:
+    any refactoring of the service must keep them to the last digit."""
+    coder = {
+        "academic_scores": {"math": 88, "physics": 79, "computer_science": 93, "english": 71},
+        "interests": {"keywords": ["coding", "robotics"]},
+        "top_k": 3,
+    }
+    assert summary(predict(recommender, coder)) == [
+        (
+            "software_engineer",
+            0.9362,
+            (92.4, 91.0, 93.8),
+            [
+                ("computer_science", 96.1),
+                ("investigative", 93.6),
+                ("math", 92.5),
+                ("physics", 75.0),
+            ],
+            [],
+        ),
+        (
+            "construction_engineer",
+            0.0233,
+            (87.8, 82.0, 93.6),
+            [("investigative", 99.9), ("math", 92.0), ("physics", 72.1), ("realistic", 28.5)],
+            [],
+        ),
+        (
+            "data_scientist",
+            0.0213,
+            (87.6, 93.7, 81.4),
+            [("computer_science", 96.6), ("math", 91.1), ("investigative", 87.7)],
+            [],
+        ),
+    ]
+    carer = {
+        "academic_scores": {"biology": 91, "chemistry": 84, "english": 40},
+        "interests": {
+            "riasec": {
+                "realistic": 20,
+                "investigative": 80,
+                "artistic": 30,
+                "social": 90,
+                "enterprising": 35,
+                "conventional": 45,
+            }
+        },
+        "top_k": 2,
+    }
+    assert summary(predict(recommender, carer)) == [
+        (
+            "nurse",
+            0.4641,
+            (83.1, 74.5, 91.7),
+            [("investigative", 96.6), ("social", 91.7), ("biology", 89.0), ("chemistry", 86.3)],
+            [("english", 2.5)],
+        ),
+        (
+            "doctor",
+            0.463,
+            (87.6, 86.4, 88.8),
+            [("social", 97.2), ("biology", 93.8), ("investigative", 79.8), ("chemistry", 78.2)],
+            [],
+        ),
+    ]
+    artist = {"academic_scores": {"art": 95, "history": 62.5, "math": 35}, "top_k": 2}
+    assert summary(predict(recommender, artist)) == [
+        ("artist", 0.371, (71.1, 71.1, None), [("art", 91.1)], [("history", 21.2)]),
+        ("designer", 0.2212, (96.5, 96.5, None), [("art", 96.5)], []),
+    ]
+
+
+def test_fit_parts_follow_their_definitions(recommender: CareerRecommender) -> None:
+    body = {
+        "academic_scores": {"math": 97, "computer_science": 30, "art": 50},
+        "interests": {"keywords": ["coding"]},
+        "top_k": 22,
+    }
+    recommendations = predict(recommender, body)
+    probabilities = [r["probability"] for r in recommendations]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert math.isclose(sum(probabilities), 1.0, abs_tol=0.01)
+    for r in recommendations:
+        fit = r["compatibility"]
+        parts = [p for p in (fit["academic_fit"], fit["interest_fit"]) if p is not None]
+        assert fit["overall"] == pytest.approx(sum(parts) / len(parts), abs=0.051)
+        for point in r["strengths"] + r["gaps"]:
+            # Only given subjects and the career's leading interests are reported.
+            assert point["feature"] in body["academic_scores"] or point["kind"] == "interest"
+        standing = [
+            p["percentile"] if p["percentile"] is not None else p["value"] for p in r["strengths"]
+        ]
+        assert standing == sorted(standing, reverse=True)
+        for point in r["strengths"]:
+            level = point["percentile"] if point["kind"] == "subject" else point["value"]
+            assert level >= STRENGTH_PERCENTILE
+        for point in r["gaps"]:
+            level = point["percentile"] if point["kind"] == "subject" else point["value"]
+            assert level <= GAP_PERCENTILE
+
+
+def test_imputed_subjects_do_not_count_towards_academic_fit(
+    recommender: CareerRecommender,
+) -> None:
+    only_art = predict(recommender, {"academic_scores": {"art": 80}, "top_k": 22})
+    for r in only_art:
+        features = {p["feature"] for p in r["strengths"] + r["gaps"]}
+        assert features <= {"art"}
+        if r["compatibility"]["academic_fit"] is None:
+            assert r["compatibility"]["overall"] is None  # no interests given either
