@@ -308,16 +308,17 @@ class CareerRecommender:
         model = self.model
         row, warnings = self._row(model, request)
         proba = model.proba(row.values[None, :])[0]
-        order = np.argsort(-proba, kind="stable")[: request.top_k]
+        top: list[int] = np.argsort(-proba, kind="stable")[: request.top_k].tolist()
+        probabilities: list[float] = proba.tolist()  # Python floats: no numpy scalars below
         recommendations = []
-        for rank, index in enumerate(order, start=1):
+        for rank, index in enumerate(top, start=1):
             profile = model.profiles[index]
             compatibility, strengths, gaps = _fit(model, profile, row)
             recommendations.append(
                 {
                     "rank": rank,
                     "career": profile.ref,
-                    "probability": round(float(proba[index]), 4),
+                    "probability": round(probabilities[index], 4),
                     "compatibility": compatibility,
                     "strengths": strengths,
                     "gaps": gaps,
