@@ -94,11 +94,13 @@ def document_bearer_alternative(app: FastAPI) -> None:
                     "scheme": "bearer",
                     "description": "The same key as a bearer token.",
                 }
-                for operations in schema["paths"].values():
+                key: dict[str, list[str]] = {require_api_key.scheme_name: []}
+                bearer: dict[str, list[str]] = {"HTTPBearer": []}
+                for operations in schema.get("paths", {}).values():
                     for operation in operations.values():
                         security = operation.get("security", [])
-                        if {require_api_key.scheme_name: []} in security:
-                            security.append({"HTTPBearer": []})
+                        if key in security and bearer not in security:
+                            security.append(dict(bearer))
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -58,6 +58,20 @@ def test_predict_returns_ranked_calibrated_careers(client: TestClient) -> None:
     assert "math" in data["features_used"] and "investigative" in data["features_used"]
 
 
+def test_predict_serves_models_without_the_numpy_shortcut(client: TestClient) -> None:
+    """A retrained forest or boosting model predicts through sklearn (in a worker thread):
+    same answers, and the server keeps serving other requests."""
+    fast = predict(client, CODER)
+    client.app.state.career.model.shortcut = None  # type: ignore[attr-defined]
+    slow = predict(client, CODER)
+    assert [r["career"] for r in slow["recommendations"]] == [
+        r["career"] for r in fast["recommendations"]
+    ]
+    for a, b in zip(slow["recommendations"], fast["recommendations"], strict=True):
+        assert a["probability"] == pytest.approx(b["probability"], abs=1e-4)
+    assert client.get("/health/live").status_code == 200
+
+
 def test_different_students_get_different_careers(client: TestClient) -> None:
     artist = predict(client, ARTIST)["recommendations"]
     assert {r["career"]["name"] for r in artist[:3]} & {"Artist", "Designer", "Writer"}

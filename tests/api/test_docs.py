@@ -34,9 +34,9 @@ def test_openapi_documents_envelopes_and_error_codes(client: TestClient) -> None
     }
     assert schemes["HTTPBearer"]["scheme"] == "bearer"
     # Either scheme authorises every /api/v1 route; health and docs need neither.
+    expected: list[dict[str, list[str]]] = [{"APIKeyHeader": []}, {"HTTPBearer": []}]
     for path, operations in spec["paths"].items():
         for operation in operations.values():
-            expected = [{"APIKeyHeader": []}, {"HTTPBearer": []}]
             assert operation.get("security") == (expected if path.startswith("/api/v1") else None)
     for path in (
         "/api/v1/career/analyze",

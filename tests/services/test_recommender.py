@@ -1,15 +1,21 @@
 """The career service without HTTP: percentiles, fit parts and the predict answer."""
 
+import copy
+import dataclasses
 import math
+import threading
 from typing import Any
 
+import anyio
 import pytest
 
 from app.models.career import PredictRequest
 from app.services.career.bundle import ModelStore
+from app.services.career.features import RIASEC
 from app.services.career.recommender import (
     GAP_PERCENTILE,
     STRENGTH_PERCENTILE,
+    ActiveModel,
     CareerRecommender,
     _percentile,
 )
@@ -138,8 +144,9 @@ def test_predict_matches_the_reference_answers(recommender: CareerRecommender) -
 
 
 def test_fit_parts_follow_their_definitions(recommender: CareerRecommender) -> None:
+    scores = {"math": 97, "computer_science": 30, "art": 50}
     body = {
-        "academic_scores": {"math": 97, "computer_science": 30, "art": 50},
+        "academic_scores": scores,
         "interests": {"keywords": ["coding"]},
         "top_k": 22,
     }
@@ -153,7 +160,7 @@ def test_fit_parts_follow_their_definitions(recommender: CareerRecommender) -> N
         assert fit["overall"] == pytest.approx(sum(parts) / len(parts), abs=0.051)
         for point in r["strengths"] + r["gaps"]:
             # Only given subjects and the career's leading interests are reported.
-            assert point["feature"] in body["academic_scores"] or point["kind"] == "interest"
+            assert point["feature"] in scores or point["kind"] == "interest"
         standing = [
             p["percentile"] if p["percentile"] is not None else p["value"] for p in r["strengths"]
         ]
@@ -175,3 +182,72 @@ def test_imputed_subjects_do_not_count_towards_academic_fit(
         assert features <= {"art"}
         if r["compatibility"]["academic_fit"] is None:
             assert r["compatibility"]["overall"] is None  # no interests given either
+
+
+CODER = {
+    "academic_scores": {"math": 88, "physics": 79, "computer_science": 93},
+    "interests": {"keywords": ["coding", "robotics"]},
+    "top_k": 4,
+}
+
+
+def test_predict_async_runs_inline_only_with_the_numpy_shortcut() -> None:
+    """Sub-millisecond shortcut predictions stay on the event loop; sklearn's own
+    predict_proba (a retrained forest or boosting model: 2-40 ms) goes to a thread."""
+    service = CareerRecommender(ModelStore(CAREER_MODELS))
+    service.load()
+    request = PredictRequest.model_validate(CODER)
+    threads: list[int] = []
+    original = service._predict
+
+    def spy(model: ActiveModel, body: PredictRequest) -> Any:
+        threads.append(threading.get_ident())
+        return original(model, body)
+
+    service._predict = spy  # type: ignore[method-assign,assignment]
+
+    async def run() -> tuple[Any, int]:
+        return await service.predict_async(request), threading.get_ident()
+
+    assert service.model.shortcut is not None
+    fast, loop_thread = anyio.run(run)
+    assert threads == [loop_thread]
+
+    service.model.shortcut = None
+    slow, loop_thread = anyio.run(run)
+    assert threads[1] != loop_thread
+    assert [r.career.id for r in slow.recommendations] == [
+        r.career.id for r in fast.recommendations
+    ]
+    for a, b in zip(slow.recommendations, fast.recommendations, strict=True):
+        assert a.probability == pytest.approx(b.probability, abs=1e-4)
+        assert a.compatibility == b.compatibility
+
+
+def test_cohorts_without_reference_data_still_get_answers(
+    recommender: CareerRecommender,
+) -> None:
+    """A retrained model may lack interest quantiles for a cohort, subject quantiles, or a
+    catalog entry for a career: the fit leaves those parts out instead of failing."""
+    bundle = recommender.model.bundle
+    reference = copy.deepcopy(bundle.reference)
+    first, second, *_ = bundle.classes
+    for dim in RIASEC:  # no interest quantiles for the first cohort
+        reference["careers"][first]["quantiles"][dim] = None
+    for subject in bundle.catalog[second].subjects:  # no key-subject quantiles for the second
+        reference["careers"][second]["quantiles"][subject] = None
+    catalog = {name: c for name, c in bundle.catalog.items() if name != second}
+    model = ActiveModel(dataclasses.replace(bundle, reference=reference, catalog=catalog))
+    service = CareerRecommender(ModelStore(CAREER_MODELS))
+    service._model = model
+    body = {**CODER, "top_k": len(bundle.classes)}
+    by_name = {r["career"]["name"]: r for r in predict(service, body)}
+
+    points = by_name[first]["strengths"] + by_name[first]["gaps"]
+    interests = [p for p in points if p["kind"] == "interest"]
+    assert interests and all(p["percentile"] is None for p in interests)
+    # Uncatalogued: key subjects are the cohort's most distinctive ones that have quantiles.
+    assert set(model.profiles[1].key_subjects).isdisjoint(bundle.catalog[second].subjects)
+    assert model.profiles[1].interest_code is None
+    assert by_name[second]["compatibility"]["interest_fit"] is None
+    assert math.isclose(sum(r["probability"] for r in by_name.values()), 1.0, abs_tol=0.01)

@@ -19,10 +19,9 @@ from app.models.envelope import Envelope
 
 router = APIRouter(prefix="/career", tags=["career"])
 
-# Blocking work stays off the event loop: sync routes run in FastAPI's thread pool. The
-# exception is predict: its work is bounded (at most 25 careers, each a few bisections)
-# and takes 0.2-0.6 ms, while the hop to a pool thread and back costs about 1 ms on a
-# small VM and halved predict's throughput. Analyze (3-6 ms for all careers) stays sync.
+# Blocking work stays off the event loop: sync routes run in FastAPI's thread pool.
+# Predict decides for itself (CareerRecommender.predict_async): sub-millisecond work runs
+# inline, because the hop to a pool thread costs more than that and halved its throughput.
 
 
 @router.post(
@@ -33,7 +32,7 @@ router = APIRouter(prefix="/career", tags=["career"])
 )
 async def predict(body: PredictRequest, career: CareerDep) -> Response:
     """Top-k careers with calibrated probabilities, compatibility, strengths and gaps."""
-    return ok(career.predict(body))
+    return ok(await career.predict_async(body))
 
 
 @router.post(

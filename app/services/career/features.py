@@ -278,4 +278,6 @@ def build_row(
         for name, value in (habits or {}).items()
         if value is not None and name not in spec.habits
     ]
-    return StudentRow(values=np.array(ordered), interests=profile, imputed=imputed, ignored=ignored)
+    return StudentRow(
+        values=np.array(ordered, dtype=float), interests=profile, imputed=imputed, ignored=ignored
+    )
