@@ -66,10 +66,9 @@ class CareerProfile:
     students: int
     quantiles: dict[str, list[float]]  # feature -> values at the quantile grid
     medians: dict[str, float]
-    top_interests: tuple[str, ...]  # the code's two leading RIASEC dimensions
     # What each request's fit reads, resolved once: (subject, weight, column, quantiles,
     # median) for the key subjects this cohort has quantiles for, and (dimension,
-    # quantiles, median) for the top interests.
+    # quantiles, median) for the two leading RIASEC dimensions of the career's code.
     subject_terms: tuple[tuple[str, float, int, list[float], float], ...]
     interest_terms: tuple[tuple[str, list[float] | None, float | None], ...]
 
@@ -145,7 +144,6 @@ class ActiveModel:
             students=int(ref_stats["students"]),
             quantiles=quantiles,
             medians=medians,
-            top_interests=top,
             subject_terms=tuple(
                 (subject, weight, self.spec.index[subject], quantiles[subject], medians[subject])
                 for subject, weight in key.items()
