@@ -5,6 +5,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from app.models.career import PredictResponse
 from tests.conftest import assert_error
 
 PREDICT = "/api/v1/career/predict"
@@ -36,6 +37,7 @@ def predict(client: TestClient, body: dict[str, Any]) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     envelope = response.json()
     assert envelope["success"] is True and envelope["error"] is None
+    PredictResponse.model_validate(envelope["data"])  # the documented schema
     return dict(envelope["data"])
 
 

@@ -3,15 +3,17 @@
 import copy
 import dataclasses
 import math
+import random
 import threading
 from typing import Any
 
 import anyio
 import pytest
+from pydantic_core import to_json
 
-from app.models.career import PredictRequest
+from app.models.career import PredictRequest, PredictResponse
 from app.services.career.bundle import ModelStore
-from app.services.career.features import RIASEC
+from app.services.career.features import INTEREST_KEYWORDS, RIASEC, SUBJECTS
 from app.services.career.recommender import (
     GAP_PERCENTILE,
     STRENGTH_PERCENTILE,
@@ -53,8 +55,46 @@ def recommender() -> CareerRecommender:
 
 
 def predict(service: CareerRecommender, body: dict[str, Any]) -> list[dict[str, Any]]:
-    answer = service.predict(PredictRequest.model_validate(body))
+    answer = PredictResponse.model_validate(service.predict(PredictRequest.model_validate(body)))
     return [r.model_dump(mode="json") for r in answer.recommendations]
+
+
+def random_student(rng: random.Random) -> dict[str, Any]:
+    """Any mix of given and missing fields, whole and fractional values."""
+
+    def score() -> float:
+        return rng.choice([float(rng.randint(0, 100)), round(rng.uniform(0, 100), 2)])
+
+    student: dict[str, Any] = {
+        "academic_scores": {s: score() for s in rng.sample(SUBJECTS, rng.randint(1, 10))},
+        "top_k": rng.randint(1, 25),
+    }
+    interests: dict[str, Any] = {}
+    if rng.random() < 0.6:
+        interests["keywords"] = rng.sample(sorted(INTEREST_KEYWORDS), rng.randint(1, 4))
+    if rng.random() < 0.5:
+        interests["riasec"] = {d: score() for d in rng.sample(RIASEC, rng.randint(1, 6))}
+    if interests:
+        student["interests"] = interests
+    if rng.random() < 0.7:
+        student["habits"] = {
+            "weekly_self_study_hours": score(),
+            "absence_days": float(rng.randint(0, 30)),
+            "part_time_job": rng.random() < 0.5,
+        }
+    return student
+
+
+def test_predict_answers_serialise_as_their_validated_model(
+    recommender: CareerRecommender,
+) -> None:
+    """The route serialises predict's plain answer without validating it: over random
+    students it must validate as PredictResponse and give the very same JSON."""
+    rng = random.Random(7)
+    for _ in range(300):
+        answer = recommender.predict(PredictRequest.model_validate(random_student(rng)))
+        validated = PredictResponse.model_validate(answer)
+        assert to_json(answer) == validated.model_dump_json().encode()
 
 
 def summary(recommendations: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
@@ -216,12 +256,11 @@ def test_predict_async_runs_inline_only_with_the_numpy_shortcut() -> None:
     service.model.shortcut = None
     slow, loop_thread = anyio.run(run)
     assert threads[1] != loop_thread
-    assert [r.career.id for r in slow.recommendations] == [
-        r.career.id for r in fast.recommendations
-    ]
-    for a, b in zip(slow.recommendations, fast.recommendations, strict=True):
-        assert a.probability == pytest.approx(b.probability, abs=1e-4)
-        assert a.compatibility == b.compatibility
+    slow_recs, fast_recs = slow["recommendations"], fast["recommendations"]
+    assert [r["career"] for r in slow_recs] == [r["career"] for r in fast_recs]
+    for a, b in zip(slow_recs, fast_recs, strict=True):
+        assert a["probability"] == pytest.approx(b["probability"], abs=1e-4)
+        assert a["compatibility"] == b["compatibility"]
 
 
 def test_cohorts_without_reference_data_still_get_answers(
