@@ -206,20 +206,21 @@ def normalise_keyword(keyword: str) -> str:
 class StudentRow:
     """A student as the model sees them, with the facts the response reports."""
 
-    values: np.ndarray  # shape (n_features,), NaN where missing
+    values_list: list[float]  # one value per feature, NaN where missing
     interests: dict[str, float]  # RIASEC profile used for interest fit (may be partial)
     imputed: list[str]  # model features that were missing and will be imputed
     ignored: list[str]  # inputs the active model does not use
 
     def __post_init__(self) -> None:
-        self.values_list: list[float] = self.values.tolist()  # fast scalar reads
+        self.values = np.array(self.values_list)  # the model's input row
         # The centred RIASEC vector, once per request for every career's fit; None unless
         # all six dimensions are known. Six floats: plain Python beats numpy's call overhead.
-        self.interest_centred: tuple[float, ...] | None = None
+        self.interest_centred: list[float] | None = None
         self.interest_norm = 0.0
-        if all(d in self.interests for d in RIASEC):
-            mean = sum(self.interests[d] for d in RIASEC) / len(RIASEC)
-            self.interest_centred = tuple(self.interests[d] - mean for d in RIASEC)
+        if self.interests.keys() >= set(RIASEC):
+            profile = [self.interests[d] for d in RIASEC]
+            mean = sum(profile) / len(RIASEC)
+            self.interest_centred = [v - mean for v in profile]
             self.interest_norm = math.hypot(*self.interest_centred)
 
 
@@ -272,12 +273,10 @@ def build_row(
             given[name] = float(value)
 
     ordered = [given.get(name, math.nan) for name in spec.names]
-    imputed = [name for name, value in zip(spec.names, ordered, strict=True) if math.isnan(value)]
+    imputed = [name for name in spec.names if name not in given]
     ignored = [
         f"habits.{name}"
         for name, value in (habits or {}).items()
         if value is not None and name not in spec.habits
     ]
-    return StudentRow(
-        values=np.array(ordered, dtype=float), interests=profile, imputed=imputed, ignored=ignored
-    )
+    return StudentRow(values_list=ordered, interests=profile, imputed=imputed, ignored=ignored)

@@ -6,6 +6,7 @@ import threading
 import time
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
+from operator import mul
 from typing import Any
 
 import anyio
@@ -557,9 +558,7 @@ def _fit(model: ActiveModel, profile: CareerProfile, row: StudentRow) -> Fit:
     interest = None
     if profile.interest_code is not None and row.interest_centred is not None:
         if row.interest_norm > 0:
-            dot = sum(
-                s * c for s, c in zip(row.interest_centred, profile.interest_code, strict=True)
-            )
+            dot = sum(map(mul, row.interest_centred, profile.interest_code))
             interest = round(50 * (dot / row.interest_norm + 1), 1)
         for dim, scale_or_none, median in profile.interest_terms:
             value = row.interests[dim]
@@ -610,7 +609,7 @@ def _standing(point: dict[str, Any]) -> float:
 def _compare(model: ActiveModel, profile: CareerProfile, row: StudentRow) -> CohortComparison:
     percentiles = {}
     for subject in model.spec.subjects:
-        value = float(row.values[model.spec.index[subject]])
+        value = row.values_list[model.spec.index[subject]]
         if not math.isnan(value) and subject not in row.imputed:
             scale = profile.scales.get(subject)
             if scale is not None:
