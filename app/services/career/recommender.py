@@ -567,8 +567,10 @@ def _fit(model: ActiveModel, profile: CareerProfile, row: StudentRow) -> Fit:
             pct_or_none = None if scale_or_none is None else scale_or_none.percentile(value)
             point = _point(dim, "interest", value, median, pct_or_none)
             (strengths if value >= STRENGTH_PERCENTILE else gaps).append(point)
-    parts = [p for p in (academic, interest) if p is not None]
-    overall = round(sum(parts) / len(parts), 1) if parts else None
+    if academic is None or interest is None:  # the part there is, if any
+        overall = interest if academic is None else academic
+    else:
+        overall = round((academic + interest) / 2, 1)
     strengths.sort(key=_standing, reverse=True)
     gaps.sort(key=_standing)
     compatibility = {"overall": overall, "academic_fit": academic, "interest_fit": interest}
