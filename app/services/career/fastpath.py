@@ -58,11 +58,13 @@ def linear_shortcut(estimator: object, n_features: int) -> Proba | None:
     bias = (linear.intercept_ - (mean / scale) @ linear.coef_.T) * beta
 
     def proba(rows: np.ndarray) -> np.ndarray:
-        filled = np.where(np.isnan(rows), fill, rows)
-        logits = filled @ weights + bias
-        logits -= logits.max(axis=1, keepdims=True)
-        exp = np.exp(logits)
-        return exp / exp.sum(axis=1, keepdims=True)
+        # Ufuncs called directly: ndarray.max/.sum add a Python wrapper each, and for the
+        # one row of a predict request the wrappers cost as much as the arithmetic.
+        logits = np.where(np.isnan(rows), fill, rows) @ weights + bias
+        logits -= np.maximum.reduce(logits, axis=1, keepdims=True)
+        np.exp(logits, out=logits)
+        logits /= np.add.reduce(logits, axis=1, keepdims=True)
+        return logits
 
     return proba
 
