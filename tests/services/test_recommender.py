@@ -50,7 +50,7 @@ def test_percentile_interpolates_and_splits_ties(
 @pytest.mark.parametrize("cohort", [COHORT, [10.0, 40.0, 40.0, 40.0, 90.0], [0.0] * 4 + [100.0]])
 def test_cohort_scale_table_agrees_with_the_exact_percentile(cohort: list[float]) -> None:
     scale = CohortScale(cohort, GRID)
-    values = [v / 4 for v in range(-8, 500)] + [-0.0, 1e-9, 99.999, 365.0]
+    values = [v / 4 for v in range(-8, 500)] + [-0.0, 1e-9, 99.999, 365.0, 0, 40, 100, 101]
     for value in values:
         assert scale.percentile(value) == _percentile(cohort, GRID, value), value
 

@@ -76,8 +76,10 @@ class CohortScale:
         self.whole = [_percentile(quantiles, grid, float(v)) for v in range(101)]
 
     def percentile(self, value: float) -> float:
-        if value.is_integer() and 0.0 <= value <= 100.0:
-            return self.whole[int(value)]
+        if 0.0 <= value <= 100.0:  # False for NaN too
+            whole = int(value)
+            if whole == value:
+                return self.whole[whole]
         return _percentile(self.quantiles, self.grid, value)
 
 
