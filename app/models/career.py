@@ -88,6 +88,8 @@ class AnalyzeRequest(StudentProfile):
 
 
 class CareerRef(BaseModel):
+    model_config = ConfigDict(frozen=True)  # shared by every answer that names the career
+
     id: str = Field(examples=["software_engineer"])
     name: str = Field(examples=["Software Engineer"])
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import anyio
 import pytest
+from pydantic import ValidationError
 from pydantic_core import to_json
 
 from app.models.career import PredictRequest, PredictResponse
@@ -299,3 +300,34 @@ def test_cohorts_without_reference_data_still_get_answers(
     assert model.profiles[1].interest_code is None
     assert by_name[second]["compatibility"]["interest_fit"] is None
     assert math.isclose(sum(r["probability"] for r in by_name.values()), 1.0, abs_tol=0.01)
+
+
+def test_opposite_interests_fit_zero_not_negative_zero(recommender: CareerRecommender) -> None:
+    """A profile opposite a career's code (found by search on the committed model) used
+    to round to interest_fit -0.0, which JSON shows as "-0.0"."""
+    riasec = {
+        "realistic": 50.95218374516969,
+        "investigative": 50.00478484294055,
+        "artistic": 50.95218374516969,
+        "social": 50.95218374516969,
+        "enterprising": 49.05738594071141,
+        "conventional": 48.08127798083897,
+    }
+    body = {"academic_scores": {"math": 50.0}, "interests": {"riasec": riasec}, "top_k": 25}
+    by_name = {r["career"]["name"]: r for r in predict(recommender, body)}
+    fit = by_name["Accountant"]["compatibility"]
+    assert fit["interest_fit"] == 0.0 and math.copysign(1, fit["interest_fit"]) == 1
+    assert math.copysign(1, fit["overall"]) == 1
+
+
+def test_answers_do_not_share_mutable_state_with_the_model(
+    recommender: CareerRecommender,
+) -> None:
+    request = PredictRequest.model_validate(CODER)
+    before = to_json(recommender.predict(request))
+    answer = recommender.predict(request)
+    answer["features_used"].reverse()
+    answer["imputed"].clear()
+    with pytest.raises(ValidationError):
+        answer["recommendations"][0]["career"].name = "changed"
+    assert to_json(recommender.predict(request)) == before
