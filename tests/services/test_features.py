@@ -69,3 +69,16 @@ def test_habits_unknown_to_a_smaller_spec_are_reported_as_ignored() -> None:
         habits={"absence_days": 3.0},
     )
     assert row.ignored == ["habits.absence_days"]
+
+
+def test_row_values_are_floats_whatever_numbers_come_in() -> None:
+    """Callers in Python may pass ints; the row (and the answers built from it) hold floats."""
+    row = build_row(
+        SPEC,
+        academic_scores={"math": 90, "art": 40},
+        riasec={"social": 70},
+        keywords=None,
+        habits={"absence_days": 3, "part_time_job": False},
+    )
+    assert row.values.dtype == float
+    assert all(type(v) is float for v in row.values_list)

@@ -212,7 +212,7 @@ class StudentRow:
     ignored: list[str]  # inputs the active model does not use
 
     def __post_init__(self) -> None:
-        self.values = np.array(self.values_list)  # the model's input row
+        self.values = np.array(self.values_list, dtype=float)  # the model's input row
         # The centred RIASEC vector, once per request for every career's fit; None unless
         # all six dimensions are known. Six floats: plain Python beats numpy's call overhead.
         self.interest_centred: list[float] | None = None
@@ -234,7 +234,7 @@ def build_row(
 ) -> StudentRow:
     """Validate names against the spec and lay the student out as one feature row."""
     problems: list[dict[str, Any]] = []
-    scores = {name.strip().lower(): value for name, value in academic_scores.items()}
+    scores = {name.strip().lower(): float(value) for name, value in academic_scores.items()}
     unknown = sorted(set(scores) - set(spec.subjects))
     for name in unknown:
         problems.append(
