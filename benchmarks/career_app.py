@@ -4,7 +4,7 @@
 
 Calls the ASGI app in-process, as uvicorn would but without sockets or HTTP parsing, so
 the middleware, routing, FastAPI, the service and serialisation are all counted. Three
-cases alternate in blocks, timed in thread CPU time per request:
+cases alternate in blocks, timed in process CPU time per request:
 
 - the trivial route (`GET /health/live`);
 - predict;
@@ -12,7 +12,7 @@ cases alternate in blocks, timed in thread CPU time per request:
   envelope cost on their own.
 
 Predict minus the precomputed case is the service as it runs between other requests,
-with colder caches than in the service-layer loop of `benchmarks.career`. Thread time and
+with colder caches than in the service-layer loop of `benchmarks.career`. CPU time and
 the minimum over blocks make this far steadier than HTTP throughput on a shared VM, so
 it shows changes of a few percent that the HTTP benchmark cannot.
 """
@@ -109,12 +109,12 @@ async def measure(model_dir: Path, requests: int, blocks: int) -> dict[str, list
             samples: dict[str, list[float]] = {name: [] for name in cases}
             for block in range(blocks + 1):  # block 0 warms up
                 for name, request in cases.items():
-                    started = time.thread_time()
+                    started = time.process_time()  # all threads: a pool-run predict too
                     for _ in range(requests):
                         await request()
                     vars(career).pop("predict_async", None)
                     if block:
-                        samples[name].append((time.thread_time() - started) / requests * 1e6)
+                        samples[name].append((time.process_time() - started) / requests * 1e6)
     return samples
 
 
@@ -129,7 +129,7 @@ def main() -> None:
     lowest = {name: min(values) for name, values in samples.items()}
     trivial = lowest["GET /health/live (trivial)"]
     print(
-        f"\nIn-process ASGI, thread CPU time per request, {args.blocks} interleaved blocks "
+        f"\nIn-process ASGI, process CPU time per request, {args.blocks} interleaved blocks "
         f"of {args.requests} requests, us:\n"
     )
     print("| case | min | median | min minus trivial |\n|---|---|---|---|")
