@@ -1,10 +1,16 @@
 """Shared fixtures: settings isolated from the developer's .env, a copied model dir, clients."""
 
+import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -79,3 +85,41 @@ def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
     assert body["meta"]["request_id"] == response.headers["x-request-id"]
     assert "Traceback" not in response.text
     return dict(body["error"])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def serve(model_dir: Path, tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """The real server (`python -m app`) on a free port, once ready: its process and URL."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "FASTAPI_HOST": "127.0.0.1",
+        "FASTAPI_PORT": str(port),
+        "CAREER_MODEL_DIR": str(model_dir),
+        "CLIP_ENABLED": "false",
+        "ADMIN_API_KEYS": "admin-key",
+        "MODEL_POLL_SECONDS": "0.5",
+        "UPLOAD_DIR": str(tmp / f"uploads-{port}"),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app"],
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
+                return process, base
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise AssertionError("server did not start")

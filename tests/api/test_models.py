@@ -2,10 +2,8 @@
 
 import io
 import json
-import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -21,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from research.synthetic_students import generate_students
 from research.train_career import load_default_catalog
-from tests.conftest import assert_error
+from tests.conftest import assert_error, serve
 
 ADMIN = {"X-API-Key": "admin-key"}
 SHARED_CSV = Path(__file__).resolve().parents[3] / "shared" / "data" / "student-scores.csv"
@@ -359,49 +357,12 @@ def test_in_flight_requests_keep_their_model(client: TestClient, career_model_di
 # --- several processes, crashes -------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _serve(model_dir: Path, tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    env = {
-        **os.environ,
-        "FASTAPI_HOST": "127.0.0.1",
-        "FASTAPI_PORT": str(port),
-        "CAREER_MODEL_DIR": str(model_dir),
-        "CLIP_ENABLED": "false",
-        "ADMIN_API_KEYS": "admin-key",
-        "MODEL_POLL_SECONDS": "0.5",
-        "UPLOAD_DIR": str(tmp / f"uploads-{port}"),
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app"],
-        env=env,
-        cwd=Path(__file__).resolve().parents[2],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
-                return process, base
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise AssertionError("server did not start")
-
-
 def test_two_processes_converge_on_the_active_version(
     career_model_dir: Path, tmp_path: Path
 ) -> None:
     other = _second_version(career_model_dir)
-    a, url_a = _serve(career_model_dir, tmp_path)
-    b, url_b = _serve(career_model_dir, tmp_path)
+    a, url_a = serve(career_model_dir, tmp_path)
+    b, url_b = serve(career_model_dir, tmp_path)
     try:
         response = httpx.post(f"{url_a}/api/v1/career/models/{other}/activate", headers=ADMIN)
         assert response.status_code == 200, response.text

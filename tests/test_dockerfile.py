@@ -1,0 +1,62 @@
+"""What the Dockerfile promises, checked where no Docker engine runs (as on the dev VM).
+
+The image build itself needs an engine; these tests keep its promises from drifting: the
+pins installed, the model built at build time by the non-root user the server runs as,
+and a HEALTHCHECK command that really tells a live server from a dead one.
+"""
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import serve
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) in order, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    steps = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, arguments = line.partition(" ")
+            steps.append((keyword.upper(), " ".join(arguments.split())))
+    return steps
+
+
+def test_image_installs_the_pins_and_builds_the_model_as_a_non_root_user() -> None:
+    steps = instructions()
+    kinds = [kind for kind, _ in steps]
+    runs = [(i, args) for i, (kind, args) in enumerate(steps) if kind == "RUN"]
+    assert any("pip install" in args and "-r requirements.txt" in args for _, args in runs)
+
+    user_at = kinds.index("USER")
+    assert steps[user_at][1] not in {"root", "0"}
+    assert "USER" not in kinds[user_at + 1 :]  # nothing switches back to root
+    train_at = next(i for i, args in runs if "python -m research.train_career" in args)
+    assert user_at < train_at < kinds.index("CMD")
+    assert json.loads(dict(steps)["CMD"]) == ["python", "-m", "app"]
+
+
+def test_healthcheck_command_tells_a_live_server_from_a_dead_one(
+    career_model_dir: Path, tmp_path: Path
+) -> None:
+    healthcheck = dict(instructions())["HEALTHCHECK"]
+    assert "/health/live" in healthcheck
+    program, *arguments = shlex.split(healthcheck.split(" CMD ", 1)[1])
+    assert program == "python"
+
+    process, base = serve(career_model_dir, tmp_path)
+    port = base.rsplit(":", 1)[1]
+    command = [sys.executable, *(a.replace(":8000/", f":{port}/") for a in arguments)]
+    try:
+        assert subprocess.run(command, capture_output=True, timeout=30).returncode == 0
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    assert subprocess.run(command, capture_output=True, timeout=30).returncode != 0
