@@ -91,9 +91,8 @@ class CareerProfile:
     key_subjects: dict[str, float]
     interest_code: tuple[float, ...] | None  # centred, unit-length RIASEC profile (catalog)
     students: int
-    quantiles: dict[str, list[float]]  # feature -> values at the quantile grid
     medians: dict[str, float]
-    scales: dict[str, CohortScale]  # feature -> percentiles among this cohort
+    scales: dict[str, CohortScale]  # feature -> its values at the quantile grid, percentiles
     # What each request's fit reads, resolved once: (subject, weight, column, scale,
     # median) for the key subjects this cohort has quantiles for, and (dimension,
     # scale, median) for the two leading RIASEC dimensions of the career's code.
@@ -130,7 +129,7 @@ class ActiveModel:
                 rows.append(
                     np.array(
                         [
-                            profile.quantiles[name][q] if name in profile.quantiles else np.nan
+                            profile.scales[name].quantiles[q] if name in profile.scales else np.nan
                             for name in self.spec.names
                         ]
                     )
@@ -171,7 +170,6 @@ class ActiveModel:
             key_subjects=key,
             interest_code=code,
             students=int(ref_stats["students"]),
-            quantiles=quantiles,
             medians=medians,
             scales=scales,
             subject_terms=tuple(
@@ -615,7 +613,7 @@ def _compare(model: ActiveModel, profile: CareerProfile, row: StudentRow) -> Coh
     percentiles = {}
     for subject in model.spec.subjects:
         value = row.values_list[model.spec.index[subject]]
-        if not math.isnan(value) and subject not in row.imputed:
+        if not math.isnan(value):  # imputed subjects are NaN here
             scale = profile.scales.get(subject)
             if scale is not None:
                 percentiles[subject] = scale.percentile(value)
