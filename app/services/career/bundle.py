@@ -19,16 +19,14 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import joblib
 import numpy as np
-import sklearn
 
 from app.core.exceptions import InvalidInput, NotFound
 from app.services.career.catalog import Career, load_catalog
 from app.services.career.features import FeatureSpec
-from app.services.career.training import PreparedData, TrainedModel
 from app.utils.hashing import sha256_file
 
 ACTIVE_POINTER = "ACTIVE"
@@ -38,6 +36,9 @@ REFERENCE = "reference.json"
 CATALOG = "catalog.json"
 MODEL_CARD = "MODEL_CARD.md"
 _VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+if TYPE_CHECKING:  # training imports sklearn, which the server loads only with a model
+    from app.services.career.training import PreparedData, TrainedModel
 
 
 class BundleError(Exception):
@@ -184,8 +185,8 @@ class ModelStore:
 
     def write(
         self,
-        trained: TrainedModel,
-        data: PreparedData,
+        trained: "TrainedModel",
+        data: "PreparedData",
         *,
         catalog: list[Career],
         source: str,
@@ -211,7 +212,7 @@ class ModelStore:
                 "data": {"sha256": data.data_hash, **data.report},
                 "libraries": {
                     "python": platform.python_version(),
-                    "scikit-learn": sklearn.__version__,
+                    "scikit-learn": _sklearn_version(),
                     "numpy": np.__version__,
                     "joblib": joblib.__version__,
                 },
@@ -288,3 +289,9 @@ def model_card(manifest: dict[str, Any]) -> str:
         "  transfer to populations the data does not represent.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _sklearn_version() -> str:
+    import sklearn
+
+    return str(sklearn.__version__)

@@ -12,11 +12,6 @@ import logging
 from collections.abc import Callable
 
 import numpy as np
-from sklearn.calibration import CalibratedClassifierCV
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +20,13 @@ Proba = Callable[[np.ndarray], np.ndarray]
 
 def linear_shortcut(estimator: object, n_features: int) -> Proba | None:
     """The folded predict_proba of a temperature-calibrated linear pipeline, or None."""
+    # sklearn is imported here, not at start-up: the service is live before it loads.
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
     if not (
         isinstance(estimator, CalibratedClassifierCV)
         and estimator.method == "temperature"

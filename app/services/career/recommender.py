@@ -11,9 +11,14 @@ from typing import Any
 
 import anyio
 import numpy as np
-import sklearn
 
-from app.core.exceptions import AppError, InvalidInput, ModelInvalid, ModelUnavailable
+from app.core.exceptions import (
+    AppError,
+    InvalidInput,
+    ModelInvalid,
+    ModelLoading,
+    ModelUnavailable,
+)
 from app.models.career import (
     AnalyzeRequest,
     AnalyzeResponse,
@@ -196,6 +201,8 @@ class ActiveModel:
             return self.shortcut(rows)
         # Rows are built by build_row (finite or NaN for the imputer): sklearn's per-call
         # re-validation would cost more than the prediction itself.
+        import sklearn  # already loaded with the model; imported here to keep start-up fast
+
         with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
             return np.asarray(self.bundle.estimator.predict_proba(rows))
 
@@ -236,21 +243,25 @@ class CareerRecommender:
         self._model: ActiveModel | None = None
         self._lock = threading.Lock()
         self.error: str | None = "not loaded yet"
+        self.loading = True  # until the first load() ends, in the background at start-up
         self.load_seconds: float | None = None
         self._failed_version: str | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def load(self) -> None:
         """Load the active version; on failure keep serving the previous one (if any) and say why."""
-        version = self.store.active_version()
-        if version is None:
-            self._failed(
-                None,
-                f"No active career model in {self.store.root}: build one with "
-                "`python -m research.train_career`.",
-            )
-            return
-        self._load_version(version)
+        try:
+            version = self.store.active_version()
+            if version is None:
+                self._failed(
+                    None,
+                    f"No active career model in {self.store.root}: build one with "
+                    "`python -m research.train_career`.",
+                )
+                return
+            self._load_version(version)
+        finally:
+            self.loading = False
 
     def _open(self, version: str) -> ActiveModel:
         """Load and prepare a version; any failure becomes BundleError with the reason."""
@@ -313,13 +324,18 @@ class CareerRecommender:
         # One read of the reference: a request keeps the model it started with.
         model = self._model
         if model is None:
+            if self.loading:
+                raise ModelLoading(
+                    "The career model is still loading; retry shortly.",
+                    headers={"Retry-After": "1"},
+                )
             raise ModelUnavailable(f"The career model is not available: {self.error}")
         return model
 
     def status(self) -> dict[str, Any]:
         model = self._model
         return {
-            "state": "loaded" if model else "unavailable",
+            "state": "loaded" if model else "loading" if self.loading else "unavailable",
             "version": model.bundle.version if model else None,
             "load_seconds": self.load_seconds,
             "error": self.error,

@@ -35,7 +35,6 @@ from app.core.exceptions import (
     PayloadTooLarge,
 )
 from app.services.career.bundle import ModelStore
-from app.services.career.training import prepare_frame
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +146,8 @@ class RetrainJobs:
         self, frame: pd.DataFrame, *, mapping: dict[str, str] | None, force: bool, source: str
     ) -> dict[str, Any]:
         """Validate now (422 for unusable tables), then start the job and return it (queued)."""
+        from app.services.career.training import prepare_frame  # sklearn: not at start-up
+
         data = prepare_frame(frame, mapping=mapping, min_rows_per_class=MIN_ROWS_PER_CLASS)
         self.dir.mkdir(parents=True, exist_ok=True)
         job_id = uuid.uuid4().hex[:16]
