@@ -46,7 +46,13 @@ class Settings(BaseSettings):
     clip_model_config: Path | None = None
     clip_device: Literal["auto", "cpu", "cuda"] = "auto"
     torch_threads: int = Field(default=2, ge=1, le=256)
-    clip_max_waiting: int = Field(default=8, ge=1)
+    # 0 = automatic for the four below: CPU count, 32 (CPU) or 256 (CUDA), 2 x CLIP_MAX_BATCH.
+    clip_preprocess_workers: int = Field(default=0, ge=0, le=256)
+    clip_max_batch: int = Field(default=0, ge=0, le=4096)
+    clip_max_waiting: int = Field(default=0, ge=0)
+    clip_batch_wait_ms: float = Field(default=5.0, ge=0, le=1000)
+    clip_cache_mb: float = Field(default=64.0, ge=0)
+    clip_gpu_decode: bool = True
     clip_match_threshold: float = Field(default=0.25, ge=-1, le=1)
     clip_similar_threshold: float = Field(default=0.9, ge=-1, le=1)
     clip_related_threshold: float = Field(default=0.7, ge=-1, le=1)

@@ -56,8 +56,10 @@ def _body_limit(settings: Settings) -> Callable[[str], int]:
 
 
 async def _follow_active_model(recommender: CareerRecommender, every: float) -> None:
-    """Every process polls the shared ACTIVE pointer, so all converge after an activation
-    or a retrain elsewhere, without restarts."""
+    """Load the career model in a worker thread (the process is live meanwhile), then poll
+    the shared ACTIVE pointer, so every process converges after an activation or a retrain
+    elsewhere, without restarts."""
+    await anyio.to_thread.run_sync(recommender.load)
     while True:
         await anyio.sleep(every)
         try:
@@ -83,8 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = ModelStore(settings.career_model_dir)
         recommender = CareerRecommender(store)
         clip = ClipService(settings)
-        await anyio.to_thread.run_sync(recommender.load)
-        await anyio.to_thread.run_sync(clip.load)
+        clip.start()  # in the background: the process is live while the models load
         app.state.career = recommender
         app.state.clip = clip
         app.state.retrain = RetrainJobs(settings, store)
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             tasks.start_soon(_follow_active_model, recommender, settings.model_poll_seconds)
             yield
             tasks.cancel_scope.cancel()
+        clip.close()
 
     app = FastAPIOffline(
         title="Skill Compass ML service",

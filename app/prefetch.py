@@ -14,12 +14,14 @@ def main() -> int:
     settings = get_settings().model_copy(update={"clip_enabled": True, "clip_device": "cpu"})
     service = ClipService(settings)
     service.load()
-    if service.model is None:
+    if service.engine is None:
         print(f"could not fetch CLIP weights: {service.error}", file=sys.stderr)
         return 1
     print(
-        f"CLIP {settings.clip_model_name} ({service.weights_tag}) is in {settings.clip_model_cache_dir}"
+        f"CLIP {settings.clip_model_name} ({service.engine.runtime.weights_tag}) is in "
+        f"{settings.clip_model_cache_dir}"
     )
+    service.close()
     return 0
 
 

@@ -1,53 +1,174 @@
-"""CLIP benchmark on a randomly initialised ViT-B-32 (the real model's compute, no download).
+"""CLIP serving benchmark on a randomly initialised ViT-B-32 (the real model's compute, no download).
 
-    .venv/bin/python -m benchmarks.clip [--runs 20]
+    .venv/bin/python -m benchmarks.clip [--seconds 12] [--rounds 2] [--clients 1,8,32]
+    .venv/bin/python -m benchmarks.clip --device cuda      # on a GPU host, in under 5 minutes
 
-One run prints: raw open_clip time for two 640x480 JPEGs in one batch (Image.open, open_clip
-preprocess, encode_image; and encode_image alone) against the
-`compare` endpoint's time for the same pair over HTTP (same machine, same model), single-image
-and batch-of-32 throughput, and peak RSS of the benchmark process and of the server.
-Targets: endpoint <= 1.2x raw model time; peak RSS with ViT-B-32 loaded < 1.5 GB.
+Two servers run side by side on the same machine: *baseline* (CLIP_MAX_BATCH=1,
+CLIP_PREPROCESS_WORKERS=1: one image at a time, as before the engine) and *default* (the
+engine's defaults: dynamic batching, a preprocessing pool). Each cell of the table (route,
+clients) is measured on both in alternating rounds, so drift in the machine's speed hits
+both alike. Clients are closed-loop: each sends its next request when the last one is
+answered. `/clip/match` sends one 640x480 JPEG and 5 tags; `/clip/embed/image` sends 8
+JPEGs per request. The image cache is off (CLIP_CACHE_MB=0) and admission wide open, so
+the table measures the engine, not the cache or the 429s.
+
+Then: the raw model's throughput (no server) for reference, and each server's peak RSS.
+Targets (2-vCPU dev VM): /clip/match at 8 clients >= 1.5x baseline img/s; p50 at 1 client
+<= 1.1x baseline. On one H100: /clip/embed/image at 32 clients >= 2,000 img/s.
 """
 
 import argparse
-import io
+import asyncio
 import os
-import resource
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import numpy as np
-import torch
-from PIL import Image
 
-from app.config import Settings
-from app.services.clip.service import ClipService
-from benchmarks.common import free_port, timed_ms
+from benchmarks.common import free_port, photo_jpeg
 
 MODEL = "ViT-B-32"
+TAGS = ["a photo of a dog", "a city at night", "a bowl of fruit", "a red circle", "a beach"]
+EMBED_IMAGES = 8
+MODES = {
+    "baseline": {"CLIP_MAX_BATCH": "1", "CLIP_PREPROCESS_WORKERS": "1"},
+    "default": {},
+}
 
 
-def photo_jpeg(seed: int, size: tuple[int, int] = (640, 480)) -> bytes:
-    """A 640x480 JPEG with photo-like structure (smooth gradients plus noise)."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    y, x = np.mgrid[0:h, 0:w]
-    base = np.stack(
-        [np.sin(x / (40 + 10 * c) + seed) * np.cos(y / (30 + 7 * c)) for c in range(3)], -1
+@dataclass
+class Cell:
+    images: int = 0
+    seconds: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.images / self.seconds if self.seconds else 0.0
+
+    def pct(self, q: float) -> float:
+        if not self.latencies_ms:
+            return float("nan")
+        return float(np.percentile(self.latencies_ms, q))
+
+
+def start_server(
+    mode: str, device: str, threads: int, cache: Path
+) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "FASTAPI_HOST": "127.0.0.1",
+        "FASTAPI_PORT": str(port),
+        "CLIP_MODEL_NAME": MODEL,
+        "CLIP_PRETRAINED": "",
+        "CLIP_MODEL_CACHE_DIR": str(cache),
+        "CLIP_DEVICE": device,
+        "TORCH_THREADS": str(threads),
+        "CLIP_CACHE_MB": "0",
+        "CLIP_MAX_WAITING": "100000",
+        "LOG_FORMAT": "json",
+        "DEBUG": "false",
+        **MODES[mode],
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "app"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    pixels = np.clip(127 + 90 * base + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
-    out = io.BytesIO()
-    Image.fromarray(pixels).save(out, format="JPEG", quality=90)
-    return out.getvalue()
+    return server, f"http://127.0.0.1:{port}"
 
 
-def timed(fn, runs: int, warm: int = 2) -> float:  # type: ignore[no-untyped-def]
-    return statistics.median(timed_ms(fn, runs, warm))
+def wait_ready(base: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"{base} did not become ready")
+
+
+async def run_cell(base: str, route: str, clients: int, seconds: float, jpegs: list[bytes]) -> Cell:
+    """`clients` closed-loop clients for `seconds` (after one warm-up request each)."""
+    cell = Cell()
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base, timeout=600, limits=limits) as client:
+
+        async def one(i: int) -> int:
+            if route == "match":
+                files = [("image", ("a.jpg", jpegs[i % len(jpegs)], "image/jpeg"))]
+                response = await client.post("/api/v1/clip/match", files=files, data={"tags": TAGS})
+                count = 1
+            else:
+                files = [
+                    ("images", (f"{k}.jpg", jpegs[(i + k) % len(jpegs)], "image/jpeg"))
+                    for k in range(EMBED_IMAGES)
+                ]
+                response = await client.post("/api/v1/clip/embed/image", files=files)
+                count = EMBED_IMAGES
+            if response.status_code != 200:
+                cell.errors += 1
+                return 0
+            return count
+
+        await asyncio.gather(*(one(i) for i in range(clients)))  # warm: connections, caches
+        start = time.perf_counter()
+        deadline = start + seconds
+        last_done = start
+
+        async def loop(c: int) -> None:
+            nonlocal last_done
+            i = c
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                count = await one(i)
+                done = time.perf_counter()
+                if count:
+                    cell.images += count
+                    cell.latencies_ms.append((done - t0) * 1000)
+                last_done = max(last_done, done)
+                i += clients
+
+        await asyncio.gather(*(loop(c) for c in range(clients)))
+        cell.seconds = last_done - start
+    return cell
+
+
+def raw_model(device: str, threads: int) -> list[tuple[str, int, float]]:
+    """Images per second of the bare image tower (no server), fp32 and, on CUDA, fp16."""
+    import open_clip
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)
+    model = open_clip.create_model(MODEL, pretrained=None, device=device).eval()
+    rows = []
+    precisions = ["fp32", "fp16"] if device == "cuda" else ["fp32"]
+    sizes = [1, 32, 256] if device == "cuda" else [1, 8, 32]
+    for precision in precisions:
+        for batch in sizes:
+            x = torch.randn(batch, 3, 224, 224, device=device)
+            autocast = torch.autocast("cuda", dtype=torch.float16, enabled=precision == "fp16")
+            with torch.inference_mode(), autocast:
+                model.encode_image(x)
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                runs, start = 0, time.perf_counter()
+                while time.perf_counter() - start < (2.0 if device == "cuda" else 4.0) or runs < 2:
+                    model.encode_image(x)
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+                    runs += 1
+                elapsed = time.perf_counter() - start
+            rows.append((precision, batch, runs * batch / elapsed))
+    return rows
 
 
 def vm_hwm_mb(pid: int) -> float:
@@ -58,122 +179,89 @@ def vm_hwm_mb(pid: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="CLIP latency, throughput and memory benchmark.")
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=2)
+    parser = argparse.ArgumentParser(description="CLIP serving throughput, latency and memory.")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="TORCH_THREADS (default: 2 on CPU)"
+    )
+    parser.add_argument("--seconds", type=float, default=None, help="per cell and round")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--clients", default="1,8,32")
+    parser.add_argument("--routes", default="match,embed")
     args = parser.parse_args()
+    gpu = args.device == "cuda"
+    threads = args.threads or (4 if gpu else 2)
+    seconds = args.seconds or (5.0 if gpu else 12.0)
+    levels = [int(c) for c in args.clients.split(",")]
+    routes = args.routes.split(",")
+    jpegs = [photo_jpeg(seed) for seed in range(64)]
     cache = Path(tempfile.mkdtemp(prefix="clip-bench-"))
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        clip_model_name=MODEL,
-        clip_pretrained="",
-        clip_model_cache_dir=cache,
-        clip_device="cpu",
-        torch_threads=args.threads,
-    )
-    service = ClipService(settings)
-    service.load()
-    assert service.model is not None, service.error
-    jpegs = [photo_jpeg(1), photo_jpeg(2)]
 
-    from app.services.clip.service import ImageInput
-
-    images = [service.decode(ImageInput(j, f"image_{i}")) for i, j in enumerate(jpegs)]
-    batch = torch.stack([service.preprocess(im) for im in images])
-
-    def raw_open_clip() -> None:
-        """What a script using open_clip directly pays: decode, preprocess, encode."""
-        pils = [Image.open(io.BytesIO(j)).convert("RGB") for j in jpegs]
-        tensors = torch.stack([service.preprocess(p) for p in pils])
-        with torch.inference_mode():
-            service.model.encode_image(tensors, normalize=True)
-
-    with torch.inference_mode():
-        model_ms = timed(lambda: service.model.encode_image(batch, normalize=True), args.runs)
-    decode_ms = timed(
-        lambda: torch.stack(
-            [service.preprocess(service.decode(ImageInput(j, "x"))) for j in jpegs]
-        ),
-        args.runs,
-    )
-    service_ms = timed(
-        lambda: service.compare(ImageInput(jpegs[0], "a"), ImageInput(jpegs[1], "b"), []), args.runs
-    )
-
-    one = [images[0]]
-    single_ms = timed(lambda: service.encode_images(one), args.runs)
-    many = [images[i % 2] for i in range(32)]
-    batch32_ms = timed(lambda: service.encode_images(many), max(3, args.runs // 5))
-    bench_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-    port = free_port()
-    env = {
-        **os.environ,
-        "FASTAPI_HOST": "127.0.0.1",
-        "FASTAPI_PORT": str(port),
-        "CLIP_MODEL_NAME": MODEL,
-        "CLIP_PRETRAINED": "",
-        "CLIP_MODEL_CACHE_DIR": str(cache),
-        "CLIP_DEVICE": "cpu",
-        "TORCH_THREADS": str(args.threads),
-        "LOG_FORMAT": "json",
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "app"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    base = f"http://127.0.0.1:{port}"
+    servers = {mode: start_server(mode, args.device, threads, cache) for mode in MODES}
     try:
-        with httpx.Client(timeout=60) as client:
-            for _ in range(600):
-                try:
-                    if client.get(f"{base}/health/live").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.2)
-            files = {
-                "image_a": ("a.jpg", jpegs[0], "image/jpeg"),
-                "image_b": ("b.jpg", jpegs[1], "image/jpeg"),
-            }
-
-            def call() -> None:
-                response = client.post(f"{base}/api/v1/clip/compare", files=files)
-                assert response.status_code == 200, response.text
-
-            # Interleaved, so drift in the machine's speed hits both sides alike.
-            raw_samples, http_samples = [], []
-            for _ in range(2):
-                raw_open_clip()
-                call()
-            for _ in range(args.runs):
-                raw_samples.append(timed(raw_open_clip, 1, warm=0))
-                http_samples.append(timed(call, 1, warm=0))
-            raw_ms, http_ms = statistics.median(raw_samples), statistics.median(http_samples)
-        server_rss = vm_hwm_mb(server.pid)
+        for _, base in servers.values():
+            wait_ready(base)
+        cells: dict[tuple[str, int, str], list[Cell]] = {}
+        for route in routes:
+            for clients in levels:
+                for _ in range(args.rounds):
+                    for mode, (_, base) in servers.items():
+                        cell = asyncio.run(run_cell(base, route, clients, seconds, jpegs))
+                        cells.setdefault((route, clients, mode), []).append(cell)
+                        print(
+                            f"  {route:5} {clients:3} clients {mode:8}: {cell.rate:7.1f} img/s, "
+                            f"p50 {cell.pct(50):7.1f} ms, errors {cell.errors}",
+                            file=sys.stderr,
+                        )
+        peaks = {mode: vm_hwm_mb(server.pid) for mode, (server, _) in servers.items()}
+        health = httpx.get(f"{servers['default'][1]}/health").json()["data"]["models"]["clip"]
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        for server, _ in servers.values():
+            server.terminate()
+        for server, _ in servers.values():
+            server.wait(timeout=60)
 
     print(
-        f"\nCLIP {MODEL} (random init, fp32, {args.threads} torch threads, CPU), median of {args.runs} runs\n"
+        f"\nCLIP {MODEL} (random init, {args.device}, TORCH_THREADS={threads}), "
+        f"{args.rounds} alternating rounds of {seconds:.0f} s per cell; "
+        f"match: 1 JPEG + 5 tags, embed: {EMBED_IMAGES} JPEGs (640x480) per request\n"
     )
-    print("| measurement | ms | vs raw |\n|---|---|---|")
-    rows = [
-        ("raw open_clip: Image.open + preprocess + encode_image, 2 JPEGs in one batch", raw_ms),
-        ("of which encode_image alone (2 preprocessed images)", model_ms),
-        ("service decode + preprocess of the two JPEGs", decode_ms),
-        ("ClipService.compare (decode, preprocess, encode, score)", service_ms),
-        ("POST /api/v1/clip/compare over HTTP (multipart)", http_ms),
-    ]
-    for name, ms in rows:
-        print(f"| {name} | {ms:.1f} | {ms / raw_ms:.2f} |")
-    print("\n| throughput | images/s | ms/image |\n|---|---|---|")
-    print(f"| single image (batch 1) | {1000 / single_ms:.1f} | {single_ms:.1f} |")
-    print(f"| batch of 32 | {32000 / batch32_ms:.1f} | {batch32_ms / 32:.1f} |")
-    print("\n| process | peak RSS MB |\n|---|---|")
-    print(f"| benchmark (ViT-B-32 loaded, batch 32 run) | {bench_rss:.0f} |")
     print(
-        f"| server (python -m app, ViT-B-32 + career model, after the HTTP runs) | {server_rss:.0f} |"
+        "| route | clients | baseline img/s | default img/s | ratio | baseline p50 / p99 ms "
+        "| default p50 / p99 ms | p50 ratio |"
     )
+    print("|---|---|---|---|---|---|---|---|")
+    for route in routes:
+        for clients in levels:
+            merged = {}
+            for mode in MODES:
+                runs = cells[(route, clients, mode)]
+                merged[mode] = Cell(
+                    images=sum(c.images for c in runs),
+                    seconds=sum(c.seconds for c in runs),
+                    latencies_ms=[ms for c in runs for ms in c.latencies_ms],
+                    errors=sum(c.errors for c in runs),
+                )
+            b, d = merged["baseline"], merged["default"]
+            path = "/clip/match" if route == "match" else "/clip/embed/image"
+            errors = f" ({b.errors}/{d.errors} errors)" if b.errors or d.errors else ""
+            print(
+                f"| `{path}` | {clients} | {b.rate:.1f} | {d.rate:.1f} | {d.rate / b.rate:.2f}x "
+                f"| {b.pct(50):.0f} / {b.pct(99):.0f} | {d.pct(50):.0f} / {d.pct(99):.0f} "
+                f"| {d.pct(50) / b.pct(50):.2f}{errors} |"
+            )
+    batching = health["batching"]
+    print(
+        f"\ndefault server's batcher: {batching['batches']} image batches, mean size "
+        f"{batching['mean_batch_size']}, max {batching['max_batch']}, wait {batching['wait_ms']} ms; "
+        f"runtime {health['runtime']}"
+    )
+    print("\n| raw image tower (no server) | batch | img/s |\n|---|---|---|")
+    for precision, batch, rate in raw_model(args.device, threads):
+        print(f"| {precision} | {batch} | {rate:.1f} |")
+    print("\n| server | peak RSS MB |\n|---|---|")
+    for mode, peak in peaks.items():
+        print(f"| {mode} (ViT-B-32 + career model, after the runs) | {peak:.0f} |")
 
 
 if __name__ == "__main__":

@@ -53,15 +53,30 @@ def make_settings(tmp_path: Path, career_model_dir: Path) -> Callable[..., Setti
     return make
 
 
+def wait_for_models(client: TestClient, timeout: float = 120) -> dict[str, Any]:
+    """Poll /health until no model is `loading` (CLIP loads in the background); its data."""
+    deadline = time.monotonic() + timeout
+    while True:
+        health: dict[str, Any] = client.get("/health").json()["data"]
+        if health["status"] != "loading":
+            return health
+        if time.monotonic() > deadline:
+            raise AssertionError(f"models still loading after {timeout} s: {health}")
+        time.sleep(0.02)
+
+
 @pytest.fixture
 def make_client(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., TestClient]]:
-    """Start apps with the given settings; each runs its lifespan and is closed afterwards."""
+    """Start apps with the given settings; each runs its lifespan and is closed afterwards.
+    Unless `wait=False`, the client is returned once every model has finished loading."""
     clients: list[TestClient] = []
 
-    def make(**overrides: Any) -> TestClient:
+    def make(wait: bool = True, **overrides: Any) -> TestClient:
         client = TestClient(create_app(make_settings(**overrides)), raise_server_exceptions=False)
         client.__enter__()
         clients.append(client)
+        if wait:
+            wait_for_models(client)
         return client
 
     yield make

@@ -38,12 +38,14 @@ _ERRORS: dict[int, tuple[str, str, str]] = {
         "The request has 1 invalid field.",
     ),
     429: (
-        "Too many requests waiting for the model.",
+        "Too much work already waiting for the model (CLIP_MAX_WAITING images or texts). "
+        "Error code `OVERLOADED`, with a `Retry-After` header.",
         "OVERLOADED",
-        "8 requests are already waiting for the CLIP model; retry shortly.",
+        "The CLIP model has 64 images or texts in flight (limit 64); retry in 1 s.",
     ),
     503: (
-        "The model is not loaded; the message says why.",
+        "The model is not loaded: `MODEL_LOADING` (with `Retry-After`) while it loads at "
+        "start-up, `MODEL_UNAVAILABLE` when it failed to load; the message says why.",
         "MODEL_UNAVAILABLE",
         "The career model is not available.",
     ),

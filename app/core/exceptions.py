@@ -9,10 +9,17 @@ class AppError(Exception):
     status_code: ClassVar[int] = 500
     code: ClassVar[str] = "INTERNAL_ERROR"
 
-    def __init__(self, message: str, *, details: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details or []
+        self.headers = headers or {}
 
 
 class InvalidInput(AppError):
@@ -69,6 +76,13 @@ class ModelUnavailable(AppError):
 
     status_code = 503
     code = "MODEL_UNAVAILABLE"
+
+
+class ModelLoading(AppError):
+    """The model is still loading in the background; retry after the `Retry-After` seconds."""
+
+    status_code = 503
+    code = "MODEL_LOADING"
 
 
 class InvalidImage(AppError):

@@ -68,9 +68,9 @@ class RequestContextMiddleware:
             await self.app(scope, _limited(receive, limit), send_with_id)
         except AppError as exc:  # raised outside the routes' handlers (limits, body reads)
             if not started:
-                await error_response(exc.status_code, exc.code, exc.message, exc.details)(
-                    scope, receive, send_with_id
-                )
+                await error_response(
+                    exc.status_code, exc.code, exc.message, exc.details, exc.headers
+                )(scope, receive, send_with_id)
         except Exception:
             logger.exception("unhandled error")
             if not started:

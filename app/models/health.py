@@ -5,15 +5,49 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 
+class ClipRuntime(BaseModel):
+    device: str = Field(description="`cpu` or `cuda`.")
+    precision: str = Field(description="`fp32`, or `fp16` (CUDA autocast, parity-checked).")
+    gpu_jpeg_decode: bool = Field(description="JPEGs are decoded on the GPU in batches.")
+
+
+class ClipBatching(BaseModel):
+    max_batch: int = Field(description="CLIP_MAX_BATCH: most rows in one forward pass.")
+    wait_ms: float = Field(description="CLIP_BATCH_WAIT_MS: longest wait for more rows.")
+    batches: int = Field(description="Image forward passes so far.")
+    images: int = Field(description="Images embedded by those passes.")
+    mean_batch_size: float
+    text_batches: int = Field(description="Text forward passes so far.")
+    texts: int
+
+
+class ClipCache(BaseModel):
+    hits: int
+    misses: int
+    size_mb: float = Field(description="Memory held, at most CLIP_CACHE_MB.")
+    entries: int
+
+
 class ModelHealth(BaseModel):
-    state: Literal["loaded", "unavailable", "disabled"]
+    state: Literal["loading", "loaded", "unavailable", "disabled"]
     version: str | None = Field(description="Model version or weights tag.")
     load_seconds: float | None
     error: str | None = Field(description="Why the model is not loaded, when it is not.")
+    runtime: ClipRuntime | None = Field(default=None, description="CLIP, once loaded.")
+    batching: ClipBatching | None = Field(default=None, description="CLIP's dynamic batcher.")
+    cache: ClipCache | None = Field(
+        default=None, description="CLIP's image-embedding cache (CLIP_CACHE_MB)."
+    )
+    preprocess_workers: int | None = Field(default=None, description="CLIP_PREPROCESS_WORKERS.")
+    in_flight: int | None = Field(
+        default=None, description="CLIP images and texts admitted and not yet answered."
+    )
+    max_waiting: int | None = Field(default=None, description="CLIP_MAX_WAITING (the budget).")
+    overloaded: int | None = Field(default=None, description="CLIP requests refused with 429.")
 
 
 class Health(BaseModel):
-    status: Literal["ok", "degraded"]
+    status: Literal["ok", "loading", "degraded"]
     version: str = Field(description="Service version.")
     uptime_seconds: float
     models: dict[str, ModelHealth]

@@ -1,17 +1,19 @@
 """The one image decoder: bytes in, an upright RGB image out, or a precise error.
 
-Decoding goes by content, never by file name or declared type. Limits are checked before
-pixels are decoded, so a small file that expands to a huge bitmap (a decompression bomb)
-costs nothing.
+Decoding goes by content, never by file name or declared type. It has two steps so that a
+caller can admit work between them: `open_image` reads only the header and checks the byte
+and pixel limits (a decompression bomb costs nothing), `load_image` decodes straight to
+about the size the caller needs.
 """
 
 import base64
 import binascii
 import io
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from app.core.exceptions import ImageTooLarge, InvalidImage, UnsupportedMediaType
 
@@ -33,19 +35,9 @@ def looks_like_image(data: bytes) -> bool:
     return any(data[offset : offset + len(sig)] == sig for offset, sig in _SIGNATURES)
 
 
-def decode_image(
-    data: bytes,
-    *,
-    max_pixels: int,
-    draft_size: int | None = None,
-    max_side: int | None = None,
-    name: str = "image",
-) -> Image.Image:
-    """Decode `data` into an RGB image with EXIF orientation applied (first frame if animated).
-
-    `draft_size` lets JPEG decode at a reduced scale; `max_side` shrinks anything larger
-    after decoding. Both stay well above the model's input size.
-    """
+def open_image(data: bytes, *, max_pixels: int, name: str = "image") -> Image.Image:
+    """Read only the header of `data`: the format and the declared size, checked against
+    `max_pixels`. No pixel is decoded, so this is cheap whatever the file claims to hold."""
     if not data:
         raise InvalidImage(f"{name} is empty.", details=[{"field": name}])
     try:
@@ -74,21 +66,84 @@ def decode_image(
             f"{name} is {width}x{height} pixels; the limit is {max_pixels} pixels.",
             details=[{"field": name, "width": width, "height": height, "max_pixels": max_pixels}],
         )
+    return image
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """An upright RGB image and the (width, height) it has at full resolution, upright.
+
+    The image may be smaller than `full_size` (see `load_image`); whoever resizes it to an
+    exact size should compute that size from `full_size`, so rounding in the reduction
+    cannot change the aspect ratio.
+    """
+
+    image: Image.Image
+    full_size: tuple[int, int]
+    scale: int = 1  # full-size pixels per image pixel (the last row or column may be partial)
+
+
+def load_image(image: Image.Image, *, min_side: int | None = None, name: str = "image") -> Decoded:
+    """Decode an image from `open_image` into upright RGB (first frame if animated).
+
+    With `min_side`, the result is shrunk as early as Pillow allows while its shorter side
+    stays >= `min_side`: JPEGs decode at 1/2, 1/4 or 1/8 scale (draft mode), anything else
+    is reduced by an integer factor right after decoding, before any mode conversion. So the
+    only full-size bitmap is the decoder's own output, and no full-size copy is ever made.
+    """
+    width, height = image.size
     try:
-        if draft_size and image.format == "JPEG":
-            # JPEG can decode at 1/2, 1/4 or 1/8 scale directly: a 12 MP photo for a
-            # 224 px model input need not be decoded in full.
-            image.draft("RGB", (draft_size, draft_size))
+        if min_side and image.format == "JPEG":
+            image.draft("RGB", (min_side, min_side))
+        orientation = image.getexif().get(_ORIENTATION)
+        method = _TRANSPOSE.get(orientation) if isinstance(orientation, int) else None
         image.seek(0)
         image.load()
-        upright: Image.Image = ImageOps.exif_transpose(image) or image
-        rgb = _to_rgb(upright)
-        if max_side and max(rgb.size) > max_side:
-            # Keep what a request holds small: a 40 MP photo would be 120 MB of RGB.
-            rgb.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
-        return rgb
+        scale = max(1, round(width / image.width))  # JPEG draft: 1, 2, 4 or 8
+        factor = min(image.size) // min_side if min_side else 1
+        if factor > 1:
+            image = _reduce(image, factor)
+            scale *= factor
+        if method is not None:
+            image = image.transpose(method)
+            if method in _QUARTER_TURNS:
+                width, height = height, width
+        return Decoded(_to_rgb(image), (width, height), scale)
     except Exception as exc:
         raise InvalidImage(f"{name} is corrupt or truncated.", details=[{"field": name}]) from exc
+
+
+def decode_image(
+    data: bytes, *, max_pixels: int, min_side: int | None = None, name: str = "image"
+) -> Image.Image:
+    """`open_image` then `load_image`: bytes in, an upright RGB image out, or a precise error."""
+    image = open_image(data, max_pixels=max_pixels, name=name)
+    return load_image(image, min_side=min_side, name=name).image
+
+
+# EXIF orientation tag and the transposition that displays each value upright (as in
+# ImageOps.exif_transpose, applied here to the reduced image instead of the full one).
+_ORIENTATION = 0x0112
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_QUARTER_TURNS = {_TRANSPOSE[5], _TRANSPOSE[6], _TRANSPOSE[7], _TRANSPOSE[8]}
+_REDUCIBLE = {"L", "LA", "RGB", "RGBA", "RGBa", "La", "CMYK", "I", "F", "YCbCr"}
+
+
+def _reduce(image: Image.Image, factor: int) -> Image.Image:
+    """Shrink by an integer factor, averaging boxes of pixels (nearest for palettes)."""
+    if image.mode in _REDUCIBLE:
+        return image.reduce(factor)
+    # I;16 and friends have no reduce(); palette and 1-bit images resize by nearest pixel.
+    width, height = image.size
+    return image.resize((max(1, width // factor), max(1, height // factor)), Image.Resampling.BOX)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -96,9 +151,9 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         return image
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        pixels = np.asarray(image, dtype=np.float64)
+        pixels = np.asarray(image, dtype=np.float32)
         top = 65535.0 if image.mode.startswith("I;16") or pixels.max() > 255 else 255.0
-        scaled = np.clip(pixels / top * 255.0, 0, 255).astype(np.uint8)
+        scaled = np.clip(pixels * np.float32(255.0 / top), 0, 255).astype(np.uint8)
         return Image.fromarray(scaled).convert("RGB")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")

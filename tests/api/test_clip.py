@@ -17,7 +17,7 @@ from PIL import Image
 from app.config import Settings
 from app.main import create_app
 from research.clip_fixture.shapes import COLORS, SHAPES, all_captions, all_pairs, caption, render
-from tests.conftest import CAREER_MODELS, FIXTURES, TINY_CLIP, assert_error
+from tests.conftest import CAREER_MODELS, FIXTURES, TINY_CLIP, assert_error, wait_for_models
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +36,7 @@ def clip_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient
         **TINY_CLIP,
     )
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        wait_for_models(client)
         yield client
 
 

@@ -2,6 +2,7 @@
 
 import io
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -15,11 +16,55 @@ def encoded(image: Image.Image, fmt: str = "PNG") -> bytes:
     return out.getvalue()
 
 
-def test_large_images_are_shrunk_after_decoding() -> None:
+def test_large_images_decode_reduced_to_the_needed_side() -> None:
+    # PNG: reduced by an integer factor right after decoding, shorter side kept >= min_side.
     image = decode_image(
-        encoded(Image.new("RGB", (3000, 1500), "red")), max_pixels=10**8, max_side=1024
+        encoded(Image.new("RGB", (3000, 1500), "red")), max_pixels=10**8, min_side=448
     )
-    assert image.size == (1024, 512) and image.mode == "RGB"
+    assert image.size == (1000, 500) and image.mode == "RGB"
+    assert image.getpixel((10, 10)) == (255, 0, 0)
+    # JPEG: decoded at a reduced scale (draft mode), never in full.
+    jpeg = decode_image(
+        encoded(Image.new("RGB", (4000, 3000), "blue"), "JPEG"), max_pixels=10**8, min_side=448
+    )
+    assert jpeg.size == (1000, 750)  # 1/4 scale: the largest that keeps 750 >= 448
+    # Without min_side, or when already small, the image keeps its size.
+    assert decode_image(encoded(Image.new("RGB", (640, 480))), max_pixels=10**8).size == (640, 480)
+    small = encoded(Image.new("RGB", (640, 480)))
+    assert decode_image(small, max_pixels=10**8, min_side=448).size == (640, 480)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "I;16", "P", "L", "CMYK"])
+def test_every_mode_reduces_to_rgb(mode: str) -> None:
+    source = Image.new("RGB", (1800, 900), (200, 40, 40)).convert(mode)
+    fmt = "JPEG" if mode == "CMYK" else "PNG"
+    image = decode_image(encoded(source, fmt), max_pixels=10**8, min_side=100)
+    assert image.mode == "RGB"
+    assert 100 <= image.size[1] < 200 and image.size[0] == pytest.approx(2 * image.size[1], abs=1)
+
+
+def test_sixteen_bit_grey_is_scaled_not_clipped() -> None:
+    grey = Image.fromarray(np.full((600, 800), 32896, dtype=np.uint16))  # 128 * 257
+    image = decode_image(encoded(grey), max_pixels=10**8, min_side=100)
+    assert image.size == (133, 100)
+    assert image.getpixel((5, 5)) == (128, 128, 128)
+
+
+def test_exif_orientation_survives_reduction() -> None:
+    stored = Image.new("RGB", (1200, 600), "white")
+    stored.paste((255, 0, 0), (0, 0, 600, 600))  # left half red
+    exif = Image.Exif()
+    exif[0x0112] = 6  # display rotated 90 degrees clockwise: the red half goes on top
+    out = io.BytesIO()
+    stored.save(out, format="JPEG", exif=exif)
+    image = decode_image(out.getvalue(), max_pixels=10**8, min_side=100)
+    assert image.size[0] < image.size[1]  # portrait after rotation
+    top, bottom = (
+        image.getpixel((image.size[0] // 2, 5)),
+        image.getpixel((image.size[0] // 2, image.size[1] - 5)),
+    )
+    assert top[0] > 200 and top[1] < 60  # red
+    assert bottom == (255, 255, 255) or min(bottom) > 230
 
 
 def test_transparency_goes_over_white() -> None:

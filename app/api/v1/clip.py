@@ -25,12 +25,14 @@ from app.utils.images import decode_base64
 router = APIRouter(prefix="/clip", tags=["clip"])
 IMAGE_ERRORS = errors(400, 401, 413, 415, 422, 429, 503)
 
-# Sync routes: FastAPI runs them in its thread pool, so decoding and inference stay off
-# the event loop. Uploads arrive spooled to disk by Starlette; each is read with a bound.
+# Async routes: the CLIP service awaits its engine (header checks in a worker thread,
+# decoding in the preprocess pool, inference on the batcher thread), so the event loop
+# never blocks and a waiting request holds no thread. Uploads arrive spooled to disk by
+# Starlette; each is read with a bound.
 
 
-def _upload(file: UploadFile, field: str, settings: Settings) -> ImageInput:
-    data = file.file.read(settings.max_upload_bytes + 1)
+async def _upload(file: UploadFile, field: str, settings: Settings) -> ImageInput:
+    data = await file.read(settings.max_upload_bytes + 1)
     return ImageInput(data, field, file.filename)
 
 
@@ -50,7 +52,7 @@ def _tags(raw: list[str] | None, settings: Settings, *, required: bool) -> list[
     responses=IMAGE_ERRORS,
     summary="Compare two images",
 )
-def compare(
+async def compare(
     image_a: Annotated[UploadFile, File(description="First image (any common format).")],
     image_b: Annotated[UploadFile, File(description="Second image.")],
     clip: ClipDep,
@@ -61,9 +63,9 @@ def compare(
 ) -> Response:
     """Cosine similarity, a 0-100 score and a verdict; with tags, each image's tag matches."""
     return ok(
-        clip.compare(
-            _upload(image_a, "image_a", settings),
-            _upload(image_b, "image_b", settings),
+        await clip.compare(
+            await _upload(image_a, "image_a", settings),
+            await _upload(image_b, "image_b", settings),
             _tags(tags, settings, required=False),
         )
     )
@@ -75,14 +77,18 @@ def compare(
     responses=IMAGE_ERRORS,
     summary="Match an image to text tags",
 )
-def match(
+async def match(
     image: Annotated[UploadFile, File(description="The image.")],
     tags: Annotated[list[str], Form(description="1..MAX_TAGS tags, repeated or comma-separated.")],
     clip: ClipDep,
     settings: SettingsDep,
 ) -> Response:
     """Per tag: cosine similarity, softmax probability and relevance; plus the best tag."""
-    return ok(clip.match(_upload(image, "image", settings), _tags(tags, settings, required=True)))
+    return ok(
+        await clip.match(
+            await _upload(image, "image", settings), _tags(tags, settings, required=True)
+        )
+    )
 
 
 @router.post(
@@ -91,14 +97,16 @@ def match(
     responses=IMAGE_ERRORS,
     summary="Image embeddings",
 )
-def embed_images(
+async def embed_images(
     images: Annotated[list[UploadFile], File(description="1..MAX_IMAGES_PER_REQUEST images.")],
     clip: ClipDep,
     settings: SettingsDep,
 ) -> Response:
     """L2-normalised embeddings, one per image, in upload order."""
     return ok(
-        clip.embed_images([_upload(f, f"images.{i}", settings) for i, f in enumerate(images)])
+        await clip.embed_images(
+            [await _upload(f, f"images.{i}", settings) for i, f in enumerate(images)]
+        )
     )
 
 
@@ -108,9 +116,9 @@ def embed_images(
     responses=errors(401, 413, 422, 429, 503),
     summary="Text embeddings",
 )
-def embed_texts(body: EmbedTextsJson, clip: ClipDep) -> Response:
+async def embed_texts(body: EmbedTextsJson, clip: ClipDep) -> Response:
     """L2-normalised embeddings, one per text, in request order."""
-    return ok(clip.embed_texts(body.texts))
+    return ok(await clip.embed_texts(body.texts))
 
 
 @router.post(
@@ -119,10 +127,10 @@ def embed_texts(body: EmbedTextsJson, clip: ClipDep) -> Response:
     responses=IMAGE_ERRORS,
     summary="Compare two base64 images",
 )
-def compare_json(body: CompareJson, clip: ClipDep, settings: SettingsDep) -> Response:
+async def compare_json(body: CompareJson, clip: ClipDep, settings: SettingsDep) -> Response:
     """`/compare` for callers holding images as base64 strings or data URIs."""
     return ok(
-        clip.compare(
+        await clip.compare(
             _b64(body.image_a, "image_a", settings),
             _b64(body.image_b, "image_b", settings),
             _tags(body.tags, settings, required=False),
@@ -136,10 +144,12 @@ def compare_json(body: CompareJson, clip: ClipDep, settings: SettingsDep) -> Res
     responses=IMAGE_ERRORS,
     summary="Match a base64 image to text tags",
 )
-def match_json(body: MatchJson, clip: ClipDep, settings: SettingsDep) -> Response:
+async def match_json(body: MatchJson, clip: ClipDep, settings: SettingsDep) -> Response:
     """`/match` for callers holding the image as a base64 string or data URI."""
     return ok(
-        clip.match(_b64(body.image, "image", settings), _tags(body.tags, settings, required=True))
+        await clip.match(
+            _b64(body.image, "image", settings), _tags(body.tags, settings, required=True)
+        )
     )
 
 
@@ -149,8 +159,12 @@ def match_json(body: MatchJson, clip: ClipDep, settings: SettingsDep) -> Respons
     responses=IMAGE_ERRORS,
     summary="Embeddings of base64 images",
 )
-def embed_images_json(body: EmbedImagesJson, clip: ClipDep, settings: SettingsDep) -> Response:
+async def embed_images_json(
+    body: EmbedImagesJson, clip: ClipDep, settings: SettingsDep
+) -> Response:
     """`/embed/image` for callers holding images as base64 strings or data URIs."""
     return ok(
-        clip.embed_images([_b64(v, f"images.{i}", settings) for i, v in enumerate(body.images)])
+        await clip.embed_images(
+            [_b64(v, f"images.{i}", settings) for i, v in enumerate(body.images)]
+        )
     )

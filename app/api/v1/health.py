@@ -20,12 +20,17 @@ def _models(request: Request) -> dict[str, ModelHealth]:
 
 @router.get("", response_model=Envelope[Health], summary="Service health")
 async def health(request: Request) -> Response:
-    """`ok` when every enabled model is loaded, else `degraded`; each model's state and why."""
+    """`ok` when every enabled model is loaded, `loading` while one still loads, `degraded`
+    when one failed; each model's state and why (CLIP adds its runtime, batching and cache)."""
     models = _models(request)
-    degraded = any(m.state == "unavailable" for m in models.values())
+    states = {m.state for m in models.values()}
     return ok(
         Health(
-            status="degraded" if degraded else "ok",
+            status="degraded"
+            if "unavailable" in states
+            else "loading"
+            if "loading" in states
+            else "ok",
             version=__version__,
             uptime_seconds=round(time.monotonic() - request.app.state.started_at, 1),
             models=models,
@@ -48,7 +53,9 @@ async def live() -> Response:
 async def ready(request: Request) -> Response:
     """200 only when every enabled model is loaded; else 503 with the reasons."""
     reasons = [
-        f"{name}: {m.error}" for name, m in _models(request).items() if m.state == "unavailable"
+        f"{name}: {m.error if m.state == 'unavailable' else 'still loading'}"
+        for name, m in _models(request).items()
+        if m.state in ("unavailable", "loading")
     ]
     if reasons:
         return error_response(

@@ -1,24 +1,24 @@
-"""ClipService: one open_clip model, loaded once, answering compare / match / embed.
+"""ClipService: the CLIP use cases (compare, match, embeddings) and the model's lifecycle.
 
-Weights come from open_clip's registry (`CLIP_PRETRAINED=openai`, cached in
-CLIP_MODEL_CACHE_DIR) or from a local checkpoint file; CLIP_MODEL_CONFIG registers a custom
-architecture first. Tests load a tiny model through this same path.
+The model loads in the background (`start`): the process is live at once, and CLIP moves
+through `loading` -> `loaded` | `unavailable` (with the reason) | `disabled`. Every
+forward pass goes through the engine (`engine.py`): admission, parallel preprocessing,
+dynamic batching, the content cache. Weights come from CLIP_MODEL_CACHE_DIR or a local
+checkpoint (`runtime.py`); tests load a tiny model through this same path.
 """
 
 import contextlib
 import logging
+import os
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
 
 from app.config import Settings
-from app.core.exceptions import ImageTooLarge, InvalidInput, ModelUnavailable, Overloaded
+from app.core.exceptions import InvalidInput, ModelLoading, ModelUnavailable
 from app.models.clip import (
     CompareResult,
     Embedding,
@@ -27,23 +27,14 @@ from app.models.clip import (
     ModelRef,
     TagMatch,
 )
-from app.utils.hashing import sha256_file
-from app.utils.images import decode_image
+from app.services.clip.engine import ClipEngine, ImageInput
 
 logger = logging.getLogger(__name__)
 
-TEXT_CACHE_SIZE = 4096
-# Decoded images are shrunk to this longest side (or 4x the model input, if larger).
-MAX_DECODED_SIDE = 1024
+__all__ = ["ClipService", "ImageInput", "parse_tags"]
 
-
-class ImageInput:
-    """Raw bytes of one uploaded image and the field it came from (for error messages)."""
-
-    def __init__(self, data: bytes, field: str, filename: str | None = None) -> None:
-        self.data = data
-        self.field = field
-        self.filename = filename
+# Seconds a client is told to wait while the model is loading.
+LOADING_RETRY_AFTER_S = 5
 
 
 def parse_tags(
@@ -73,211 +64,150 @@ def parse_tags(
 
 
 class ClipService:
-    """Holds the CLIP model; every public method may be called from worker threads."""
+    """The CLIP model's lifecycle and use cases; the use cases are coroutines."""
 
     name = "clip"
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.enabled = settings.clip_enabled
-        self.error: str | None = None if self.enabled else "disabled by CLIP_ENABLED=false"
+        self.state: Literal["loading", "loaded", "unavailable", "disabled"] = (
+            "loading" if settings.clip_enabled else "disabled"
+        )
+        self.error: str | None = None if settings.clip_enabled else "disabled by CLIP_ENABLED=false"
         self.load_seconds: float | None = None
-        self.model: Any = None
-        self.preprocess: Any = None
-        self.tokenizer: Any = None
+        self.engine: ClipEngine | None = None
         self.device = "cpu"
-        self.weights_tag = ""
-        self.dimension = 0
-        self.logit_scale = 100.0
-        # All torch work runs on this one thread: torch's OpenMP pool then belongs to a
-        # single thread instead of one pool per request thread, each spinning on the same
-        # 2 cores (which cost ~30% per request here); calls are serialised for free.
-        self._inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clip-inference")
-        self._waiting = 0
-        self._waiting_lock = threading.Lock()
-        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._text_cache_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Load the model on a background thread; returns at once."""
+        if self.state != "loading" or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self.load, name="clip-load", daemon=True)
+        self._thread.start()
+
+    def wait_loaded(self, timeout: float | None = None) -> bool:
+        """Block until loading has ended (benchmarks, prefetch); True if loaded."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.state == "loaded"
+
     def load(self) -> None:
-        """Load the model; on any failure keep the process up and record why."""
-        if not self.enabled:
+        """Load the model here and now; on any failure keep the process up and record why."""
+        if not self.settings.clip_enabled:
             return
         started = time.perf_counter()
         try:
-            self._load()
+            engine = self._build()
         except Exception as exc:  # no network, bad path, corrupt file, unknown name, ...
-            self.model = None
             self.error = f"{type(exc).__name__}: {exc}"
+            self.state = "unavailable"
             logger.error("CLIP model not loaded: %s", self.error)
             return
+        if self._closed:  # shut down while loading
+            engine.close()
+            return
+        self.engine = engine
         self.error = None
         self.load_seconds = round(time.perf_counter() - started, 3)
+        self.state = "loaded"
         logger.info(
-            "CLIP %s (%s) loaded on %s in %.2fs",
+            "CLIP %s (%s) loaded on %s, %s, in %.2fs",
             self.settings.clip_model_name,
-            self.weights_tag,
+            engine.runtime.weights_tag,
             self.device,
+            engine.runtime.precision,
             self.load_seconds,
         )
 
-    def _load(self) -> None:
-        import open_clip
+    def _build(self) -> ClipEngine:
         import torch
 
+        from app.services.clip.runtime import TorchRuntime
+
         s = self.settings
-        # Thread settings are per OpenMP thread: apply them where inference runs.
-        self._inference.submit(torch.set_num_threads, s.torch_threads).result()
         torch.set_num_threads(s.torch_threads)
         # Denormal floats slow CPU inference many-fold (seen with random-init weights) and
         # carry no meaning for embeddings.
         torch.set_flush_denormal(True)
-        with contextlib.suppress(RuntimeError):  # may be set only once per process
-            torch.set_num_interop_threads(1)
-        if s.clip_model_config is not None:
-            config = Path(s.clip_model_config)
-            if not config.is_file():
-                raise FileNotFoundError(f"CLIP_MODEL_CONFIG {config} does not exist")
-            if config.stem != s.clip_model_name:
-                raise ValueError(
-                    f"CLIP_MODEL_NAME ({s.clip_model_name}) must equal the config file's name "
-                    f"({config.stem}) when CLIP_MODEL_CONFIG is set"
-                )
-            open_clip.add_model_config(config)
+        if torch.get_num_interop_threads() != 1:
+            with contextlib.suppress(RuntimeError):  # may be set only once per process
+                torch.set_num_interop_threads(1)
         if s.clip_device == "auto":
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
         else:
             self.device = s.clip_device
-        pretrained = s.clip_pretrained
-        local = Path(pretrained)
-        if not pretrained:  # random initialisation: benchmarks only, never useful answers
-            self.weights_tag = "random-init"
-        elif local.suffix or local.is_file():  # a path, not a registry tag such as "openai"
-            if not local.is_file():
-                raise FileNotFoundError(f"CLIP_PRETRAINED checkpoint {local} does not exist")
-            self.weights_tag = f"{local.name}:sha256:{sha256_file(local)[:12]}"
-        else:
-            self.weights_tag = pretrained
-        s.clip_model_cache_dir.mkdir(parents=True, exist_ok=True)
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            s.clip_model_name,
-            pretrained=pretrained,
-            cache_dir=str(s.clip_model_cache_dir),
-            device=self.device,
+        runtime = TorchRuntime(s, self.device)
+        gpu = self.device == "cuda"
+        return ClipEngine(
+            runtime,
+            identity=f"{s.clip_model_name}/{runtime.weights_tag}",
+            max_waiting=s.clip_max_waiting or 2 * (s.clip_max_batch or (256 if gpu else 32)),
+            max_batch=s.clip_max_batch or (256 if gpu else 32),
+            wait_ms=s.clip_batch_wait_ms,
+            preprocess_workers=s.clip_preprocess_workers or len(os.sched_getaffinity(0)),
+            cache_mb=s.clip_cache_mb,
+            max_pixels=s.max_image_pixels,
+            max_upload_bytes=s.max_upload_bytes,
+            torch_threads=s.torch_threads,
+            jpeg_device="cuda" if gpu and s.clip_gpu_decode else None,
         )
-        model.eval()
-        self.model = model
-        self.preprocess = preprocess
-        self.tokenizer = open_clip.get_tokenizer(s.clip_model_name)
-        self.logit_scale = float(model.logit_scale.exp().item())
-        self.dimension = int(self.encode_texts(["a photo"]).shape[1])
-        self._text_cache.clear()
+
+    def close(self) -> None:
+        self._closed = True
+        if self.engine is not None:
+            self.engine.close()
 
     def status(self) -> dict[str, Any]:
-        if not self.enabled:
-            state = "disabled"
-        else:
-            state = "loaded" if self.model is not None else "unavailable"
+        engine = self.engine
+        extra = {}
+        if engine is not None:
+            extra = {
+                "runtime": {
+                    "device": self.device,
+                    "precision": engine.runtime.precision,
+                    "gpu_jpeg_decode": engine.jpeg_device is not None,
+                },
+                **engine.stats(),
+            }
         return {
-            "state": state,
-            "version": f"{self.settings.clip_model_name}/{self.weights_tag}"
-            if self.model
+            "state": self.state,
+            "version": f"{self.settings.clip_model_name}/{engine.runtime.weights_tag}"
+            if engine
             else None,
             "load_seconds": self.load_seconds,
             "error": self.error,
+            **extra,
         }
 
+    def _engine(self) -> ClipEngine:
+        if self.engine is not None:
+            return self.engine
+        if self.state == "loading":
+            raise ModelLoading(
+                "The CLIP model is still loading; retry shortly.",
+                headers={"Retry-After": str(LOADING_RETRY_AFTER_S)},
+            )
+        raise ModelUnavailable(f"The CLIP model is not available: {self.error}")
+
     def ref(self) -> ModelRef:
+        engine = self._engine()
         return ModelRef(
             name=self.settings.clip_model_name,
-            pretrained=self.weights_tag,
-            dimension=self.dimension,
+            pretrained=engine.runtime.weights_tag,
+            dimension=engine.runtime.dimension,
         )
-
-    def _require(self) -> None:
-        if self.model is None:
-            raise ModelUnavailable(f"The CLIP model is not available: {self.error}")
-
-    def _run(self, forward: Callable[[], Any]) -> np.ndarray:
-        """Run a forward pass on the inference thread; refuse when too many already wait."""
-        import torch
-
-        with self._waiting_lock:
-            if self._waiting >= self.settings.clip_max_waiting:
-                raise Overloaded(
-                    f"{self._waiting} requests are already waiting for the CLIP model; retry shortly."
-                )
-            self._waiting += 1
-
-        def call() -> np.ndarray:
-            with torch.inference_mode():
-                return np.asarray(forward().float().cpu().numpy())
-
-        try:
-            return self._inference.submit(call).result()
-        finally:
-            with self._waiting_lock:
-                self._waiting -= 1
-
-    # -- encoders --------------------------------------------------------------------------
-    def decode(self, item: ImageInput) -> Any:
-        if len(item.data) > self.settings.max_upload_bytes:
-            raise ImageTooLarge(
-                f"{item.field} is {len(item.data)} bytes; the limit is {self.settings.max_upload_bytes}.",
-                details=[{"field": item.field, "max_bytes": self.settings.max_upload_bytes}],
-            )
-        size = self._input_size()
-        return decode_image(
-            item.data,
-            max_pixels=self.settings.max_image_pixels,
-            draft_size=2 * size if size else None,
-            max_side=max(MAX_DECODED_SIDE, 4 * size) if size else MAX_DECODED_SIDE,
-            name=item.field,
-        )
-
-    def _input_size(self) -> int | None:
-        size = getattr(getattr(self.model, "visual", None), "image_size", None)
-        if isinstance(size, tuple | list):
-            return int(max(size))
-        return int(size) if size else None
-
-    def encode_images(self, images: Sequence[Any]) -> np.ndarray:
-        """L2-normalised image embeddings, one row per image."""
-        import torch
-
-        self._require()
-
-        def forward() -> Any:
-            # Preprocessing uses torch ops too, so it runs on the inference thread as well.
-            batch = torch.stack([self.preprocess(image) for image in images]).to(self.device)
-            return self.model.encode_image(batch, normalize=True)
-
-        return self._run(forward)
-
-    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """L2-normalised text embeddings; repeated texts (tags) come from a small cache."""
-        if self.model is None:
-            self._require()
-        with self._text_cache_lock:
-            cached = {t: self._text_cache[t] for t in texts if t in self._text_cache}
-        missing = [t for t in dict.fromkeys(texts) if t not in cached]
-        if missing:
-            tokens = self.tokenizer(missing).to(self.device)
-            features = self._run(lambda: self.model.encode_text(tokens, normalize=True))
-            with self._text_cache_lock:
-                for text, row in zip(missing, features, strict=True):
-                    cached[text] = row
-                    self._text_cache[text] = row
-                    self._text_cache.move_to_end(text)
-                while len(self._text_cache) > TEXT_CACHE_SIZE:
-                    self._text_cache.popitem(last=False)
-        return np.stack([cached[t] for t in texts])
 
     # -- use cases -------------------------------------------------------------------------
-    def _tag_matches(self, image_vectors: np.ndarray, tags: list[str]) -> list[list[TagMatch]]:
-        text = self.encode_texts(tags)
+    async def _tag_matches(
+        self, image_vectors: np.ndarray, tags: list[str]
+    ) -> list[list[TagMatch]]:
+        engine = self._engine()
+        text = await engine.encode_texts(tags)
         sims = image_vectors @ text.T
-        logits = self.logit_scale * sims
+        logits = engine.runtime.logit_scale * sims
         logits -= logits.max(axis=1, keepdims=True)
         probs = np.exp(logits)
         probs /= probs.sum(axis=1, keepdims=True)
@@ -295,10 +225,11 @@ class ClipService:
             for row_s, row_p in zip(sims, probs, strict=True)
         ]
 
-    def compare(self, image_a: ImageInput, image_b: ImageInput, tags: list[str]) -> CompareResult:
+    async def compare(
+        self, image_a: ImageInput, image_b: ImageInput, tags: list[str]
+    ) -> CompareResult:
         """Cosine similarity of two images, a 0-100 score, a verdict, optional tag matches."""
-        self._require()
-        vectors = self.encode_images([self.decode(image_a), self.decode(image_b)])
+        vectors = await self._engine().encode_images([image_a, image_b])
         similarity = float(np.clip(vectors[0] @ vectors[1], -1.0, 1.0))
         s = self.settings
         verdict: Literal["similar", "related", "different"]
@@ -308,7 +239,7 @@ class ClipService:
             verdict = "related"
         else:
             verdict = "different"
-        matches = self._tag_matches(vectors, tags) if tags else None
+        matches = await self._tag_matches(vectors, tags) if tags else None
         return CompareResult(
             similarity=round(similarity, 6),
             score=round(max(0.0, similarity) * 100, 1),
@@ -319,11 +250,10 @@ class ClipService:
             model=self.ref(),
         )
 
-    def match(self, image: ImageInput, tags: list[str]) -> MatchResult:
+    async def match(self, image: ImageInput, tags: list[str]) -> MatchResult:
         """How relevant the image is to each tag; probabilities are a softmax over the tags."""
-        self._require()
-        vector = self.encode_images([self.decode(image)])
-        matches = self._tag_matches(vector, tags)[0]
+        vector = await self._engine().encode_images([image])
+        matches = (await self._tag_matches(vector, tags))[0]
         best = max(matches, key=lambda m: m.similarity)
         return MatchResult(
             matches=matches,
@@ -332,10 +262,10 @@ class ClipService:
             model=self.ref(),
         )
 
-    def embed_images(self, images: list[ImageInput]) -> EmbeddingResult:
-        self._require()
+    async def embed_images(self, images: list[ImageInput]) -> EmbeddingResult:
+        engine = self._engine()
         self._check_count(len(images), self.settings.max_images_per_request, "images")
-        vectors = self.encode_images([self.decode(item) for item in images])
+        vectors = await engine.encode_images(images)
         return EmbeddingResult(
             model=self.ref(),
             embeddings=[
@@ -344,10 +274,10 @@ class ClipService:
             ],
         )
 
-    def embed_texts(self, texts: list[str]) -> EmbeddingResult:
-        self._require()
+    async def embed_texts(self, texts: list[str]) -> EmbeddingResult:
+        engine = self._engine()
         self._check_count(len(texts), self.settings.max_texts_per_request, "texts")
-        vectors = self.encode_texts(texts)
+        vectors = await engine.encode_texts(texts)
         return EmbeddingResult(
             model=self.ref(),
             embeddings=[

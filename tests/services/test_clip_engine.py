@@ -1,0 +1,302 @@
+"""The CLIP engine's parts on their own: preprocessing parity, batcher, admission, cache,
+and finding weights without a network."""
+
+import io
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import open_clip
+import pytest
+from PIL import Image
+
+from app.config import Settings
+from app.core.exceptions import Overloaded
+from app.services.clip.engine import Admission, Batcher, EmbeddingCache
+from app.services.clip.gpu_decode import decode_jpegs
+from app.services.clip.preprocess import ImageSpec, preprocess_bytes, to_array
+from app.services.clip.runtime import TorchRuntime, WeightsUnavailable, resolve_weights
+from benchmarks.common import photo_jpeg
+from research.clip_fixture.shapes import all_pairs, render
+from tests.conftest import TINY_CLIP
+
+
+@pytest.fixture(scope="module")
+def tiny() -> TorchRuntime:
+    settings = Settings(_env_file=None, **TINY_CLIP)  # type: ignore[call-arg]
+    return TorchRuntime(settings, "cpu")
+
+
+@pytest.fixture(scope="module")
+def vit_spec() -> tuple[ImageSpec, Any]:
+    """ViT-B-32's preprocessing (no weights needed) and open_clip's own transform for it."""
+    model, _, transform = open_clip.create_model_and_transforms("ViT-B-32", pretrained=None)
+    spec = ImageSpec.from_open_clip(open_clip.get_model_preprocess_cfg(model))
+    assert spec is not None
+    return spec, transform
+
+
+def jpeg(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=92)
+    return out.getvalue()
+
+
+def png(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+# --- preprocessing parity ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [(640, 480), (480, 640), (225, 300), (333, 1000), (224, 224)])
+def test_numpy_preprocessing_equals_open_clip_on_the_same_pixels(
+    vit_spec: tuple[ImageSpec, Any], size: tuple[int, int]
+) -> None:
+    spec, transform = vit_spec
+    image = Image.open(io.BytesIO(photo_jpeg(1, size))).convert("RGB")
+    ours = to_array(image, spec)
+    reference = transform(image).numpy()
+    assert ours.shape == reference.shape == (3, 224, 224)
+    assert ours.dtype == np.float32
+    assert np.abs(ours - reference).max() == 0.0
+
+
+def test_reduced_decoding_stays_close_to_open_clip(vit_spec: tuple[ImageSpec, Any]) -> None:
+    """Large photos decode reduced (draft / reduce); the input moves by a few grey levels."""
+    spec, transform = vit_spec
+    for size in [(1920, 1080), (4000, 3000)]:
+        data = photo_jpeg(2, size)
+        reference = transform(Image.open(io.BytesIO(data)).convert("RGB")).numpy()
+        ours = preprocess_bytes(data, spec, max_pixels=10**8, name="x")
+        assert np.abs(ours - reference).max() < 0.05  # normalised units: ~3/255 before std
+        assert np.abs(ours - reference).mean() < 0.01
+
+
+def test_embeddings_from_both_preprocessings_agree(tiny: TorchRuntime) -> None:
+    """The fixture's shapes and photo-like images from 640x480 to 12 MP (decoded reduced):
+    the service's preprocessing and open_clip's give the same embeddings."""
+    spec = ImageSpec.from_open_clip(tiny.preprocess_cfg)
+    assert spec is not None
+    rng = np.random.default_rng(11)
+    shapes = [jpeg(render(c, s, size=int(rng.integers(40, 400)), rng=rng)) for c, s in all_pairs()]
+    photos = [
+        photo_jpeg(i, size) for i, size in enumerate([(640, 480), (1920, 1080), (4000, 3000)])
+    ]
+    photos.append(png(Image.open(io.BytesIO(photo_jpeg(3, (2600, 2100))))))
+    for blobs in (shapes, photos):
+        ours = np.stack([preprocess_bytes(b, spec, max_pixels=10**8, name="x") for b in blobs])
+        reference = np.stack(
+            [tiny.preprocess(Image.open(io.BytesIO(b)).convert("RGB")).numpy() for b in blobs]
+        )
+        assert cosines(tiny.encode_images(ours), tiny.encode_images(reference)).min() >= 0.9999
+
+
+def test_device_jpeg_decoding_matches_pillow(
+    tiny: TorchRuntime, vit_spec: tuple[ImageSpec, Any]
+) -> None:
+    """The GPU path's code, run on the CPU: same input within a grey level or two."""
+    spec, _ = vit_spec
+    blobs = [photo_jpeg(i, size) for i, size in enumerate([(640, 480), (480, 640), (300, 300)])]
+    rows = decode_jpegs(blobs, spec, "cpu")
+    assert [tuple(r.shape) for r in rows] == [(1, 3, 224, 224)] * 3
+    for row, blob in zip(rows, blobs, strict=True):
+        pillow = preprocess_bytes(blob, spec, max_pixels=10**8, name="x")
+        assert np.abs(row[0].numpy() - pillow).mean() < 0.02
+    tiny_spec = ImageSpec.from_open_clip(tiny.preprocess_cfg)
+    assert tiny_spec is not None
+    shapes = [jpeg(render(c, s, size=96, seed=i)) for i, (c, s) in enumerate(all_pairs())]
+    device = np.concatenate([r.numpy() for r in decode_jpegs(shapes, tiny_spec, "cpu")])
+    pillow = np.stack([preprocess_bytes(b, tiny_spec, max_pixels=10**8, name="x") for b in shapes])
+    assert cosines(tiny.encode_images(device), tiny.encode_images(pillow)).min() >= 0.999
+
+
+# --- batcher ----------------------------------------------------------------------------------
+
+
+class RecordingForward:
+    """A forward pass that records batch sizes and can be held closed."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def __call__(self, kind: str, parts: list[Any]) -> np.ndarray:
+        self.gate.wait(10)
+        rows = np.concatenate(parts)
+        self.sizes.append(len(rows))
+        return rows.reshape(len(rows), -1)[:, :1] * (2 if kind == "images" else 3)
+
+
+def test_batcher_collects_concurrent_jobs_and_keeps_their_rows() -> None:
+    forward = RecordingForward()
+    batcher = Batcher(forward, max_batch=8, wait_s=0.005, preparing=lambda: 0)
+    try:
+        forward.gate.clear()  # the first job occupies the model; the rest queue up
+        first = batcher.submit("images", np.array([[1.0]]))
+        time.sleep(0.05)
+        jobs = [
+            batcher.submit("images", np.array([[10.0 * i], [10.0 * i + 1]])) for i in range(1, 6)
+        ]
+        forward.gate.set()
+        assert first.result(5).tolist() == [[2.0]]
+        for i, job in enumerate(jobs, start=1):
+            assert job.result(5).tolist() == [[20.0 * i], [20.0 * i + 2]]
+        assert forward.sizes == [1, 8, 2]  # 4 jobs of 2 rows fill a batch of 8; one is left
+        stats = batcher.stats()
+        assert (stats["batches"], stats["images"], stats["mean_batch_size"]) == (3, 11, 3.667)
+    finally:
+        batcher.close()
+
+
+def test_batcher_does_not_wait_when_nothing_else_is_coming() -> None:
+    forward = RecordingForward()
+    batcher = Batcher(forward, max_batch=32, wait_s=5.0, preparing=lambda: 0)
+    try:
+        started = time.monotonic()
+        assert batcher.submit("texts", np.array([[1.0]])).result(5).tolist() == [[3.0]]
+        assert time.monotonic() - started < 1.0  # the 5 s window was not waited for
+    finally:
+        batcher.close()
+
+
+def test_batcher_waits_for_work_being_prepared() -> None:
+    forward = RecordingForward()
+    preparing = [1]
+    batcher = Batcher(forward, max_batch=32, wait_s=2.0, preparing=lambda: preparing[0])
+    try:
+        first = batcher.submit("images", np.array([[1.0]]))
+        time.sleep(0.1)
+        preparing[0] = 0
+        second = batcher.submit("images", np.array([[2.0]]))
+        assert first.result(5).tolist() == [[2.0]] and second.result(5).tolist() == [[4.0]]
+        assert forward.sizes == [2]
+    finally:
+        batcher.close()
+
+
+def test_batcher_splits_an_oversized_job_and_separates_towers() -> None:
+    forward = RecordingForward()
+    batcher = Batcher(forward, max_batch=4, wait_s=0.0, preparing=lambda: 0)
+    try:
+        forward.gate.clear()
+        blocker = batcher.submit("texts", np.zeros((1, 1)))
+        time.sleep(0.05)
+        big = batcher.submit("images", np.arange(10.0).reshape(10, 1))
+        text = batcher.submit("texts", np.ones((2, 1)))
+        forward.gate.set()
+        blocker.result(5)
+        assert big.result(5)[:, 0].tolist() == [2.0 * i for i in range(10)]
+        assert text.result(5).tolist() == [[3.0], [3.0]]
+        assert forward.sizes == [1, 4, 4, 2, 2]
+    finally:
+        batcher.close()
+
+
+def test_batcher_hands_errors_to_every_job_and_keeps_running() -> None:
+    calls = []
+
+    def failing(kind: str, parts: list[Any]) -> np.ndarray:
+        calls.append(len(parts))
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return np.concatenate(parts)
+
+    batcher = Batcher(failing, max_batch=8, wait_s=0.0, preparing=lambda: 0)
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            batcher.submit("images", np.zeros((1, 1))).result(5)
+        assert batcher.submit("images", np.ones((1, 1))).result(5).tolist() == [[1.0]]
+    finally:
+        batcher.close()
+
+
+# --- admission and cache ----------------------------------------------------------------------
+
+
+def test_admission_counts_units_and_refuses_beyond_the_budget() -> None:
+    admission = Admission(4)
+    with admission.hold(3):
+        with admission.hold(1):
+            assert admission.in_flight == 4
+            with pytest.raises(Overloaded) as refused, admission.hold(1):
+                pass
+            assert refused.value.headers["Retry-After"] == "1"
+        assert admission.in_flight == 3
+    assert admission.in_flight == 0
+    with admission.hold(10):  # larger than the budget: admitted when nothing is in flight
+        assert admission.in_flight == 10
+    assert admission.refused == 1
+
+
+def test_cache_is_an_lru_bounded_in_megabytes() -> None:
+    cache = EmbeddingCache(max_mb=0.01)  # 10,485 bytes: four 2 KB vectors with overhead
+    vectors = {f"k{i}": np.full(512, i, dtype=np.float32) for i in range(6)}
+    for key in ("k0", "k1", "k2", "k3"):
+        cache.put(key, vectors[key])
+    assert cache.get("k0") is not None  # k0 is now the most recently used
+    cache.put("k4", vectors["k4"])  # evicts k1, the least recently used
+    assert cache.get("k1") is None
+    assert cache.get("k0") is not None and cache.get("k4") is not None
+    assert cache.bytes <= cache.max_bytes
+    stats = cache.stats()
+    assert (stats["hits"], stats["misses"]) == (3, 1)
+    off = EmbeddingCache(max_mb=0)
+    off.put("k", vectors["k0"])
+    assert off.get("k") is None and off.stats()["size_mb"] == 0
+
+
+# --- weights ----------------------------------------------------------------------------------
+
+
+def test_default_weights_offline_fail_fast_with_instructions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No cached weights and no route to the hub (as on the build machines): one quick,
+    clear refusal, not open_clip's minute of retries."""
+    settings = Settings(_env_file=None, clip_model_cache_dir=tmp_path / "empty")  # type: ignore[call-arg]
+    started = time.monotonic()
+
+    def offline(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(WeightsUnavailable) as refused:
+        resolve_weights(settings)
+    assert time.monotonic() - started < 5
+    message = str(refused.value)
+    assert "ViT-B-32/openai" in message
+    assert "python -m app.prefetch" in message and "CLIP_PRETRAINED=" in message
+
+
+def test_cached_weights_resolve_without_any_network(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hub cache laid out as `python -m app.prefetch` leaves it is used as is."""
+    cache = tmp_path / "clip"
+    repo = cache / "models--timm--vit_base_patch32_clip_224.openai"
+    snapshot = repo / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    (snapshot / "open_clip_model.safetensors").write_bytes(b"weights")
+    settings = Settings(_env_file=None, clip_model_cache_dir=cache)  # type: ignore[call-arg]
+
+    def no_network(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the network was used")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    weights = resolve_weights(settings)
+    assert weights.checkpoint == str(snapshot / "open_clip_model.safetensors")
+    assert weights.tag == "openai"
+    assert weights.options["force_quick_gelu"] is True
