@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     clip_preprocess_workers: int = Field(default=0, ge=0, le=256)
     clip_max_batch: int = Field(default=0, ge=0, le=4096)
     clip_max_waiting: int = Field(default=0, ge=0)
-    clip_batch_wait_ms: float = Field(default=5.0, ge=0, le=1000)
+    clip_batch_wait_ms: float = Field(default=0.0, ge=0, le=1000)
     clip_cache_mb: float = Field(default=64.0, ge=0)
     clip_gpu_decode: bool = True
     clip_match_threshold: float = Field(default=0.25, ge=-1, le=1)

@@ -33,6 +33,7 @@ import numpy as np
 from benchmarks.common import free_port, photo_jpeg
 
 MODEL = "ViT-B-32"
+CAREER_MODELS = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "career_models"
 TAGS = ["a photo of a dog", "a city at night", "a bowl of fruit", "a red circle", "a beach"]
 EMBED_IMAGES = 8
 MODES = {
@@ -69,6 +70,7 @@ def start_server(
         "CLIP_MODEL_NAME": MODEL,
         "CLIP_PRETRAINED": "",
         "CLIP_MODEL_CACHE_DIR": str(cache),
+        "CAREER_MODEL_DIR": str(CAREER_MODELS),
         "CLIP_DEVICE": device,
         "TORCH_THREADS": str(threads),
         "CLIP_CACHE_MB": "0",
@@ -83,16 +85,18 @@ def start_server(
     return server, f"http://127.0.0.1:{port}"
 
 
-def wait_ready(base: str, timeout: float = 300) -> None:
+def wait_ready(base: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
+    health = None
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
+            health = httpx.get(f"{base}/health", timeout=2).json()["data"]
+            if health["status"] == "ok":
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    raise SystemExit(f"{base} did not become ready")
+    raise SystemExit(f"{base} did not become ready: {health}")
 
 
 async def run_cell(base: str, route: str, clients: int, seconds: float, jpegs: list[bytes]) -> Cell:

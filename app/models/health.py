@@ -13,7 +13,8 @@ class ClipRuntime(BaseModel):
 
 class ClipBatching(BaseModel):
     max_batch: int = Field(description="CLIP_MAX_BATCH: most rows in one forward pass.")
-    wait_ms: float = Field(description="CLIP_BATCH_WAIT_MS: longest wait for more rows.")
+    wait_ms: float = Field(description="Longest wait for more rows now (CLIP_BATCH_WAIT_MS).")
+    wait_auto: bool = Field(description="The wait follows the last forward pass (0 = auto).")
     batches: int = Field(description="Image forward passes so far.")
     images: int = Field(description="Images embedded by those passes.")
     mean_batch_size: float

@@ -36,6 +36,12 @@ logger = logging.getLogger(__name__)
 TEXT_CACHE_MB = 16.0
 # Seconds a client is told to wait after a 429.
 OVERLOADED_RETRY_AFTER_S = 1
+# How long a peak of work in flight counts as the current demand (a few batch periods).
+DEMAND_WINDOW_S = 2.0
+# Automatic batch wait: this share of the last forward pass of the same tower, so waiting
+# for stragglers costs at most ~20% of the model's time (CPU: tens of ms; GPU: ~1-3 ms).
+AUTO_WAIT_SHARE = 0.2
+AUTO_WAIT_BOUNDS_S = (0.001, 0.1)
 
 
 @dataclass
@@ -58,7 +64,16 @@ class Admission:
         self.limit = limit
         self.in_flight = 0
         self.refused = 0
+        self._peak = 0
+        self._peak_at = 0.0
         self._lock = threading.Lock()
+
+    def recent_peak(self) -> int:
+        """The most units in flight at once over the last DEMAND_WINDOW_S seconds: how much
+        work to expect while clients keep their pace."""
+        if time.monotonic() - self._peak_at <= DEMAND_WINDOW_S:
+            return self._peak
+        return self.in_flight
 
     @contextlib.contextmanager
     def hold(self, units: int) -> Iterator[None]:
@@ -74,6 +89,9 @@ class Admission:
                     headers={"Retry-After": str(OVERLOADED_RETRY_AFTER_S)},
                 )
             self.in_flight += units
+            now = time.monotonic()
+            if self.in_flight >= self._peak or now - self._peak_at > DEMAND_WINDOW_S:
+                self._peak, self._peak_at = self.in_flight, now
         try:
             yield
         finally:
@@ -150,10 +168,12 @@ class Batcher:
     """Collects rows of concurrent requests into one forward pass per tower.
 
     A batch starts with the oldest queued job and takes the next jobs of the same kind, up
-    to `max_batch` rows. It waits for more (at most `wait_s` after the first job arrived)
-    only while other admitted work is still being prepared (`preparing()` > 0): a lone
-    request never waits, and under load the queue fills while the model is busy. All
-    forward passes run on this one thread: torch's intra-op pool belongs to it alone.
+    to `max_batch` rows. It waits for more (at most `wait_s` after the first job arrived;
+    `wait_s=None`: AUTO_WAIT_SHARE of the tower's last forward pass)
+    only when more are coming: while admitted work is still being prepared (`preparing()`),
+    or while fewer rows are queued than were recently in flight at once (`demand()`: the
+    clients just answered are about to send again). A lone client never waits. All forward
+    passes run on this one thread: torch's intra-op pool belongs to it alone.
     """
 
     def __init__(
@@ -161,18 +181,21 @@ class Batcher:
         forward: Callable[[str, list[Any]], np.ndarray],
         *,
         max_batch: int,
-        wait_s: float,
+        wait_s: float | None,
         preparing: Callable[[], int],
+        demand: Callable[[], int] = lambda: 0,
         on_start: Callable[[], object] | None = None,
     ) -> None:
         self.max_batch = max_batch
         self.wait_s = wait_s
         self._forward = forward
         self._preparing = preparing
+        self._demand = demand
         self._on_start = on_start
         self._queue: deque[_Job] = deque()
         self._cond = threading.Condition()
         self._closed = False
+        self._last_forward_s = {IMAGES: 0.0, TEXTS: 0.0}
         self.batches = {IMAGES: 0, TEXTS: 0}
         self.rows = {IMAGES: 0, TEXTS: 0}
         self._thread = threading.Thread(target=self._loop, name="clip-batcher", daemon=True)
@@ -202,13 +225,20 @@ class Batcher:
         batches, images = self.batches[IMAGES], self.rows[IMAGES]
         return {
             "max_batch": self.max_batch,
-            "wait_ms": round(self.wait_s * 1000, 3),
+            "wait_ms": round(self._wait_s(IMAGES) * 1000, 3),
+            "wait_auto": self.wait_s is None,
             "batches": batches,
             "images": images,
             "mean_batch_size": round(images / batches, 3) if batches else 0.0,
             "text_batches": self.batches[TEXTS],
             "texts": self.rows[TEXTS],
         }
+
+    def _wait_s(self, kind: str) -> float:
+        if self.wait_s is not None:
+            return self.wait_s
+        low, high = AUTO_WAIT_BOUNDS_S
+        return min(high, max(low, AUTO_WAIT_SHARE * self._last_forward_s[kind]))
 
     def _queued(self, kind: str) -> int:
         return sum(job.count for job in self._queue if job.kind == kind)
@@ -223,8 +253,10 @@ class Batcher:
                 self._queue.clear()
                 return None
             kind = self._queue[0].kind
-            deadline = self._queue[0].enqueued + self.wait_s
-            while self._queued(kind) < self.max_batch and self._preparing() > 0:
+            deadline = self._queue[0].enqueued + self._wait_s(kind)
+            while (queued := self._queued(kind)) < self.max_batch and (
+                self._preparing() > 0 or queued < self._demand()
+            ):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._closed:
                     break
@@ -266,7 +298,9 @@ class Batcher:
             chunks = [parts]
         outputs = []
         for chunk in chunks:
+            started = time.perf_counter()
             outputs.append(self._forward(kind, chunk))
+            self._last_forward_s[kind] = time.perf_counter() - started
             self.batches[kind] += 1
             self.rows[kind] += sum(len(p) for p in chunk)
         return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
@@ -311,8 +345,9 @@ class ClipEngine:
         self.batcher = Batcher(
             self._forward,
             max_batch=max_batch,
-            wait_s=wait_ms / 1000,
+            wait_s=wait_ms / 1000 if wait_ms > 0 else None,
             preparing=lambda: self._preparing,
+            demand=self.admission.recent_peak,
             on_start=set_threads,
         )
 
