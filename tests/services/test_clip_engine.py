@@ -1,6 +1,7 @@
 """The CLIP engine's parts on their own: preprocessing parity, batcher, admission, cache,
 and finding weights without a network."""
 
+import contextlib
 import io
 import threading
 import time
@@ -15,7 +16,7 @@ from PIL import Image
 
 from app.config import Settings
 from app.core.exceptions import Overloaded
-from app.services.clip.engine import Admission, Batcher, EmbeddingCache
+from app.services.clip.engine import Admission, Batcher, EmbeddingCache, Flow
 from app.services.clip.gpu_decode import decode_jpegs
 from app.services.clip.preprocess import ImageSpec, preprocess_bytes, to_array
 from app.services.clip.runtime import TorchRuntime, WeightsUnavailable, resolve_weights
@@ -140,7 +141,7 @@ class RecordingForward:
 
 def test_batcher_collects_concurrent_jobs_and_keeps_their_rows() -> None:
     forward = RecordingForward()
-    batcher = Batcher(forward, max_batch=8, wait_s=0.005, preparing=lambda: 0)
+    batcher = Batcher(forward, max_batch=8, wait_s=0.005, expected=lambda kind: 0)
     try:
         forward.gate.clear()  # the first job occupies the model; the rest queue up
         first = batcher.submit("images", np.array([[1.0]]))
@@ -161,7 +162,7 @@ def test_batcher_collects_concurrent_jobs_and_keeps_their_rows() -> None:
 
 def test_batcher_does_not_wait_when_nothing_else_is_coming() -> None:
     forward = RecordingForward()
-    batcher = Batcher(forward, max_batch=32, wait_s=5.0, preparing=lambda: 0)
+    batcher = Batcher(forward, max_batch=32, wait_s=5.0, expected=lambda kind: 0)
     try:
         started = time.monotonic()
         assert batcher.submit("texts", np.array([[1.0]])).result(5).tolist() == [[3.0]]
@@ -173,7 +174,7 @@ def test_batcher_does_not_wait_when_nothing_else_is_coming() -> None:
 def test_batcher_waits_for_work_being_prepared() -> None:
     forward = RecordingForward()
     preparing = [1]
-    batcher = Batcher(forward, max_batch=32, wait_s=2.0, preparing=lambda: preparing[0])
+    batcher = Batcher(forward, max_batch=32, wait_s=2.0, expected=lambda kind: 2 * preparing[0])
     try:
         first = batcher.submit("images", np.array([[1.0]]))
         time.sleep(0.1)
@@ -185,9 +186,30 @@ def test_batcher_waits_for_work_being_prepared() -> None:
         batcher.close()
 
 
+def test_batcher_waits_for_as_many_rows_as_were_recently_in_flight() -> None:
+    """Closed-loop clients just answered come back: with 4 recently in flight, the first
+    returning job waits (within the window) for the other three instead of running alone."""
+    forward = RecordingForward()
+    flow = Flow()
+    with contextlib.ExitStack() as requests:  # four requests were in flight at once
+        for _ in range(4):
+            requests.enter_context(flow.track(1, lambda: None))
+        assert flow.in_flight == 4 and flow.preparing == 4
+    assert flow.in_flight == 0 and flow.preparing == 0 and flow.recent_peak() == 4
+    batcher = Batcher(forward, max_batch=32, wait_s=2.0, expected=lambda kind: flow.recent_peak())
+    try:
+        jobs = [batcher.submit("images", np.array([[0.0]]))]
+        time.sleep(0.1)
+        jobs += [batcher.submit("images", np.array([[float(i)]])) for i in range(1, 4)]
+        assert [job.result(5).tolist() for job in jobs] == [[[2.0 * i]] for i in range(4)]
+        assert forward.sizes == [4]
+    finally:
+        batcher.close()
+
+
 def test_batcher_splits_an_oversized_job_and_separates_towers() -> None:
     forward = RecordingForward()
-    batcher = Batcher(forward, max_batch=4, wait_s=0.0, preparing=lambda: 0)
+    batcher = Batcher(forward, max_batch=4, wait_s=0.0, expected=lambda kind: 0)
     try:
         forward.gate.clear()
         blocker = batcher.submit("texts", np.zeros((1, 1)))
@@ -212,7 +234,7 @@ def test_batcher_hands_errors_to_every_job_and_keeps_running() -> None:
             raise RuntimeError("boom")
         return np.concatenate(parts)
 
-    batcher = Batcher(failing, max_batch=8, wait_s=0.0, preparing=lambda: 0)
+    batcher = Batcher(failing, max_batch=8, wait_s=0.0, expected=lambda kind: 0)
     try:
         with pytest.raises(RuntimeError, match="boom"):
             batcher.submit("images", np.zeros((1, 1))).result(5)

@@ -64,16 +64,7 @@ class Admission:
         self.limit = limit
         self.in_flight = 0
         self.refused = 0
-        self._peak = 0
-        self._peak_at = 0.0
         self._lock = threading.Lock()
-
-    def recent_peak(self) -> int:
-        """The most units in flight at once over the last DEMAND_WINDOW_S seconds: how much
-        work to expect while clients keep their pace."""
-        if time.monotonic() - self._peak_at <= DEMAND_WINDOW_S:
-            return self._peak
-        return self.in_flight
 
     @contextlib.contextmanager
     def hold(self, units: int) -> Iterator[None]:
@@ -89,12 +80,55 @@ class Admission:
                     headers={"Retry-After": str(OVERLOADED_RETRY_AFTER_S)},
                 )
             self.in_flight += units
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.in_flight -= units
+
+
+class Flow:
+    """The admitted work of one tower, as the batcher needs to see it: units still being
+    prepared (decoded or tokenised), and the most units in flight at once recently."""
+
+    def __init__(self) -> None:
+        self.preparing = 0
+        self.in_flight = 0
+        self._peak = 0
+        self._peak_at = 0.0
+        self._lock = threading.Lock()
+
+    def recent_peak(self) -> int:
+        """The most units in flight at once over the last DEMAND_WINDOW_S seconds: what to
+        expect again while clients keep their pace."""
+        if time.monotonic() - self._peak_at <= DEMAND_WINDOW_S:
+            return self._peak
+        return self.in_flight
+
+    @contextlib.contextmanager
+    def track(self, units: int, wake: Callable[[], None]) -> Iterator[Callable[[], None]]:
+        """Count `units` in flight until the block ends; call the yielded function once
+        they are handed to the batcher (no longer being prepared)."""
+        preparing = units
+
+        def prepared() -> None:
+            nonlocal preparing
+            with self._lock:
+                self.preparing -= preparing
+            preparing = 0
+            wake()
+
+        with self._lock:
+            self.preparing += units
+            self.in_flight += units
             now = time.monotonic()
             if self.in_flight >= self._peak or now - self._peak_at > DEMAND_WINDOW_S:
                 self._peak, self._peak_at = self.in_flight, now
         try:
-            yield
+            yield prepared
         finally:
+            if preparing:
+                prepared()
             with self._lock:
                 self.in_flight -= units
 
@@ -168,12 +202,12 @@ class Batcher:
     """Collects rows of concurrent requests into one forward pass per tower.
 
     A batch starts with the oldest queued job and takes the next jobs of the same kind, up
-    to `max_batch` rows. It waits for more (at most `wait_s` after the first job arrived;
-    `wait_s=None`: AUTO_WAIT_SHARE of the tower's last forward pass)
-    only when more are coming: while admitted work is still being prepared (`preparing()`),
-    or while fewer rows are queued than were recently in flight at once (`demand()`: the
-    clients just answered are about to send again). A lone client never waits. All forward
-    passes run on this one thread: torch's intra-op pool belongs to it alone.
+    to `max_batch` rows. It waits for more only while fewer rows are queued than
+    `expected(kind)` says are coming (the engine: all it can take while admitted work is
+    still being decoded, else as many as were in flight at once recently, since the clients
+    just answered are about to send again). A lone client never waits. The wait ends `wait_s` after the first job arrived
+    (None: AUTO_WAIT_SHARE of the tower's last forward pass). All forward passes run on
+    this one thread: torch's intra-op pool belongs to it alone.
     """
 
     def __init__(
@@ -182,15 +216,13 @@ class Batcher:
         *,
         max_batch: int,
         wait_s: float | None,
-        preparing: Callable[[], int],
-        demand: Callable[[], int] = lambda: 0,
+        expected: Callable[[str], int],
         on_start: Callable[[], object] | None = None,
     ) -> None:
         self.max_batch = max_batch
         self.wait_s = wait_s
         self._forward = forward
-        self._preparing = preparing
-        self._demand = demand
+        self._expected = expected
         self._on_start = on_start
         self._queue: deque[_Job] = deque()
         self._cond = threading.Condition()
@@ -254,9 +286,7 @@ class Batcher:
                 return None
             kind = self._queue[0].kind
             deadline = self._queue[0].enqueued + self._wait_s(kind)
-            while (queued := self._queued(kind)) < self.max_batch and (
-                self._preparing() > 0 or queued < self._demand()
-            ):
+            while self._queued(kind) < min(self.max_batch, self._expected(kind)):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._closed:
                     break
@@ -333,8 +363,7 @@ class ClipEngine:
         self.admission = Admission(max_waiting)
         self.images_cache = EmbeddingCache(cache_mb)
         self.texts_cache = EmbeddingCache(TEXT_CACHE_MB)
-        self._preparing = 0
-        self._preparing_lock = threading.Lock()
+        self.flows = {IMAGES: Flow(), TEXTS: Flow()}
         self.preprocess_workers = preprocess_workers
         self._pool = ThreadPoolExecutor(preprocess_workers, thread_name_prefix="clip-preprocess")
 
@@ -346,8 +375,7 @@ class ClipEngine:
             self._forward,
             max_batch=max_batch,
             wait_s=wait_ms / 1000 if wait_ms > 0 else None,
-            preparing=lambda: self._preparing,
-            demand=self.admission.recent_peak,
+            expected=self._expected,
             on_start=set_threads,
         )
 
@@ -375,10 +403,14 @@ class ClipEngine:
                     details=[{"field": item.field, "max_bytes": self.max_upload_bytes}],
                 )
         keys, found, pending = await anyio.to_thread.run_sync(self._check, items)
-        with self.admission.hold(len(pending)), self._prepared(len(pending)) as prepared:
+        flow = self.flows[IMAGES]
+        with (
+            self.admission.hold(len(pending)),
+            flow.track(len(pending), self.batcher.wake) as prepared,
+        ):
             if pending:
                 rows = await self._prepare([(image, items[i]) for i, image in pending])
-                prepared(len(pending))
+                prepared()
                 vectors = await asyncio.wrap_future(self.batcher.submit(IMAGES, rows))
                 for (index, _), vector in zip(pending, vectors, strict=True):
                     found[index] = vector
@@ -460,35 +492,25 @@ class ClipEngine:
                 for item in items
             ]
 
-    @contextlib.contextmanager
-    def _prepared(self, units: int) -> Iterator[Callable[[int], None]]:
-        """Count `units` as being prepared until handed to the batcher (or failed)."""
-        remaining = units
-
-        def done(n: int) -> None:
-            nonlocal remaining
-            with self._preparing_lock:
-                self._preparing -= n
-            remaining -= n
-            self.batcher.wake()
-
-        with self._preparing_lock:
-            self._preparing += units
-        try:
-            yield done
-        finally:
-            if remaining:
-                done(remaining)
+    def _expected(self, kind: str) -> int:
+        """Rows the batcher may wait for: all it can take while some are still being
+        prepared, else as many as were in flight at once recently."""
+        flow = self.flows[kind]
+        return self.batcher.max_batch if flow.preparing else flow.recent_peak()
 
     # -- texts ----------------------------------------------------------------------------
     async def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """L2-normalised text embeddings; repeated texts (tags) come from the text cache."""
         found = {text: self.texts_cache.get(text) for text in dict.fromkeys(texts)}
         missing = [text for text, vector in found.items() if vector is None]
-        with self.admission.hold(len(missing)), self._prepared(len(missing)) as prepared:
+        flow = self.flows[TEXTS]
+        with (
+            self.admission.hold(len(missing)),
+            flow.track(len(missing), self.batcher.wake) as prepared,
+        ):
             if missing:
                 tokens = await anyio.to_thread.run_sync(self.runtime.tokenize, missing)
-                prepared(len(missing))
+                prepared()
                 vectors = await asyncio.wrap_future(self.batcher.submit(TEXTS, tokens))
                 for text, vector in zip(missing, vectors, strict=True):
                     found[text] = vector
