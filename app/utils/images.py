@@ -69,18 +69,23 @@ def open_image(data: bytes, *, max_pixels: int, name: str = "image") -> Image.Im
     return image
 
 
+Box = tuple[float, float, float, float]
+
+
 @dataclass(frozen=True)
 class Decoded:
-    """An upright RGB image and the (width, height) it has at full resolution, upright.
+    """An upright RGB image, its (width, height) at full resolution, upright, and `box`: the
+    area of `image` that covers the full-size picture exactly.
 
-    The image may be smaller than `full_size` (see `load_image`); whoever resizes it to an
-    exact size should compute that size from `full_size`, so rounding in the reduction
-    cannot change the aspect ratio.
+    A reduced image (see `load_image`) rounds its size up, so its last row and column may
+    stand for fewer full-size pixels; `box` excludes that excess. Whoever resizes the image
+    to an exact size computes the size from `full_size` and resizes from `box`, so the
+    reduction changes neither the aspect ratio nor the framing.
     """
 
     image: Image.Image
     full_size: tuple[int, int]
-    scale: int = 1  # full-size pixels per image pixel (the last row or column may be partial)
+    box: Box
 
 
 def load_image(image: Image.Image, *, min_side: int | None = None, name: str = "image") -> Decoded:
@@ -104,21 +109,15 @@ def load_image(image: Image.Image, *, min_side: int | None = None, name: str = "
         if factor > 1:
             image = _reduce(image, factor)
             scale *= factor
+        box: Box = (0.0, 0.0, min(width / scale, image.width), min(height / scale, image.height))
         if method is not None:
+            box = _transpose_box(box, image.size, method)
             image = image.transpose(method)
             if method in _QUARTER_TURNS:
                 width, height = height, width
-        return Decoded(_to_rgb(image), (width, height), scale)
+        return Decoded(_to_rgb(image), (width, height), box)
     except Exception as exc:
         raise InvalidImage(f"{name} is corrupt or truncated.", details=[{"field": name}]) from exc
-
-
-def decode_image(
-    data: bytes, *, max_pixels: int, min_side: int | None = None, name: str = "image"
-) -> Image.Image:
-    """`open_image` then `load_image`: bytes in, an upright RGB image out, or a precise error."""
-    image = open_image(data, max_pixels=max_pixels, name=name)
-    return load_image(image, min_side=min_side, name=name).image
 
 
 # EXIF orientation tag and the transposition that displays each value upright (as in
@@ -134,6 +133,25 @@ _TRANSPOSE = {
     8: Image.Transpose.ROTATE_90,
 }
 _QUARTER_TURNS = {_TRANSPOSE[5], _TRANSPOSE[6], _TRANSPOSE[7], _TRANSPOSE[8]}
+
+
+def _transpose_box(box: Box, size: tuple[int, int], method: Image.Transpose) -> Box:
+    """Where `box` lies after `image.transpose(method)` of an image of `size`."""
+    w, h = size
+    T = Image.Transpose
+    point = {
+        T.FLIP_LEFT_RIGHT: lambda x, y: (w - x, y),
+        T.FLIP_TOP_BOTTOM: lambda x, y: (x, h - y),
+        T.ROTATE_180: lambda x, y: (w - x, h - y),
+        T.ROTATE_90: lambda x, y: (y, w - x),
+        T.ROTATE_270: lambda x, y: (h - y, x),
+        T.TRANSPOSE: lambda x, y: (y, x),
+        T.TRANSVERSE: lambda x, y: (h - y, w - x),
+    }[method]
+    (ax, ay), (bx, by) = point(box[0], box[1]), point(box[2], box[3])
+    return (min(ax, bx), min(ay, by), max(ax, bx), max(ay, by))
+
+
 _REDUCIBLE = {"L", "LA", "RGB", "RGBA", "RGBa", "La", "CMYK", "I", "F", "YCbCr"}
 
 

@@ -176,6 +176,18 @@ def test_burst_beyond_the_budget_gets_429_and_the_rest_are_served(
     assert vector(embed(client, images[3])).shape == (64,)  # budget free again
 
 
+def test_one_bad_image_fails_the_request_and_frees_its_budget(make_client: Any) -> None:
+    client: TestClient = make_client(**TINY_CLIP, clip_max_waiting=4, clip_cache_mb=0)
+    good = shapes(3)
+    files = [("images", (f"{i}.png", b, "image/png")) for i, b in enumerate(good)]
+    files.append(("images", ("bad.png", good[0][:200], "image/png")))  # truncated
+    error = assert_error(client.post("/api/v1/clip/embed/image", files=files), 400, "INVALID_IMAGE")
+    assert error["details"][0]["field"] == "images.3"
+    clip = clip_health(client)
+    assert clip["in_flight"] == 0 and clip["overloaded"] == 0
+    assert vector(embed(client, good[1])).shape == (64,)
+
+
 # --- batching ---------------------------------------------------------------------------------
 
 

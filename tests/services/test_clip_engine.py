@@ -1,6 +1,7 @@
 """The CLIP engine's parts on their own: preprocessing parity, batcher, admission, cache,
 and finding weights without a network."""
 
+import asyncio
 import contextlib
 import io
 import threading
@@ -12,14 +13,22 @@ from typing import Any
 import numpy as np
 import open_clip
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from app.config import Settings
 from app.core.exceptions import Overloaded
-from app.services.clip.engine import Admission, Batcher, EmbeddingCache, Flow
+from app.services.clip.engine import (
+    Admission,
+    Batcher,
+    ClipEngine,
+    EmbeddingCache,
+    Flow,
+    ImageInput,
+)
 from app.services.clip.gpu_decode import decode_jpegs
-from app.services.clip.preprocess import ImageSpec, preprocess_bytes, to_array
+from app.services.clip.preprocess import ImageSpec, to_array
 from app.services.clip.runtime import TorchRuntime, WeightsUnavailable, resolve_weights
+from app.utils.images import load_image, open_image
 from benchmarks.common import photo_jpeg
 from research.clip_fixture.shapes import all_pairs, render
 from tests.conftest import TINY_CLIP
@@ -44,6 +53,11 @@ def jpeg(image: Image.Image) -> bytes:
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=92)
     return out.getvalue()
+
+
+def preprocess_bytes(data: bytes, spec: ImageSpec) -> np.ndarray:
+    """The engine's steps: header, reduced decode, numpy preprocessing."""
+    return to_array(load_image(open_image(data, max_pixels=10**8), min_side=spec.min_side), spec)
 
 
 def png(image: Image.Image) -> bytes:
@@ -78,7 +92,7 @@ def test_reduced_decoding_stays_close_to_open_clip(vit_spec: tuple[ImageSpec, An
     for size in [(1920, 1080), (4000, 3000)]:
         data = photo_jpeg(2, size)
         reference = transform(Image.open(io.BytesIO(data)).convert("RGB")).numpy()
-        ours = preprocess_bytes(data, spec, max_pixels=10**8, name="x")
+        ours = preprocess_bytes(data, spec)
         assert np.abs(ours - reference).max() < 0.05  # normalised units: ~3/255 before std
         assert np.abs(ours - reference).mean() < 0.01
 
@@ -95,7 +109,7 @@ def test_embeddings_from_both_preprocessings_agree(tiny: TorchRuntime) -> None:
     ]
     photos.append(png(Image.open(io.BytesIO(photo_jpeg(3, (2600, 2100))))))
     for blobs in (shapes, photos):
-        ours = np.stack([preprocess_bytes(b, spec, max_pixels=10**8, name="x") for b in blobs])
+        ours = np.stack([preprocess_bytes(b, spec) for b in blobs])
         reference = np.stack(
             [tiny.preprocess(Image.open(io.BytesIO(b)).convert("RGB")).numpy() for b in blobs]
         )
@@ -111,14 +125,67 @@ def test_device_jpeg_decoding_matches_pillow(
     rows = decode_jpegs(blobs, spec, "cpu")
     assert [tuple(r.shape) for r in rows] == [(1, 3, 224, 224)] * 3
     for row, blob in zip(rows, blobs, strict=True):
-        pillow = preprocess_bytes(blob, spec, max_pixels=10**8, name="x")
+        pillow = preprocess_bytes(blob, spec)
         assert np.abs(row[0].numpy() - pillow).mean() < 0.02
     tiny_spec = ImageSpec.from_open_clip(tiny.preprocess_cfg)
     assert tiny_spec is not None
     shapes = [jpeg(render(c, s, size=96, seed=i)) for i, (c, s) in enumerate(all_pairs())]
     device = np.concatenate([r.numpy() for r in decode_jpegs(shapes, tiny_spec, "cpu")])
-    pillow = np.stack([preprocess_bytes(b, tiny_spec, max_pixels=10**8, name="x") for b in shapes])
+    pillow = np.stack([preprocess_bytes(b, tiny_spec) for b in shapes])
     assert cosines(tiny.encode_images(device), tiny.encode_images(pillow)).min() >= 0.999
+
+
+def test_exif_rotated_reduced_images_keep_their_framing(vit_spec: tuple[ImageSpec, Any]) -> None:
+    """Reduced decode, then the EXIF turn or flip: the same crop as open_clip's on the
+    upright full-size image (the partial last row/column of the reduction moves with it)."""
+    spec, transform = vit_spec
+    stored = Image.open(io.BytesIO(photo_jpeg(5, (2601, 2103))))
+    for orientation in (2, 3, 6, 8):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        for fmt in ("JPEG", "PNG"):
+            out = io.BytesIO()
+            stored.save(out, format=fmt, exif=exif)
+            upright = ImageOps.exif_transpose(Image.open(io.BytesIO(out.getvalue())).convert("RGB"))
+            reference = transform(upright).numpy()
+            ours = preprocess_bytes(out.getvalue(), spec)
+            assert np.abs(ours - reference).mean() < 0.01, (orientation, fmt)
+
+
+def test_device_decoding_path_in_the_engine(tiny: TorchRuntime) -> None:
+    """The engine's GPU JPEG route, run on the CPU: upright JPEGs go through the device
+    decoder, EXIF-rotated ones through Pillow, and the answers match the Pillow engine."""
+    options = dict(
+        identity="tiny",
+        max_waiting=64,
+        max_batch=8,
+        wait_ms=0,
+        preprocess_workers=2,
+        cache_mb=0,
+        max_pixels=10**8,
+        max_upload_bytes=10**7,
+        torch_threads=1,
+    )
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    out = io.BytesIO()
+    render("green", "triangle", size=(120, 80), seed=6).save(
+        out, format="JPEG", quality=95, exif=exif
+    )
+    blobs = [jpeg(render(c, s, size=96, seed=i)) for i, (c, s) in enumerate(all_pairs()[:5])] + [
+        out.getvalue(),
+        png(render("red", "circle", size=90, seed=1)),
+    ]
+    items = [ImageInput(b, f"images.{i}") for i, b in enumerate(blobs)]
+    device = ClipEngine(tiny, jpeg_device="cpu", **options)  # type: ignore[arg-type]
+    pillow = ClipEngine(tiny, **options)  # type: ignore[arg-type]
+    try:
+        a = asyncio.run(device.encode_images(items))
+        b = asyncio.run(pillow.encode_images(items))
+    finally:
+        device.close()
+        pillow.close()
+    assert cosines(a, b).min() >= 0.999
 
 
 # --- batcher ----------------------------------------------------------------------------------
@@ -203,6 +270,25 @@ def test_batcher_waits_for_as_many_rows_as_were_recently_in_flight() -> None:
         jobs += [batcher.submit("images", np.array([[float(i)]])) for i in range(1, 4)]
         assert [job.result(5).tolist() for job in jobs] == [[[2.0 * i]] for i in range(4)]
         assert forward.sizes == [4]
+    finally:
+        batcher.close()
+
+
+def test_batcher_skips_cancelled_jobs_and_keeps_serving() -> None:
+    forward = RecordingForward()
+    batcher = Batcher(forward, max_batch=8, wait_s=0.0, expected=lambda kind: 0)
+    try:
+        forward.gate.clear()
+        blocker = batcher.submit("images", np.array([[1.0]]))
+        time.sleep(0.05)
+        gone = batcher.submit("images", np.array([[5.0]]))
+        kept = batcher.submit("images", np.array([[7.0]]))
+        assert gone.cancel()  # its request was cancelled (client gone, shutdown)
+        forward.gate.set()
+        assert blocker.result(5).tolist() == [[2.0]]
+        assert kept.result(5).tolist() == [[14.0]]
+        assert forward.sizes == [1, 1]  # the cancelled job was never computed
+        assert batcher.submit("images", np.array([[3.0]])).result(5).tolist() == [[6.0]]
     finally:
         batcher.close()
 

@@ -260,6 +260,8 @@ class CareerRecommender:
                 )
                 return
             self._load_version(version)
+        except Exception as exc:  # an unreadable ACTIVE pointer: report it, keep polling
+            self._failed(None, f"The career model cannot be loaded: {type(exc).__name__}: {exc}")
         finally:
             self.loading = False
 

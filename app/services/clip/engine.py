@@ -205,7 +205,8 @@ class Batcher:
     to `max_batch` rows. It waits for more only while fewer rows are queued than
     `expected(kind)` says are coming (the engine: all it can take while admitted work is
     still being decoded, else as many as were in flight at once recently, since the clients
-    just answered are about to send again). A lone client never waits. The wait ends `wait_s` after the first job arrived
+    just answered are about to send again). A lone client never waits, except in the
+    DEMAND_WINDOW_S after a burst. The wait ends `wait_s` after the first job arrived
     (None: AUTO_WAIT_SHARE of the tower's last forward pass). All forward passes run on
     this one thread: torch's intra-op pool belongs to it alone.
     """
@@ -281,7 +282,8 @@ class Batcher:
                 self._cond.wait()
             if self._closed:
                 for job in self._queue:
-                    job.future.set_exception(RuntimeError("the CLIP batcher is closed"))
+                    if job.future.set_running_or_notify_cancel():
+                        job.future.set_exception(RuntimeError("the CLIP batcher is closed"))
                 self._queue.clear()
                 return None
             kind = self._queue[0].kind
@@ -298,18 +300,20 @@ class Batcher:
                     continue
                 if jobs and rows + job.count > self.max_batch:
                     break
-                jobs.append(job)
-                rows += job.count
                 self._queue.remove(job)
+                if job.future.set_running_or_notify_cancel():  # False: its caller gave up
+                    jobs.append(job)
+                    rows += job.count
             return jobs
 
     def _loop(self) -> None:
         if self._on_start is not None:
             self._on_start()
         while (jobs := self._next_batch()) is not None:
-            kind = jobs[0].kind
+            if not jobs:  # every job taken had been cancelled
+                continue
             try:
-                out = self._run(kind, [job.rows for job in jobs])
+                out = self._run(jobs[0].kind, [job.rows for job in jobs])
             except BaseException as exc:  # hand every error to the waiting requests
                 for job in jobs:
                     job.future.set_exception(exc)
@@ -443,10 +447,10 @@ class ClipEngine:
             for i, (image, item) in enumerate(pending)
             if i not in on_device
         }
-        results = dict(zip(tasks, await asyncio.gather(*tasks.values()), strict=True))
+        results = dict(zip(tasks, await _all_or_nothing(list(tasks.values())), strict=True))
         if not on_device:
             return np.stack([results[i] for i in range(len(pending))])
-        jpegs = [pending[i][1] for i in on_device]
+        jpegs = [pending[i] for i in on_device]
         results.update(
             zip(
                 on_device,
@@ -470,27 +474,38 @@ class ClipEngine:
         )
 
     def _preprocess_one(self, image: Image.Image, field: str) -> np.ndarray:
-        if self.spec is None:  # a resize mode preprocess.py does not reproduce: open_clip's
-            rgb = load_image(image, min_side=MIN_DECODED_SIDE, name=field).image
-            return np.asarray(self.runtime.preprocess(rgb).numpy())
-        return to_array(load_image(image, min_side=self.spec.min_side, name=field), self.spec)
+        """Decode and preprocess one image; its bitmap is released as soon as it is done."""
+        try:
+            if self.spec is None:  # a resize mode preprocess.py does not reproduce: open_clip's
+                rgb = load_image(image, min_side=MIN_DECODED_SIDE, name=field).image
+                return np.asarray(self.runtime.preprocess(rgb).numpy())
+            return to_array(load_image(image, min_side=self.spec.min_side, name=field), self.spec)
+        finally:
+            image.close()
 
-    def _decode_jpegs(self, items: list[ImageInput]) -> list[Any]:
-        """JPEGs decoded, resized and normalised as a batch on `jpeg_device`; any JPEG the
-        device decoder refuses (CMYK, progressive on some GPUs) goes through Pillow."""
+    def _decode_jpegs(self, jpegs: list[tuple[Image.Image, ImageInput]]) -> list[Any]:
+        """JPEGs decoded, resized and normalised as a batch on `jpeg_device`. JPEGs with an
+        EXIF orientation (nvJPEG ignores it), and any the device decoder refuses (CMYK,
+        some progressive files), go through Pillow."""
         from app.services.clip.gpu_decode import decode_jpegs
 
         assert self.spec is not None and self.jpeg_device is not None
-        try:
-            return list(decode_jpegs([item.data for item in items], self.spec, self.jpeg_device))
-        except Exception as exc:
-            logger.info("device JPEG decode failed (%s); decoding with Pillow", exc)
-            return [
-                self._preprocess_one(
-                    open_image(item.data, max_pixels=self.max_pixels, name=item.field), item.field
+        upright = [i for i, (image, _) in enumerate(jpegs) if _orientation(image) in (None, 1)]
+        rows: dict[int, Any] = {}
+        if upright:
+            try:
+                decoded = decode_jpegs(
+                    [jpegs[i][1].data for i in upright], self.spec, self.jpeg_device
                 )
-                for item in items
-            ]
+                rows.update(zip(upright, decoded, strict=True))
+            except Exception as exc:
+                logger.info("device JPEG decode failed (%s); decoding with Pillow", exc)
+        for i, (image, item) in enumerate(jpegs):
+            if i in rows:
+                image.close()
+            else:
+                rows[i] = self._preprocess_one(image, item.field)
+        return [rows[i] for i in range(len(jpegs))]
 
     def _expected(self, kind: str) -> int:
         """Rows the batcher may wait for: all it can take while some are still being
@@ -522,3 +537,23 @@ class ClipEngine:
         if kind == TEXTS:
             return self.runtime.encode_texts(parts)
         return self.runtime.encode_images(parts)
+
+
+def _orientation(image: Image.Image) -> int | None:
+    value = image.getexif().get(0x0112)
+    return value if isinstance(value, int) else None
+
+
+async def _all_or_nothing(tasks: list["asyncio.Future[Any]"]) -> list[Any]:
+    """Results of all tasks; on the first failure, cancel those not started, wait for those
+    running (their work stays counted by admission until it ends), then raise it."""
+    if not tasks:
+        return []
+    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    failed = [task for task in tasks if task in done and task.exception() is not None]
+    if failed:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        raise failed[0].exception()  # type: ignore[misc]
+    return [task.result() for task in tasks]

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from app.utils.images import Decoded, load_image, open_image
+from app.utils.images import Decoded
 
 MIN_DECODED_SIDE = 1024
 
@@ -92,8 +92,7 @@ def to_array(image: Image.Image | Decoded, spec: ImageSpec) -> np.ndarray:
     reduction counts for what it covers)."""
     if isinstance(image, Decoded):
         width, height = image.full_size
-        scale, image = image.scale, image.image
-        box = (0.0, 0.0, min(width / scale, image.width), min(height / scale, image.height))
+        box, image = image.box, image.image
     else:
         width, height = image.size
         box = (0.0, 0.0, float(width), float(height))
@@ -105,9 +104,3 @@ def to_array(image: Image.Image | Decoded, spec: ImageSpec) -> np.ndarray:
     pixels -= spec.mean
     pixels /= spec.std
     return np.ascontiguousarray(pixels)
-
-
-def preprocess_bytes(data: bytes, spec: ImageSpec, *, max_pixels: int, name: str) -> np.ndarray:
-    """Bytes of an image straight to the model's input (the engine's steps in one call)."""
-    image = open_image(data, max_pixels=max_pixels, name=name)
-    return to_array(load_image(image, min_side=spec.min_side, name=name), spec)

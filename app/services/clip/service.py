@@ -79,6 +79,7 @@ class ClipService:
         self.device = "cpu"
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._lock = threading.Lock()  # orders load()'s hand-over against close()
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -106,13 +107,15 @@ class ClipService:
             self.state = "unavailable"
             logger.error("CLIP model not loaded: %s", self.error)
             return
-        if self._closed:  # shut down while loading
+        with self._lock:
+            if not self._closed:
+                self.engine = engine
+                self.error = None
+                self.load_seconds = round(time.perf_counter() - started, 3)
+                self.state = "loaded"
+        if self.engine is not engine:  # shut down while loading
             engine.close()
             return
-        self.engine = engine
-        self.error = None
-        self.load_seconds = round(time.perf_counter() - started, 3)
-        self.state = "loaded"
         logger.info(
             "CLIP %s (%s) loaded on %s, %s, in %.2fs",
             self.settings.clip_model_name,
@@ -156,9 +159,11 @@ class ClipService:
         )
 
     def close(self) -> None:
-        self._closed = True
-        if self.engine is not None:
-            self.engine.close()
+        with self._lock:
+            self._closed = True
+            engine = self.engine
+        if engine is not None:
+            engine.close()
 
     def status(self) -> dict[str, Any]:
         engine = self.engine
