@@ -108,8 +108,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def serve(model_dir: Path, tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """The real server (`python -m app`) on a free port, once ready: its process and URL."""
+def serve(model_dir: Path, tmp: Path, **settings: str) -> tuple[subprocess.Popen[bytes], str]:
+    """The real server (`python -m app`) on a free port, once ready: its process and URL.
+    `settings` are environment variables on top of the defaults here (CLIP off)."""
     port = free_port()
     env = {
         **os.environ,
@@ -120,6 +121,8 @@ def serve(model_dir: Path, tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
         "ADMIN_API_KEYS": "admin-key",
         "MODEL_POLL_SECONDS": "0.5",
         "UPLOAD_DIR": str(tmp / f"uploads-{port}"),
+        "CLIP_MODEL_CACHE_DIR": str(tmp / f"clip-cache-{port}"),
+        **settings,
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "app"],

@@ -2,9 +2,6 @@
 fast-fail, admission (429), dynamic batching, the content cache and bounded decode memory."""
 
 import io
-import os
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -20,7 +17,7 @@ from PIL import Image
 
 from app.services.clip.runtime import TorchRuntime
 from research.clip_fixture.shapes import all_pairs, render
-from tests.conftest import CAREER_MODELS, TINY_CLIP, assert_error, free_port, wait_for_models
+from tests.conftest import CAREER_MODELS, TINY_CLIP, assert_error, serve, wait_for_models
 
 
 def png(image: Image.Image) -> bytes:
@@ -263,39 +260,19 @@ def _forty_megapixel_pngs() -> list[bytes]:
 
 
 def test_flood_of_huge_pngs_stays_within_memory_bound(tmp_path: Path) -> None:
-    port = free_port()
-    env = {
-        **os.environ,
-        "FASTAPI_HOST": "127.0.0.1",
-        "FASTAPI_PORT": str(port),
-        "CAREER_MODEL_DIR": str(CAREER_MODELS),
-        "UPLOAD_DIR": str(tmp_path / "uploads"),
-        "CLIP_MODEL_CACHE_DIR": str(tmp_path / "cache"),
-        "CLIP_CACHE_MB": "0",
-        "CLIP_MODEL_NAME": TINY_CLIP["clip_model_name"],
-        "CLIP_PRETRAINED": TINY_CLIP["clip_pretrained"],
-        "CLIP_MODEL_CONFIG": TINY_CLIP["clip_model_config"],
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "app"],
-        env=env,
-        cwd=Path(__file__).resolve().parents[2],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    server, base = serve(
+        CAREER_MODELS,
+        tmp_path,
+        CLIP_ENABLED="true",
+        CLIP_CACHE_MB="0",
+        CLIP_MODEL_NAME=TINY_CLIP["clip_model_name"],
+        CLIP_PRETRAINED=TINY_CLIP["clip_pretrained"],
+        CLIP_MODEL_CONFIG=TINY_CLIP["clip_model_config"],
     )
-    base = f"http://127.0.0.1:{port}"
     try:
         blobs = _forty_megapixel_pngs()
         assert all(len(b) < 400_000 for b in blobs)
         with httpx.Client(timeout=120) as client:
-
-            def ready() -> bool:
-                try:
-                    return client.get(f"{base}/health/ready").status_code == 200
-                except httpx.HTTPError:
-                    return False
-
-            wait_for(ready, timeout=60)
             # Warm up (first forward pass, first decode), then measure from here.
             warm = client.post(
                 f"{base}/api/v1/clip/embed/image", files={"images": ("a.png", blobs[0])}
