@@ -144,11 +144,12 @@ class ClipService:
             self.device = s.clip_device
         runtime = TorchRuntime(s, self.device)
         gpu = self.device == "cuda"
+        max_batch = s.clip_max_batch or (256 if gpu else 32)
         return ClipEngine(
             runtime,
             identity=f"{s.clip_model_name}/{runtime.weights_tag}",
-            max_waiting=s.clip_max_waiting or 2 * (s.clip_max_batch or (256 if gpu else 32)),
-            max_batch=s.clip_max_batch or (256 if gpu else 32),
+            max_waiting=s.clip_max_waiting or 2 * max_batch,
+            max_batch=max_batch,
             wait_ms=s.clip_batch_wait_ms,
             preprocess_workers=s.clip_preprocess_workers or len(os.sched_getaffinity(0)),
             cache_mb=s.clip_cache_mb,
