@@ -58,7 +58,7 @@ def wait_for_models(client: TestClient, timeout: float = 120) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         health: dict[str, Any] = client.get("/health").json()["data"]
-        if health["status"] != "loading":
+        if all(model["state"] != "loading" for model in health["models"].values()):
             return health
         if time.monotonic() > deadline:
             raise AssertionError(f"models still loading after {timeout} s: {health}")

@@ -133,7 +133,7 @@ def hub_reachable() -> bool:
 
 @pytest.mark.skipif(hub_reachable(), reason="needs a host without network (as dev and CI are)")
 def test_default_config_offline_is_unavailable_fast_and_says_so_once(
-    make_client: Any, capfd: pytest.CaptureFixture[str]
+    capfd: pytest.CaptureFixture[str], make_client: Any
 ) -> None:
     started = time.monotonic()
     client: TestClient = make_client(wait=False, clip_enabled=True)  # ViT-B-32 / openai
