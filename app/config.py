@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     clip_model_config: Path | None = None
     clip_device: Literal["auto", "cpu", "cuda"] = "auto"
     torch_threads: int = Field(default=2, ge=1, le=256)
+    # auto: every runtime that passes the parity gate is timed here and the fastest serves.
+    clip_backend: Literal["auto", "torch", "onnx"] = "auto"
+    clip_precision: Literal["auto", "fp32", "bf16", "int8", "fp16"] = "auto"
+    # 0 = automatic: 0.995 for int8, 0.999 for the others.
+    clip_min_cosine: float = Field(default=0.0, ge=0, le=1)
     # 0 = automatic for the four below: CPU count, 32 (CPU) or 256 (CUDA), 2 x CLIP_MAX_BATCH.
     clip_preprocess_workers: int = Field(default=0, ge=0, le=256)
     clip_max_batch: int = Field(default=0, ge=0, le=4096)
@@ -76,6 +81,18 @@ class Settings(BaseSettings):
     def _thresholds_ordered(self) -> "Settings":
         if self.clip_related_threshold > self.clip_similar_threshold:
             raise ValueError("CLIP_RELATED_THRESHOLD must not exceed CLIP_SIMILAR_THRESHOLD")
+        return self
+
+    @model_validator(mode="after")
+    def _runtime_exists(self) -> "Settings":
+        backend, precision, device = self.clip_backend, self.clip_precision, self.clip_device
+        never = {("onnx", "bf16"), ("onnx", "fp16"), ("torch", "int8")}
+        if (backend, precision) in never:
+            raise ValueError(f"CLIP_BACKEND={backend} has no {precision} runtime")
+        if device == "cuda" and (backend == "onnx" or precision in ("int8", "bf16")):
+            raise ValueError("on CUDA, CLIP serves torch fp32 or fp16 only")
+        if device == "cpu" and precision == "fp16":
+            raise ValueError("CLIP_PRECISION=fp16 needs CUDA; on CPU use bf16 or int8")
         return self
 
     @property

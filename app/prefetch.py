@@ -1,7 +1,10 @@
 """`python -m app.prefetch`: download the configured CLIP weights into CLIP_MODEL_CACHE_DIR.
 
 Run where there is network (a Docker build, a CI cache step); the service then loads the
-weights from the cache without network. Exits non-zero, saying why, if they cannot be had.
+weights from the cache without network. It also loads the model the way the service
+does, so the probe reference and the ONNX exports for CLIP_BACKEND/CLIP_PRECISION are
+built into the cache too (then a start with CLIP_BACKEND=onnx imports no torch). Exits
+non-zero, saying why, if the weights cannot be had.
 """
 
 import sys
@@ -18,8 +21,9 @@ def main() -> int:
         print(f"could not fetch CLIP weights: {service.error}", file=sys.stderr)
         return 1
     print(
-        f"CLIP {settings.clip_model_name} ({service.engine.runtime.weights_tag}) is in "
-        f"{settings.clip_model_cache_dir}"
+        f"CLIP {settings.clip_model_name} ({service.engine.meta.weights_tag}) is in "
+        f"{settings.clip_model_cache_dir}, with the runtimes built from it; serving "
+        f"{service.engine.runtime.backend} {service.engine.runtime.precision} here"
     )
     service.close()
     return 0

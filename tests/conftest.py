@@ -25,6 +25,10 @@ TINY_CLIP = {
     "clip_pretrained": str(FIXTURES / "clip" / "tiny-clip.pt"),
     "clip_model_config": str(FIXTURES / "clip" / "tiny-clip.json"),
     "clip_device": "cpu",
+    # torch fp32: the reference runtime, so answers equal open_clip's exactly. Tests of the
+    # other runtimes and of the automatic choice set these themselves.
+    "clip_backend": "torch",
+    "clip_precision": "fp32",
 }
 
 

@@ -21,6 +21,10 @@ class ModelRef(BaseModel):
         examples=["openai"], description="Weights tag or checkpoint file and hash."
     )
     dimension: int = Field(examples=[512])
+    backend: Literal["torch", "onnx"] = Field(
+        examples=["onnx"], description="What ran the model (CLIP_BACKEND, or measured)."
+    )
+    precision: Literal["fp32", "bf16", "fp16", "int8"] = Field(examples=["int8"])
 
 
 class TagMatch(BaseModel):

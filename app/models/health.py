@@ -5,9 +5,38 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 
+class ClipCandidate(BaseModel):
+    backend: Literal["torch", "onnx"]
+    precision: Literal["fp32", "bf16", "fp16", "int8"]
+    threshold: float | None = Field(description="Parity gate: the min cosine it needed.")
+    min_cosine: float | None = Field(
+        description="Lowest cosine to torch fp32 over the probe images and texts."
+    )
+    same_best_tag: bool | None = Field(
+        description="Every probe image with a clear best tag gets the one torch fp32 picks."
+    )
+    clear_probes: int | None = Field(
+        description="Probe images whose best tag leads by >= 0.5 logits under torch fp32 "
+        "(the others are ties; a random-init model has none)."
+    )
+    passed: bool = Field(description="Passed the parity gate, so it may serve.")
+    ms_per_image: dict[str, float] | None = Field(
+        description="Image tower ms per image by batch size, measured here (auto only)."
+    )
+    error: str | None = Field(description="Why it was skipped, failed or dropped.")
+
+
 class ClipRuntime(BaseModel):
+    backend: Literal["torch", "onnx"] = Field(description="What runs the forward passes.")
+    precision: Literal["fp32", "bf16", "fp16", "int8"]
+    min_cosine: float | None = Field(description="The serving runtime's parity to torch fp32.")
+    ms_per_image: dict[str, float] | None = Field(
+        description="Its ms per image by batch size; null when forced (no timing)."
+    )
+    candidates: list[ClipCandidate] = Field(
+        description="Every runtime considered (CLIP_BACKEND, CLIP_PRECISION), in order."
+    )
     device: str = Field(description="`cpu` or `cuda`.")
-    precision: str = Field(description="`fp32`, or `fp16` (CUDA autocast, parity-checked).")
     gpu_jpeg_decode: bool = Field(description="JPEGs are decoded on the GPU in batches.")
 
 

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.services.clip.runtime import TorchRuntime
+from app.services.clip.runtime import TorchModel, TorchRuntime
 from research.clip_fixture.shapes import all_pairs, render
 from tests.conftest import CAREER_MODELS, TINY_CLIP, assert_error, serve, wait_for_models
 
@@ -87,13 +87,13 @@ def wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
 
 def test_live_at_once_while_clip_loads(make_client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     loaded = threading.Event()
-    original = TorchRuntime.__init__
+    original = TorchModel.__init__
 
-    def slow_init(self: TorchRuntime, *args: Any, **kwargs: Any) -> None:
+    def slow_init(self: TorchModel, *args: Any, **kwargs: Any) -> None:
         assert loaded.wait(30)
         original(self, *args, **kwargs)
 
-    monkeypatch.setattr(TorchRuntime, "__init__", slow_init)
+    monkeypatch.setattr(TorchModel, "__init__", slow_init)
     client: TestClient = make_client(wait=False, **TINY_CLIP)
     assert client.get("/health/live").status_code == 200
     wait_for(lambda: client.get("/health").json()["data"]["models"]["career"]["state"] == "loaded")
@@ -118,9 +118,38 @@ def test_live_at_once_while_clip_loads(make_client: Any, monkeypatch: pytest.Mon
     assert health["status"] == "ok"
     clip = health["models"]["clip"]
     assert clip["state"] == "loaded" and clip["load_seconds"] > 0
-    assert clip["runtime"] == {"device": "cpu", "precision": "fp32", "gpu_jpeg_decode": False}
+    runtime = clip["runtime"]
+    assert (runtime["backend"], runtime["precision"], runtime["device"]) == ("torch", "fp32", "cpu")
+    assert runtime["gpu_jpeg_decode"] is False
+    assert runtime["ms_per_image"] is None  # forced: no timing
     assert client.get("/health/ready").status_code == 200
     assert vector(embed(client, shapes(1)[0])).shape == (64,)
+
+
+def test_auto_runtime_choice_shows_in_health_and_answers(make_client: Any) -> None:
+    """CLIP_BACKEND=auto, CLIP_PRECISION=auto: every candidate is listed with its gate and
+    timing, the fastest passing one serves, and every answer names it."""
+    client: TestClient = make_client(
+        **{**TINY_CLIP, "clip_backend": "auto", "clip_precision": "auto"}
+    )
+    runtime = clip_health(client)["runtime"]
+    candidates = {f"{c['backend']}-{c['precision']}": c for c in runtime["candidates"]}
+    assert {"onnx-int8", "onnx-fp32", "torch-fp32", "torch-bf16"} == set(candidates)
+    passing = [c for c in runtime["candidates"] if c["passed"]]
+    assert len(passing) >= 3 and all(c["ms_per_image"] for c in passing)
+    fastest = min(passing, key=lambda c: sum(c["ms_per_image"].values()))
+    assert (runtime["backend"], runtime["precision"]) == (fastest["backend"], fastest["precision"])
+    assert runtime["min_cosine"] == fastest["min_cosine"] >= fastest["threshold"]
+    for c in runtime["candidates"]:
+        assert c["passed"] == (c["error"] is None)
+    response = client.post(
+        "/api/v1/clip/match",
+        files={"image": ("a.png", shapes(1)[0])},
+        data={"tags": "a red circle,a blue square"},
+    )
+    assert response.status_code == 200, response.text
+    model = response.json()["data"]["model"]
+    assert (model["backend"], model["precision"]) == (runtime["backend"], runtime["precision"])
 
 
 def hub_reachable() -> bool:
@@ -268,6 +297,8 @@ def test_flood_of_huge_pngs_stays_within_memory_bound(tmp_path: Path) -> None:
         CLIP_MODEL_NAME=TINY_CLIP["clip_model_name"],
         CLIP_PRETRAINED=TINY_CLIP["clip_pretrained"],
         CLIP_MODEL_CONFIG=TINY_CLIP["clip_model_config"],
+        CLIP_BACKEND=TINY_CLIP["clip_backend"],
+        CLIP_PRECISION=TINY_CLIP["clip_precision"],
     )
     try:
         blobs = _forty_megapixel_pngs()

@@ -27,7 +27,9 @@ from app.services.clip.engine import (
 )
 from app.services.clip.gpu_decode import decode_jpegs
 from app.services.clip.preprocess import ImageSpec, to_array
-from app.services.clip.runtime import TorchRuntime, WeightsUnavailable, resolve_weights
+from app.services.clip.runtime import TorchModel
+from app.services.clip.tokenizer import ClipTokenizer
+from app.services.clip.weights import WeightsUnavailable, resolve_weights
 from app.utils.images import load_image, open_image
 from benchmarks.common import photo_jpeg
 from research.clip_fixture.shapes import all_pairs, render
@@ -35,9 +37,9 @@ from tests.conftest import TINY_CLIP
 
 
 @pytest.fixture(scope="module")
-def tiny() -> TorchRuntime:
+def tiny() -> TorchModel:
     settings = Settings(_env_file=None, **TINY_CLIP)  # type: ignore[call-arg]
-    return TorchRuntime(settings, "cpu")
+    return TorchModel(settings, "cpu", resolve_weights(settings))
 
 
 @pytest.fixture(scope="module")
@@ -97,10 +99,10 @@ def test_reduced_decoding_stays_close_to_open_clip(vit_spec: tuple[ImageSpec, An
         assert np.abs(ours - reference).mean() < 0.01
 
 
-def test_embeddings_from_both_preprocessings_agree(tiny: TorchRuntime) -> None:
+def test_embeddings_from_both_preprocessings_agree(tiny: TorchModel) -> None:
     """The fixture's shapes and photo-like images from 640x480 to 12 MP (decoded reduced):
     the service's preprocessing and open_clip's give the same embeddings."""
-    spec = ImageSpec.from_open_clip(tiny.preprocess_cfg)
+    spec = ImageSpec.from_open_clip(tiny.meta.preprocess)
     assert spec is not None
     rng = np.random.default_rng(11)
     shapes = [jpeg(render(c, s, size=int(rng.integers(40, 400)), rng=rng)) for c, s in all_pairs()]
@@ -113,11 +115,14 @@ def test_embeddings_from_both_preprocessings_agree(tiny: TorchRuntime) -> None:
         reference = np.stack(
             [tiny.preprocess(Image.open(io.BytesIO(b)).convert("RGB")).numpy() for b in blobs]
         )
-        assert cosines(tiny.encode_images(ours), tiny.encode_images(reference)).min() >= 0.9999
+        assert (
+            cosines(tiny.fp32.encode_images([ours]), tiny.fp32.encode_images([reference])).min()
+            >= 0.9999
+        )
 
 
 def test_device_jpeg_decoding_matches_pillow(
-    tiny: TorchRuntime, vit_spec: tuple[ImageSpec, Any]
+    tiny: TorchModel, vit_spec: tuple[ImageSpec, Any]
 ) -> None:
     """The GPU path's code, run on the CPU: same input within a grey level or two."""
     spec, _ = vit_spec
@@ -127,12 +132,14 @@ def test_device_jpeg_decoding_matches_pillow(
     for row, blob in zip(rows, blobs, strict=True):
         pillow = preprocess_bytes(blob, spec)
         assert np.abs(row[0].numpy() - pillow).mean() < 0.02
-    tiny_spec = ImageSpec.from_open_clip(tiny.preprocess_cfg)
+    tiny_spec = ImageSpec.from_open_clip(tiny.meta.preprocess)
     assert tiny_spec is not None
     shapes = [jpeg(render(c, s, size=96, seed=i)) for i, (c, s) in enumerate(all_pairs())]
     device = np.concatenate([r.numpy() for r in decode_jpegs(shapes, tiny_spec, "cpu")])
     pillow = np.stack([preprocess_bytes(b, tiny_spec) for b in shapes])
-    assert cosines(tiny.encode_images(device), tiny.encode_images(pillow)).min() >= 0.999
+    assert (
+        cosines(tiny.fp32.encode_images([device]), tiny.fp32.encode_images([pillow])).min() >= 0.999
+    )
 
 
 def test_exif_rotated_reduced_images_keep_their_framing(vit_spec: tuple[ImageSpec, Any]) -> None:
@@ -152,7 +159,7 @@ def test_exif_rotated_reduced_images_keep_their_framing(vit_spec: tuple[ImageSpe
             assert np.abs(ours - reference).mean() < 0.01, (orientation, fmt)
 
 
-def test_device_decoding_path_in_the_engine(tiny: TorchRuntime) -> None:
+def test_device_decoding_path_in_the_engine(tiny: TorchModel) -> None:
     """The engine's GPU JPEG route, run on the CPU: upright JPEGs go through the device
     decoder, EXIF-rotated ones through Pillow, and the answers match the Pillow engine."""
     options = dict(
@@ -164,7 +171,8 @@ def test_device_decoding_path_in_the_engine(tiny: TorchRuntime) -> None:
         cache_mb=0,
         max_pixels=10**8,
         max_upload_bytes=10**7,
-        torch_threads=1,
+        meta=tiny.meta,
+        tokenize=ClipTokenizer.from_spec(tiny.meta.tokenizer or {}),
     )
     exif = Image.Exif()
     exif[0x0112] = 6
@@ -177,8 +185,8 @@ def test_device_decoding_path_in_the_engine(tiny: TorchRuntime) -> None:
         png(render("red", "circle", size=90, seed=1)),
     ]
     items = [ImageInput(b, f"images.{i}") for i, b in enumerate(blobs)]
-    device = ClipEngine(tiny, jpeg_device="cpu", **options)  # type: ignore[arg-type]
-    pillow = ClipEngine(tiny, **options)  # type: ignore[arg-type]
+    device = ClipEngine(tiny.fp32, jpeg_device="cpu", **options)  # type: ignore[arg-type]
+    pillow = ClipEngine(tiny.fp32, **options)  # type: ignore[arg-type]
     try:
         a = asyncio.run(device.encode_images(items))
         b = asyncio.run(pillow.encode_images(items))

@@ -27,7 +27,7 @@ from PIL import Image
 
 from app.core.exceptions import ImageTooLarge, Overloaded
 from app.services.clip.preprocess import MIN_DECODED_SIDE, ImageSpec, to_array
-from app.services.clip.runtime import TorchRuntime
+from app.services.clip.runtime import ClipMeta, Runtime
 from app.utils.images import load_image, open_image
 
 logger = logging.getLogger(__name__)
@@ -345,8 +345,11 @@ class ClipEngine:
 
     def __init__(
         self,
-        runtime: TorchRuntime,
+        runtime: Runtime,
         *,
+        meta: ClipMeta,
+        tokenize: Callable[[list[str]], np.ndarray],
+        fallback_preprocess: Callable[[Image.Image], Any] | None = None,
         identity: str,
         max_waiting: int,
         max_batch: int,
@@ -355,14 +358,18 @@ class ClipEngine:
         cache_mb: float,
         max_pixels: int,
         max_upload_bytes: int,
-        torch_threads: int,
         jpeg_device: str | None = None,
     ) -> None:
         self.runtime = runtime
+        self.meta = meta
+        self.tokenize = tokenize
+        self.fallback_preprocess = fallback_preprocess
         self.identity = identity
         self.max_pixels = max_pixels
         self.max_upload_bytes = max_upload_bytes
-        self.spec = ImageSpec.from_open_clip(runtime.preprocess_cfg)
+        self.spec = ImageSpec.from_open_clip(meta.preprocess)
+        if self.spec is None and fallback_preprocess is None:
+            raise ValueError(f"no preprocessing reproduces {meta.preprocess}")
         self.jpeg_device = jpeg_device if self.spec is not None else None
         self.admission = Admission(max_waiting)
         self.images_cache = EmbeddingCache(cache_mb)
@@ -370,22 +377,18 @@ class ClipEngine:
         self.flows = {IMAGES: Flow(), TEXTS: Flow()}
         self.preprocess_workers = preprocess_workers
         self._pool = ThreadPoolExecutor(preprocess_workers, thread_name_prefix="clip-preprocess")
-
-        def set_threads() -> None:
-            # Thread settings are per OpenMP thread: apply them where inference runs.
-            runtime.torch.set_num_threads(torch_threads)
-
         self.batcher = Batcher(
             self._forward,
             max_batch=max_batch,
             wait_s=wait_ms / 1000 if wait_ms > 0 else None,
             expected=self._expected,
-            on_start=set_threads,
+            on_start=runtime.prepare_thread,
         )
 
     def close(self) -> None:
         self.batcher.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.runtime.close()
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -463,7 +466,8 @@ class ClipEngine:
 
     def _on_device(self, rows: list[Any]) -> Any:
         """Rows decoded on the device and rows from Pillow as one tensor on the device."""
-        torch = self.runtime.torch
+        import torch
+
         return torch.cat(
             [
                 torch.from_numpy(row[None]).to(self.jpeg_device)
@@ -477,8 +481,9 @@ class ClipEngine:
         """Decode and preprocess one image; its bitmap is released as soon as it is done."""
         try:
             if self.spec is None:  # a resize mode preprocess.py does not reproduce: open_clip's
+                assert self.fallback_preprocess is not None
                 rgb = load_image(image, min_side=MIN_DECODED_SIDE, name=field).image
-                return np.asarray(self.runtime.preprocess(rgb).numpy())
+                return np.asarray(self.fallback_preprocess(rgb).numpy())
             return to_array(load_image(image, min_side=self.spec.min_side, name=field), self.spec)
         finally:
             image.close()
@@ -524,7 +529,7 @@ class ClipEngine:
             flow.track(len(missing), self.batcher.wake) as prepared,
         ):
             if missing:
-                tokens = await anyio.to_thread.run_sync(self.runtime.tokenize, missing)
+                tokens = await anyio.to_thread.run_sync(self.tokenize, missing)
                 prepared()
                 vectors = await asyncio.wrap_future(self.batcher.submit(TEXTS, tokens))
                 for text, vector in zip(missing, vectors, strict=True):

@@ -4,7 +4,9 @@ The model loads in the background (`start`): the process is live at once, and CL
 through `loading` -> `loaded` | `unavailable` (with the reason) | `disabled`. Every
 forward pass goes through the engine (`engine.py`): admission, parallel preprocessing,
 dynamic batching, the content cache. Weights come from CLIP_MODEL_CACHE_DIR or a local
-checkpoint (`runtime.py`); tests load a tiny model through this same path.
+checkpoint (`weights.py`); what runs the forward passes (torch or ONNX Runtime, in which
+precision) is chosen on this machine by `selection.py`. Tests load a tiny model through
+this same path.
 """
 
 import contextlib
@@ -28,8 +30,23 @@ from app.models.clip import (
     TagMatch,
 )
 from app.services.clip.engine import ClipEngine, ImageInput
+from app.services.clip.selection import Selection, select
 
 logger = logging.getLogger(__name__)
+
+
+def _configure_torch(threads: int) -> None:
+    """Process-wide torch settings for inference (once torch is imported at all)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    # Denormal floats slow CPU inference many-fold (seen with random-init weights) and
+    # carry no meaning for embeddings.
+    torch.set_flush_denormal(True)
+    if torch.get_num_interop_threads() != 1:
+        with contextlib.suppress(RuntimeError):  # may be set only once per process
+            torch.set_num_interop_threads(1)
+
 
 __all__ = ["ClipService", "ImageInput", "parse_tags"]
 
@@ -76,6 +93,7 @@ class ClipService:
         self.error: str | None = None if settings.clip_enabled else "disabled by CLIP_ENABLED=false"
         self.load_seconds: float | None = None
         self.engine: ClipEngine | None = None
+        self.selection: Selection | None = None
         self.device = "cpu"
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -117,37 +135,34 @@ class ClipService:
             engine.close()
             return
         logger.info(
-            "CLIP %s (%s) loaded on %s, %s, in %.2fs",
+            "CLIP %s (%s) loaded on %s in %.2fs, serving %s %s",
             self.settings.clip_model_name,
-            engine.runtime.weights_tag,
+            engine.meta.weights_tag,
             self.device,
-            engine.runtime.precision,
             self.load_seconds,
+            engine.runtime.backend,
+            engine.runtime.precision,
         )
 
     def _build(self) -> ClipEngine:
-        import torch
-
-        from app.services.clip.runtime import TorchRuntime
-
         s = self.settings
-        torch.set_num_threads(s.torch_threads)
-        # Denormal floats slow CPU inference many-fold (seen with random-init weights) and
-        # carry no meaning for embeddings.
-        torch.set_flush_denormal(True)
-        if torch.get_num_interop_threads() != 1:
-            with contextlib.suppress(RuntimeError):  # may be set only once per process
-                torch.set_num_interop_threads(1)
-        if s.clip_device == "auto":
-            self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if s.clip_backend == "onnx" or s.clip_device == "cpu":
+            self.device = "cpu"  # decided without importing torch
         else:
-            self.device = s.clip_device
-        runtime = TorchRuntime(s, self.device)
+            import torch
+
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"
         gpu = self.device == "cuda"
         max_batch = s.clip_max_batch or (256 if gpu else 32)
+        if s.clip_backend != "onnx":  # torch candidates are timed with these settings
+            _configure_torch(s.torch_threads)
+        self.selection = selection = select(s, self.device, max_batch)
         return ClipEngine(
-            runtime,
-            identity=f"{s.clip_model_name}/{runtime.weights_tag}",
+            selection.runtime,
+            meta=selection.meta,
+            tokenize=selection.tokenize,
+            fallback_preprocess=selection.fallback_preprocess,
+            identity=f"{s.clip_model_name}/{selection.meta.weights_tag}",
             max_waiting=s.clip_max_waiting or 2 * max_batch,
             max_batch=max_batch,
             wait_ms=s.clip_batch_wait_ms,
@@ -155,7 +170,6 @@ class ClipService:
             cache_mb=s.clip_cache_mb,
             max_pixels=s.max_image_pixels,
             max_upload_bytes=s.max_upload_bytes,
-            torch_threads=s.torch_threads,
             jpeg_device="cuda" if gpu and s.clip_gpu_decode else None,
         )
 
@@ -167,20 +181,20 @@ class ClipService:
             engine.close()
 
     def status(self) -> dict[str, Any]:
-        engine = self.engine
+        engine, selection = self.engine, self.selection
         extra = {}
-        if engine is not None:
+        if engine is not None and selection is not None:
             extra = {
                 "runtime": {
+                    **selection.report(),
                     "device": self.device,
-                    "precision": engine.runtime.precision,
                     "gpu_jpeg_decode": engine.jpeg_device is not None,
                 },
                 **engine.stats(),
             }
         return {
             "state": self.state,
-            "version": f"{self.settings.clip_model_name}/{engine.runtime.weights_tag}"
+            "version": f"{self.settings.clip_model_name}/{engine.meta.weights_tag}"
             if engine
             else None,
             "load_seconds": self.load_seconds,
@@ -202,8 +216,10 @@ class ClipService:
         engine = self._engine()
         return ModelRef(
             name=self.settings.clip_model_name,
-            pretrained=engine.runtime.weights_tag,
-            dimension=engine.runtime.dimension,
+            pretrained=engine.meta.weights_tag,
+            dimension=engine.meta.dimension,
+            backend=engine.runtime.backend,
+            precision=engine.runtime.precision,
         )
 
     # -- use cases -------------------------------------------------------------------------
@@ -213,7 +229,7 @@ class ClipService:
         engine = self._engine()
         text = await engine.encode_texts(tags)
         sims = image_vectors @ text.T
-        logits = engine.runtime.logit_scale * sims
+        logits = engine.meta.logit_scale * sims
         logits -= logits.max(axis=1, keepdims=True)
         probs = np.exp(logits)
         probs /= probs.sum(axis=1, keepdims=True)

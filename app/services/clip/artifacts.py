@@ -1,0 +1,159 @@
+"""Build-once artifacts for one set of CLIP weights: exports, quantised models, probes.
+
+    CLIP_MODEL_CACHE_DIR/<model>/<weights sha256>/<kind>-<library versions>/
+        manifest.json      what it is, the versions it was built with, each file's sha256
+        <files>
+
+An artifact is built in a private staging directory and published by renaming that
+directory into place: readers see a whole artifact or none, and when two processes build
+the same one at once the first rename wins and the other process uses it. Every load
+checks the files against the manifest; a corrupt artifact is moved aside, logged and
+rebuilt. Artifacts of the same kind built with other library versions are stale and
+removed once a current one exists.
+"""
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from app.utils.hashing import sha256_file
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+FORMAT = 1
+
+
+class ArtifactError(RuntimeError):
+    """An artifact could not be built."""
+
+
+def library_versions(*packages: str) -> dict[str, str]:
+    """Installed versions, read from package metadata (nothing is imported)."""
+    found = {}
+    for package in packages:
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "none"
+    return found
+
+
+def artifact_name(kind: str, versions: dict[str, str]) -> str:
+    """E.g. onnx-int8-torch2.14.1-open_clip_torch3.3.0-onnx1.23.2-onnxruntime1.32.0."""
+    return "-".join([kind, *(f"{name}{v}" for name, v in versions.items())])
+
+
+class ArtifactStore:
+    """The artifacts of one set of weights, under CLIP_MODEL_CACHE_DIR/<model>/<sha256>."""
+
+    def __init__(self, root: Path, *, model: str, weights_sha256: str) -> None:
+        self.root = root
+        self.model = model
+        self.weights_sha256 = weights_sha256
+
+    def find(self, kind: str, versions: dict[str, str]) -> tuple[Path, dict[str, Any]] | None:
+        """A verified artifact and its manifest; None if missing (or corrupt: then it is
+        moved aside, so the next build replaces it)."""
+        path = self.root / artifact_name(kind, versions)
+        if not path.is_dir():
+            return None
+        problem = self._verify(path)
+        if problem is None:
+            return path, json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        logger.warning("CLIP artifact %s is corrupt (%s): rebuilding it", path.name, problem)
+        self.discard(path)
+        return None
+
+    def _verify(self, path: Path) -> str | None:
+        try:
+            manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+            files = manifest["files"]
+            if manifest.get("format") != FORMAT or manifest.get("weights_sha256") != (
+                self.weights_sha256
+            ):
+                return "written for other weights or by another format"
+            for name, digest in files.items():
+                if sha256_file(path / name) != digest:
+                    return f"{name} fails its sha256 check"
+        except FileNotFoundError as exc:
+            return f"{Path(str(exc.filename)).name} is missing"
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            return f"unreadable manifest: {exc}"
+        return None
+
+    def discard(self, path: Path) -> None:
+        """Move an artifact out of the way (atomically), then delete it."""
+        trash = self.root / f".trash-{path.name}-{uuid.uuid4().hex[:8]}"
+        try:
+            os.replace(path, trash)
+        except OSError:
+            return  # already gone: another process got there first
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def build(
+        self,
+        kind: str,
+        versions: dict[str, str],
+        builder: Callable[[Path], dict[str, Any]],
+    ) -> tuple[Path, dict[str, Any]]:
+        """Build an artifact with `builder(staging_dir) -> manifest extras`, publish it, and
+        return it (or the one a concurrent process published first)."""
+        name = artifact_name(kind, versions)
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".staging-{name}-", dir=self.root))
+        started = time.perf_counter()
+        try:
+            try:
+                extras = builder(staging)
+            except Exception as exc:
+                first = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+                raise ArtifactError(f"building {kind} failed: {first}") from exc
+            files = sorted(p.name for p in staging.iterdir() if p.is_file())
+            manifest = {
+                "format": FORMAT,
+                "kind": kind,
+                "model": self.model,
+                "weights_sha256": self.weights_sha256,
+                "versions": versions,
+                "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "build_seconds": round(time.perf_counter() - started, 3),
+                "files": {file: sha256_file(staging / file) for file in files},
+                **extras,
+            }
+            (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")
+            for file in [*files, MANIFEST]:
+                with (staging / file).open("rb") as fh:
+                    os.fsync(fh.fileno())
+            staging.chmod(0o755)  # mkdtemp makes it private; readers may be other users
+            target = self.root / name
+            try:
+                os.rename(staging, target)
+            except OSError:  # published meanwhile by another process: use theirs if sound
+                if self._verify(target) is not None:
+                    self.discard(target)
+                    os.rename(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        logger.info("built CLIP artifact %s in %.1fs", name, manifest["build_seconds"])
+        self._remove_stale(kind, name)
+        found = self.find(kind, versions)
+        if found is None:
+            raise ArtifactError(f"{name} vanished or failed its check right after being built")
+        return found
+
+    def _remove_stale(self, kind: str, current: str) -> None:
+        """Artifacts of this kind built with other library versions."""
+        for path in self.root.glob(f"{kind}-*"):
+            if path.name != current and path.is_dir():
+                logger.info("removing stale CLIP artifact %s", path.name)
+                self.discard(path)

@@ -1,0 +1,121 @@
+"""CLIP through ONNX Runtime on CPU: exporting both towers, int8 quantisation, serving.
+
+This module imports neither torch nor open_clip at the top: serving a cached export needs
+only onnxruntime and numpy. Exporting (`export`) takes a loaded TorchModel.
+"""
+
+import logging
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from app.services.clip.runtime import Backend, Precision
+
+if TYPE_CHECKING:
+    from app.services.clip.runtime import TorchModel
+
+logger = logging.getLogger(__name__)
+
+IMAGE_FILE, TEXT_FILE = "image.onnx", "text.onnx"
+OPSET = 17
+
+
+def export(source: "TorchModel", out: Path) -> None:
+    """Both towers as fp32 ONNX graphs (batch axis dynamic), L2 normalisation included."""
+    import torch
+
+    model = source.model
+    size = source.meta.preprocess.get("size", 224)
+    height, width = (size, size) if isinstance(size, int) else size
+    images = torch.zeros((2, 3, height, width), device=source.device)
+    tokens = torch.from_numpy(source.tokenize(["a photo", "an export"])).to(source.device)
+
+    class Tower(torch.nn.Module):
+        def __init__(self, encode: str) -> None:
+            super().__init__()
+            self.model = model  # a submodule, so its weights export as initialisers
+            self.encode = encode
+
+        def forward(self, x: Any) -> Any:
+            return getattr(self.model, self.encode)(x, normalize=True)
+
+    for tower, example, name, file in (
+        (Tower("encode_image"), images, "pixels", IMAGE_FILE),
+        (Tower("encode_text"), tokens, "tokens", TEXT_FILE),
+    ):
+        with warnings.catch_warnings():
+            # The TorchScript exporter: deprecated in favour of torch.export, which needs
+            # onnxscript and fails on more models; this one handles open_clip's towers.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                tower,
+                (example,),
+                str(out / file),
+                dynamo=False,
+                input_names=[name],
+                output_names=["embedding"],
+                dynamic_axes={name: {0: "batch"}, "embedding": {0: "batch"}},
+                opset_version=OPSET,
+            )
+
+
+def quantize_int8(source: Path, out: Path) -> None:
+    """Dynamic int8 quantisation (weights int8, activations quantised per batch at run
+    time) of the fp32 export in `source`: about 4x smaller and faster matrix products."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quiet = logging.getLogger()  # the quantiser warns on the root logger about pre-processing
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        for file in (IMAGE_FILE, TEXT_FILE):
+            quantize_dynamic(source / file, out / file, weight_type=QuantType.QInt8)
+    finally:
+        quiet.setLevel(level)
+
+
+class OnnxRuntime:
+    """Both towers as ONNX Runtime CPU sessions."""
+
+    backend: Backend = "onnx"
+
+    def __init__(self, directory: Path, precision: Precision, threads: int) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # Idle intra-op threads would otherwise spin and take the cores that decode images.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        providers = ["CPUExecutionProvider"]
+        self.precision = precision
+        self.directory = directory
+        self._image: Any = ort.InferenceSession(
+            str(directory / IMAGE_FILE), options, providers=providers
+        )
+        self._text: Any = ort.InferenceSession(
+            str(directory / TEXT_FILE), options, providers=providers
+        )
+
+    @staticmethod
+    def _batch(parts: list[Any], dtype: type) -> np.ndarray:
+        rows = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return np.ascontiguousarray(rows, dtype=dtype)
+
+    def encode_images(self, parts: list[Any]) -> np.ndarray:
+        out = self._image.run(None, {"pixels": self._batch(parts, np.float32)})[0]
+        return np.asarray(out, dtype=np.float32)
+
+    def encode_texts(self, parts: list[Any]) -> np.ndarray:
+        out = self._text.run(None, {"tokens": self._batch(parts, np.int64)})[0]
+        return np.asarray(out, dtype=np.float32)
+
+    def prepare_thread(self) -> None:
+        pass  # ONNX Runtime keeps its own thread pool per session
+
+    def close(self) -> None:
+        self._image = self._text = None

@@ -1,0 +1,393 @@
+"""CLIP runtimes: the torch-free tokenizer, the candidates, the parity gate, the artifact
+cache and the choice, on the tiny fixture model (every runtime this machine has)."""
+
+import json
+import logging
+import random
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import open_clip
+import pytest
+from open_clip.tokenizer import SimpleTokenizer
+
+from app.config import Settings
+from app.services.clip import onnx_runtime, selection
+from app.services.clip.artifacts import ArtifactStore, artifact_name
+from app.services.clip.preprocess import ImageSpec, to_array
+from app.services.clip.runtime import TorchModel
+from app.services.clip.selection import Reference, Trial, gate, plan, select
+from app.services.clip.tokenizer import ClipTokenizer
+from research.clip_fixture.shapes import all_captions, all_pairs, caption, render
+from tests.conftest import TINY_CLIP
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def settings(tmp_path: Path, **overrides: Any) -> Settings:
+    values = {**TINY_CLIP, "clip_backend": "auto", "clip_precision": "auto"}
+    values.update(clip_model_cache_dir=tmp_path / "clip-cache", **overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+# --- tokenizer ----------------------------------------------------------------------------------
+
+
+def corpus(n: int = 1500) -> list[str]:
+    """Captions, punctuation, contractions, HTML entities, mojibake, scripts, emoji and
+    special-token look-alikes, plus random mixtures of all of them."""
+    fixed = [
+        "",
+        "   ",
+        "a red circle",
+        "A Photo of a DOG!!",
+        "don't we'll they've I'm you'd",
+        "&amp;lt;b&amp;gt;bold&lt;/b&gt;",
+        "Ã©tÃ© mojibake",
+        "naïve café façade Ångström",
+        "日本語のテキスト 中文 한국어",
+        "Ωμέγα πι ∑ ∞ ≠ ≤",
+        "emoji 😀🎉👍🏽 family 👨‍👩‍👧",
+        "<start_of_text> inside <end_of_text>",
+        "<START_OF_TEXT> upper",
+        "tabs\tand\nnew\nlines",
+        "zero\u200bwidth and\u00a0nbsp",
+        "x" * 400,
+        "word " * 100,
+        "12345 67.89 1,000,000",
+        "snake_case and kebab-case and CamelCase",
+    ]
+    pieces = [
+        "a", "photo", "of", "the", "cat", "Straße", "über", "naïve", "東京", "😀", "'s",
+        "&amp;", "!!", "...", "-", "_", "42", "\u0301", "ß", "İ", "ǅ", "ﬁ", "\uff26\uff55\uff4c\uff4c",  # fullwidth "Full"
+    ]  # fmt: skip
+    rng = random.Random(7)
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCXYZ0123456789 .,;:!?'\"()[]<>@#$%^&*+=/\\|~`\t"
+    out = list(fixed)
+    while len(out) < n:
+        if rng.random() < 0.5:
+            out.append(" ".join(rng.choice(pieces) for _ in range(rng.randint(1, 30))))
+        else:
+            out.append("".join(rng.choice(alphabet) for _ in range(rng.randint(1, 200))))
+    return out
+
+
+@pytest.mark.parametrize("context_length", [77, 16])
+def test_tokenizer_gives_open_clips_token_ids(context_length: int) -> None:
+    texts = corpus()
+    assert len(texts) >= 1000
+    ours = ClipTokenizer(context_length)(texts)
+    theirs = SimpleTokenizer(context_length=context_length)(texts).numpy()
+    assert ours.dtype == np.int64 and ours.shape == theirs.shape
+    differ = [texts[i] for i in np.flatnonzero((ours != theirs).any(axis=1))]
+    assert not differ, differ[:5]
+
+
+@pytest.mark.parametrize("clean", ["whitespace", "canonicalize"])
+def test_tokenizer_clean_modes_match_open_clip(clean: str) -> None:
+    texts = corpus(400)
+    theirs = SimpleTokenizer(context_length=77, clean=clean)(texts).numpy()
+    assert np.array_equal(ClipTokenizer(77, clean)(texts), theirs)
+
+
+def test_tokenizer_spec_of_the_fixture_and_a_standard_model() -> None:
+    from app.services.clip.runtime import tokenizer_spec
+
+    assert tokenizer_spec(open_clip.get_tokenizer("ViT-B-32")) == {
+        "kind": "clip-bpe",
+        "context_length": 77,
+        "clean": "lower",
+    }
+    assert tokenizer_spec(SimpleTokenizer(reduction_mask="simple")) is None
+
+
+def test_tokenizer_stays_bounded_on_long_words() -> None:
+    """A 20,000-letter word costs only the words before the context fills, and the merge
+    cache keeps a bounded number of words."""
+    tokenizer = ClipTokenizer(77)
+    started = time.perf_counter()
+    ids = tokenizer(["lots of words " * 100 + "a" * 20_000])
+    assert time.perf_counter() - started < 2
+    assert ids[0, -1] == tokenizer.eot
+    assert tokenizer._bpe.cache_info().maxsize is not None
+
+
+# --- candidates -----------------------------------------------------------------------------------
+
+
+def names(trials: list[Trial]) -> list[str]:
+    return [t.name for t in trials if t.error is None]
+
+
+def test_candidates_follow_settings_device_and_cpu_flags(tmp_path: Path) -> None:
+    auto = settings(tmp_path)
+    assert names(plan(auto, "cpu", {"avx2"})) == ["onnx-int8", "onnx-fp32", "torch-fp32"]
+    skipped = [t for t in plan(auto, "cpu", {"avx2"}) if t.error]
+    assert [t.name for t in skipped] == ["torch-bf16"]
+    assert "AVX512-BF16" in str(skipped[0].error)
+    for flag in ("avx512_bf16", "amx_bf16"):
+        assert "torch-bf16" in names(plan(auto, "cpu", {"avx2", flag}))
+    cuda = settings(tmp_path, clip_device="auto")
+    assert names(plan(cuda, "cuda", set())) == ["torch-fp16", "torch-fp32"]
+    assert names(plan(settings(tmp_path, clip_backend="onnx"), "cpu", set())) == [
+        "onnx-int8",
+        "onnx-fp32",
+    ]
+    # bf16 forced on a CPU that only emulates it: the operator's call, with a warning.
+    assert names(plan(settings(tmp_path, clip_precision="bf16"), "cpu", set())) == ["torch-bf16"]
+    with pytest.raises(ValueError, match="no runtime on cuda"):
+        plan(settings(tmp_path, clip_device="auto", clip_precision="int8"), "cuda")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"clip_backend": "onnx", "clip_precision": "bf16"},
+        {"clip_backend": "torch", "clip_precision": "int8"},
+        {"clip_backend": "onnx", "clip_device": "cuda"},
+        {"clip_precision": "fp16", "clip_device": "cpu"},
+    ],
+)
+def test_impossible_runtime_settings_are_refused(tmp_path: Path, overrides: dict[str, str]) -> None:
+    with pytest.raises(ValueError):
+        settings(tmp_path, **overrides)
+
+
+# --- parity gate ----------------------------------------------------------------------------------
+
+
+class Shuffled:
+    """A runtime whose text embeddings are rolled by one: perfect cosines for images,
+    wrong best tags."""
+
+    backend, precision = "onnx", "int8"
+
+    def __init__(self, reference: Reference) -> None:
+        self.reference = reference
+
+    def encode_images(self, parts: list[Any]) -> np.ndarray:
+        return self.reference.image_embeddings
+
+    def encode_texts(self, parts: list[Any]) -> np.ndarray:
+        return np.roll(self.reference.text_embeddings, 1, axis=0)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> TorchModel:
+    s = settings(tmp_path_factory.mktemp("tiny"))
+    from app.services.clip.weights import resolve_weights
+
+    return TorchModel(s, "cpu", resolve_weights(s))
+
+
+def test_gate_checks_cosine_and_best_tag(tiny: TorchModel) -> None:
+    reference = selection._reference(tiny)
+    scale = tiny.meta.logit_scale
+    trial = Trial("torch", "fp32", runtime=tiny.runtime("fp32"))
+    gate(trial, reference, 0.999, scale)
+    assert trial.passed and trial.min_cosine is not None and trial.min_cosine > 0.99999
+    assert trial.clear_probes == len(selection.PROBE_SHAPES)  # the fixture knows every probe
+    wrong = Trial("onnx", "int8", runtime=Shuffled(reference))  # type: ignore[arg-type]
+    gate(wrong, reference, -1.0, scale)  # cosines aside: only the tags are wrong
+    assert not wrong.passed and wrong.same_best_tag is False
+    assert wrong.error == "failed the parity gate: another best tag"
+    # Ties are not held to the same best tag: with a tiny logit scale nothing is clear.
+    tie = Trial("onnx", "int8", runtime=Shuffled(reference))  # type: ignore[arg-type]
+    gate(tie, reference, -1.0, 1e-6)
+    assert tie.clear_probes == 0 and tie.passed
+
+
+def zero_shot_accuracy(runtime: Any, model: TorchModel, n_per_caption: int = 10) -> float:
+    """Top-1 among the fixture's 24 captions, on shapes it was never trained on."""
+    spec = ImageSpec.from_open_clip(model.meta.preprocess)
+    assert spec is not None
+    rng = np.random.default_rng(2024)
+    labels, rows = [], []
+    for i, (color, shape) in enumerate(all_pairs()):
+        for _ in range(n_per_caption):
+            image = render(color, shape, size=int(rng.integers(40, 200)), rng=rng)
+            rows.append(to_array(image, spec))
+            labels.append(i)
+    images = runtime.encode_images([np.stack(rows)])
+    texts = runtime.encode_texts([model.tokenize(all_captions())])
+    assert [caption(c, s) for c, s in all_pairs()] == all_captions()
+    return float(np.mean(np.argmax(images @ texts.T, axis=1) == np.array(labels)))
+
+
+def test_every_runtime_keeps_zero_shot_accuracy_and_parity(tmp_path: Path) -> None:
+    """Each candidate this machine can run, forced, through the real selection path:
+    zero-shot within 1 point of torch fp32 (the numbers are printed for the record)."""
+    model = None
+    results = {}
+    for backend, precision in [
+        ("torch", "fp32"),
+        ("onnx", "fp32"),
+        ("onnx", "int8"),
+        ("torch", "bf16"),
+    ]:
+        s = settings(
+            tmp_path,
+            clip_backend=backend,
+            clip_precision=precision,
+            clip_min_cosine=0.99 if precision == "bf16" else 0,  # bf16 is coarse on this tiny model
+        )
+        chosen = select(s, "cpu", max_batch=8)
+        assert (chosen.chosen.backend, chosen.chosen.precision) == (backend, precision)
+        if model is None:
+            from app.services.clip.weights import resolve_weights
+
+            model = TorchModel(s, "cpu", resolve_weights(s))
+        accuracy = zero_shot_accuracy(chosen.runtime, model)
+        results[f"{backend}-{precision}"] = (chosen.chosen.min_cosine, accuracy)
+        chosen.runtime.close()
+    print("\nruntime: (min cosine to torch fp32, zero-shot top-1)", results)
+    fp32 = results["torch-fp32"][1]
+    assert fp32 >= 0.95
+    for name, (cosine, accuracy) in results.items():
+        assert abs(accuracy - fp32) <= 0.01, (name, accuracy, fp32)
+        assert cosine is not None and cosine >= (0.99 if "bf16" in name else 0.995)
+
+
+def test_a_candidate_failing_the_gate_is_dropped_with_its_numbers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    s = settings(tmp_path, clip_min_cosine=0.99999)
+    with caplog.at_level(logging.WARNING):
+        chosen = select(s, "cpu", max_batch=8)
+    int8 = next(t for t in chosen.trials if t.name == "onnx-int8")
+    assert not int8.passed and int8.min_cosine is not None and int8.min_cosine < 0.99999
+    assert f"min cosine {int8.min_cosine:.5f} < 0.99999" in caplog.text
+    assert chosen.chosen.precision == "fp32"
+    chosen.runtime.close()
+    forced = settings(tmp_path, clip_backend="onnx", clip_precision="int8", clip_min_cosine=0.99999)
+    with pytest.raises(RuntimeError, match="no CLIP runtime passed its checks: onnx-int8 dropped"):
+        select(forced, "cpu", max_batch=8)
+
+
+# --- choice and cache -----------------------------------------------------------------------------
+
+
+def test_auto_times_the_passing_candidates_and_serves_the_fastest(tmp_path: Path) -> None:
+    chosen = select(settings(tmp_path), "cpu", max_batch=8)
+    timed = [t for t in chosen.trials if t.passed]
+    assert {t.name for t in timed} >= {"onnx-int8", "onnx-fp32", "torch-fp32"}
+    for trial in timed:
+        assert trial.ms_per_image is not None and set(trial.ms_per_image) == {"1", "8"}
+    assert chosen.chosen.score() == min(t.score() for t in timed)
+    report = chosen.report()
+    assert report["backend"] == chosen.chosen.backend
+    assert report["ms_per_image"] == chosen.chosen.ms_per_image
+    assert len(report["candidates"]) == len(chosen.trials)
+    chosen.runtime.close()
+
+
+def test_a_second_start_reuses_the_cache_without_exporting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = settings(tmp_path, clip_backend="onnx")
+    select(s, "cpu", max_batch=8).runtime.close()
+
+    def no_export(*args: Any) -> None:
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(onnx_runtime, "export", no_export)
+    monkeypatch.setattr(onnx_runtime, "quantize_int8", no_export)
+    again = select(s, "cpu", max_batch=8)
+    assert again.chosen.name == "onnx-int8" and not again.imported_torch
+    again.runtime.close()
+
+
+def test_an_onnx_start_from_the_cache_does_not_import_torch(tmp_path: Path) -> None:
+    s = settings(tmp_path, clip_backend="onnx", clip_precision="int8")
+    select(s, "cpu", max_batch=8).runtime.close()
+    script = f"""
+import sys
+from app.config import Settings
+from app.services.clip.service import ClipService
+from tests.conftest import TINY_CLIP
+s = Settings(_env_file=None, **{{**TINY_CLIP, "clip_backend": "onnx", "clip_precision": "int8",
+             "clip_model_cache_dir": {str(s.clip_model_cache_dir)!r}}})
+service = ClipService(s)
+service.load()
+assert service.state == "loaded", service.error
+print(service.engine.runtime.backend, service.engine.runtime.precision, "torch" in sys.modules)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["onnx", "int8", "False"]
+
+
+def test_a_corrupt_artifact_is_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    s = settings(tmp_path, clip_backend="onnx", clip_precision="int8")
+    first = select(s, "cpu", max_batch=8)
+    first.runtime.close()
+    int8 = next(s.clip_model_cache_dir.glob("tiny-clip/*/onnx-int8-*"))
+    model = int8 / "image.onnx"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    with caplog.at_level(logging.INFO):
+        again = select(s, "cpu", max_batch=8)
+    assert "is corrupt (image.onnx fails its sha256 check): rebuilding it" in caplog.text
+    assert again.chosen.passed and again.chosen.min_cosine == first.chosen.min_cosine
+    assert again.imported_torch  # rebuilding needs the torch model
+    again.runtime.close()
+    (int8 / "manifest.json").write_text("{not json")
+    with caplog.at_level(logging.INFO):
+        select(s, "cpu", max_batch=8).runtime.close()
+    assert "unreadable manifest" in caplog.text
+
+
+def test_concurrent_builds_publish_one_whole_artifact(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path / "store", model="m", weights_sha256="abc")
+    versions = {"lib": "1.0"}
+    started = threading.Barrier(4)
+
+    def builder(out: Path) -> dict[str, Any]:
+        started.wait(10)  # all four are mid-build at once
+        (out / "data.bin").write_bytes(b"x" * 100_000)
+        time.sleep(0.05)
+        return {"note": threading.current_thread().name}
+
+    results: list[Any] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(store.build("kind", versions, builder)))
+        for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(results) == 4
+    paths = {path for path, _ in results}
+    assert paths == {tmp_path / "store" / artifact_name("kind", versions)}
+    assert store.find("kind", versions) is not None
+    leftovers = [p.name for p in (tmp_path / "store").iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_artifacts_of_other_library_versions_are_removed(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path, model="m", weights_sha256="abc")
+
+    def builder(out: Path) -> dict[str, Any]:
+        (out / "f").write_text("x")
+        return {}
+
+    old, _ = store.build("onnx-int8", {"onnx": "1.0"}, builder)
+    new, manifest = store.build("onnx-int8", {"onnx": "2.0"}, builder)
+    assert not old.exists() and new.exists()
+    assert manifest["versions"] == {"onnx": "2.0"} and manifest["weights_sha256"] == "abc"
+    assert json.loads((new / "manifest.json").read_text())["files"].keys() == {"f"}
+
+
+def test_random_init_weights_skip_onnx(tmp_path: Path) -> None:
+    s = settings(tmp_path, clip_pretrained="", clip_backend="onnx")
+    with pytest.raises(ValueError, match="random-init weights cannot be exported"):
+        select(s, "cpu", max_batch=8)
