@@ -1,20 +1,28 @@
-"""CLIP serving benchmark on a randomly initialised ViT-B-32 (the real model's compute, no download).
+"""CLIP runtimes and serving, on a ViT-B-32 with seeded random weights (the real model's
+compute, no download) and on the tiny fixture model (real zero-shot answers).
 
     .venv/bin/python -m benchmarks.clip [--seconds 12] [--rounds 2] [--clients 1,8,32]
-    .venv/bin/python -m benchmarks.clip --device cuda      # on a GPU host, in under 5 minutes
+    .venv/bin/python -m benchmarks.clip --parts runtimes      # the candidate table only
+    .venv/bin/python -m benchmarks.clip --device cuda         # on a GPU host, in under 5 minutes
 
-Two servers run side by side on the same machine: *baseline* (CLIP_MAX_BATCH=1,
-CLIP_PREPROCESS_WORKERS=1: one image at a time, as before the engine) and *default* (the
-engine's defaults: dynamic batching, a preprocessing pool). Each cell of the table (route,
-clients) is measured on both in alternating rounds, so drift in the machine's speed hits
-both alike. Clients are closed-loop: each sends its next request when the last one is
-answered. `/clip/match` sends one 640x480 JPEG and 5 tags; `/clip/embed/image` sends 8
-JPEGs per request. The image cache is off (CLIP_CACHE_MB=0) and admission wide open, so
-the table measures the engine, not the cache or the 429s.
+1. Runtimes: every candidate this machine offers (torch fp32/bf16, ONNX Runtime fp32/int8;
+   on CUDA torch fp32/fp16), built and timed in-process through the service's own
+   selection code: ms per image at batch 1 and 8 on ViT-B-32, min cosine to torch fp32 on
+   the probe set, whether it passes the gate at the default threshold, and zero-shot top-1
+   of the fixture model on 240 shapes it was never trained on.
+2. HTTP: two servers side by side, *baseline* (CLIP_BACKEND=torch CLIP_PRECISION=fp32
+   CLIP_MAX_BATCH=1 CLIP_PREPROCESS_WORKERS=1: one image at a time in fp32, as before the
+   engine) and *auto* (the defaults: the runtime chosen by measurement, dynamic batching,
+   a preprocessing pool). Each cell (route, clients) is measured on both in alternating
+   rounds, so drift in the machine's speed hits both alike. Clients are closed-loop.
+   `/clip/match` sends one 640x480 JPEG and 5 tags; `/clip/embed/image` 8 JPEGs. The image
+   cache is off and admission wide open: the table measures the engine and the runtime.
+3. Memory: RSS of a server with CLIP_BACKEND=onnx CLIP_PRECISION=int8 (from the cached
+   export: no torch), idle after one request, next to the two servers above.
 
-Then: the raw model's throughput (no server) for reference, and each server's peak RSS.
-Targets (2-vCPU dev VM): /clip/match at 8 clients >= 1.5x baseline img/s; p50 at 1 client
-<= 1.1x baseline. On one H100: /clip/embed/image at 32 clients >= 2,000 img/s.
+Targets (2-vCPU dev VM): /clip/match at 8 clients, auto >= 3x baseline img/s; idle RSS of
+the int8 server < 800 MB. On one H100: /clip/embed/image at 32 clients >= 2,000 img/s.
+The ViT-B-32 weights (600 MB) and the exports are kept in benchmarks/.cache between runs.
 """
 
 import argparse
@@ -22,10 +30,10 @@ import asyncio
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -33,13 +41,39 @@ import numpy as np
 from benchmarks.common import free_port, photo_jpeg
 
 MODEL = "ViT-B-32"
-CAREER_MODELS = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "career_models"
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / "benchmarks" / ".cache"
+CAREER_MODELS = ROOT / "tests" / "fixtures" / "career_models"
+FIXTURE = ROOT / "tests" / "fixtures" / "clip"
 TAGS = ["a photo of a dog", "a city at night", "a bowl of fruit", "a red circle", "a beach"]
 EMBED_IMAGES = 8
 MODES = {
-    "baseline": {"CLIP_MAX_BATCH": "1", "CLIP_PREPROCESS_WORKERS": "1"},
-    "default": {},
+    "baseline": {
+        "CLIP_BACKEND": "torch",
+        "CLIP_PRECISION": "fp32",
+        "CLIP_MAX_BATCH": "1",
+        "CLIP_PREPROCESS_WORKERS": "1",
+    },
+    "auto": {},
 }
+INT8 = {"CLIP_BACKEND": "onnx", "CLIP_PRECISION": "int8"}
+
+
+def vit_weights() -> Path:
+    """ViT-B-32 with seeded random weights, saved once: a checkpoint file has a sha256, so
+    its exports are cached like real weights' (random init is never exported)."""
+    path = CACHE / f"{MODEL}-random-seed0.pt"
+    if not path.is_file():
+        import open_clip
+        import torch
+
+        CACHE.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(0)
+        model = open_clip.create_model(MODEL, pretrained=None)
+        tmp = path.with_suffix(".tmp")
+        torch.save(model.state_dict(), tmp)
+        tmp.rename(path)
+    return path
 
 
 @dataclass
@@ -60,7 +94,7 @@ class Cell:
 
 
 def start_server(
-    mode: str, device: str, threads: int, cache: Path
+    settings: dict[str, str], device: str, threads: int
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {
@@ -68,8 +102,8 @@ def start_server(
         "FASTAPI_HOST": "127.0.0.1",
         "FASTAPI_PORT": str(port),
         "CLIP_MODEL_NAME": MODEL,
-        "CLIP_PRETRAINED": "",
-        "CLIP_MODEL_CACHE_DIR": str(cache),
+        "CLIP_PRETRAINED": str(vit_weights()),
+        "CLIP_MODEL_CACHE_DIR": str(CACHE / "clip"),
         "CAREER_MODEL_DIR": str(CAREER_MODELS),
         "CLIP_DEVICE": device,
         "TORCH_THREADS": str(threads),
@@ -77,7 +111,7 @@ def start_server(
         "CLIP_MAX_WAITING": "100000",
         "LOG_FORMAT": "json",
         "DEBUG": "false",
-        **MODES[mode],
+        **settings,
     }
     server = subprocess.Popen(
         [sys.executable, "-m", "app"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -85,7 +119,7 @@ def start_server(
     return server, f"http://127.0.0.1:{port}"
 
 
-def wait_ready(base: str, timeout: float = 120) -> None:
+def wait_ready(base: str, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     health = None
     while time.monotonic() < deadline:
@@ -145,66 +179,126 @@ async def run_cell(base: str, route: str, clients: int, seconds: float, jpegs: l
     return cell
 
 
-def raw_model(device: str, threads: int) -> list[tuple[str, int, float]]:
-    """Images per second of the bare image tower (no server), fp32 and, on CUDA, fp16."""
-    import open_clip
-    import torch
+def runtime_table(device: str, threads: int) -> list[dict[str, Any]]:
+    """Every candidate on this machine, forced one at a time through the service's own
+    selection code (CLIP_MIN_COSINE=1e-6, so each is built and timed whatever its parity;
+    the table says whether it passes at the default threshold)."""
+    from app.config import Settings
+    from app.services.clip import selection
+    from app.services.clip.service import _configure_torch
+    from research.clip_fixture.shapes import all_captions, all_pairs, render
+    from tests.conftest import TINY_CLIP
 
-    torch.set_num_threads(threads)
-    torch.set_flush_denormal(True)
-    model = open_clip.create_model(MODEL, pretrained=None, device=device).eval()
+    _configure_torch(threads)
+    flags = selection.cpu_flags()
+    pool = selection.CUDA_CANDIDATES if device == "cuda" else selection.CPU_CANDIDATES
     rows = []
-    precisions = ["fp32", "fp16"] if device == "cuda" else ["fp32"]
-    sizes = [1, 32, 256] if device == "cuda" else [1, 8, 32]
-    for precision in precisions:
-        for batch in sizes:
-            x = torch.randn(batch, 3, 224, 224, device=device)
-            autocast = torch.autocast("cuda", dtype=torch.float16, enabled=precision == "fp16")
-            with torch.inference_mode(), autocast:
-                model.encode_image(x)
-                if device == "cuda":
-                    torch.cuda.synchronize()
-                runs, start = 0, time.perf_counter()
-                while time.perf_counter() - start < (2.0 if device == "cuda" else 4.0) or runs < 2:
-                    model.encode_image(x)
-                    if device == "cuda":
-                        torch.cuda.synchronize()
-                    runs += 1
-                elapsed = time.perf_counter() - start
-            rows.append((precision, batch, runs * batch / elapsed))
+    for backend, precision in pool:
+        row: dict[str, Any] = {"name": f"{backend}-{precision}"}
+        rows.append(row)
+        if precision == "bf16" and not flags & {"avx512_bf16", "amx_bf16"}:
+            row["note"] = "not on this CPU (no AVX512-BF16/AMX: emulated, several x slower)"
+            continue
+        forced: dict[str, Any] = {
+            "clip_backend": backend,
+            "clip_precision": precision,
+            "clip_min_cosine": 1e-6,
+            "clip_device": device,
+            "clip_model_cache_dir": CACHE / "clip",
+            "torch_threads": threads,
+        }
+        vit = Settings(
+            _env_file=None, clip_model_name=MODEL, clip_pretrained=str(vit_weights()), **forced
+        )  # type: ignore[call-arg]
+        chosen = selection.select(vit, device, max_batch=8)
+        trial = chosen.chosen
+        selection.time_trials([trial], chosen.reference, [1, 8])
+        row.update(
+            ms=trial.ms_per_image,
+            min_cosine=trial.min_cosine,
+            clear=trial.clear_probes,
+            passes=trial.min_cosine is not None
+            and trial.min_cosine >= selection.MIN_COSINE[precision]
+            and bool(trial.same_best_tag),
+        )
+        chosen.runtime.close()
+        tiny = Settings(
+            _env_file=None,
+            **{
+                **TINY_CLIP,
+                **forced,
+                "clip_device": device,
+                "clip_model_cache_dir": CACHE / "clip",
+            },
+        )  # type: ignore[call-arg]
+        small = selection.select(tiny, device, max_batch=8)
+        rng = np.random.default_rng(2024)
+        spec = selection.ImageSpec.from_open_clip(small.meta.preprocess)
+        assert spec is not None
+        labels, images = [], []
+        for i, (color, shape) in enumerate(all_pairs()):
+            for _ in range(10):
+                image = render(color, shape, size=int(rng.integers(40, 200)), rng=rng)
+                images.append(selection.to_array(image, spec))
+                labels.append(i)
+        vectors = small.runtime.encode_images([np.stack(images)])
+        texts = small.runtime.encode_texts([small.tokenize(all_captions())])
+        row["zero_shot"] = float(np.mean(np.argmax(vectors @ texts.T, axis=1) == labels))
+        row["tiny_cosine"] = small.chosen.min_cosine
+        small.runtime.close()
+        print(f"  {row}", file=sys.stderr)
     return rows
 
 
-def vm_hwm_mb(pid: int) -> float:
+def print_runtime_table(rows: list[dict[str, Any]], device: str, threads: int) -> None:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    from app.services.clip.selection import cpu_flags
+
+    isa = [
+        f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16") if f in cpu_flags()
+    ]
+    print(f"\nCLIP runtimes on {cpu} ({', '.join(isa) or 'no AVX2'}), {device}, {threads} threads")
+    print(
+        "\n| candidate | ViT-B-32 ms/img b1 | b8 | min cosine (ViT-B-32 random / fixture) "
+        "| gate at default | fixture zero-shot top-1 |\n|---|---|---|---|---|---|"
+    )
+    for row in rows:
+        if "note" in row:
+            print(f"| {row['name']} | - | - | - | - | {row['note']} |")
+            continue
+        ms = row["ms"]
+        print(
+            f"| {row['name']} | {ms['1']:.1f} | {ms['8']:.1f} | {row['min_cosine']:.5f} / "
+            f"{row['tiny_cosine']:.5f} | {'pass' if row['passes'] else 'fail'} "
+            f"| {row['zero_shot']:.3f} |"
+        )
+
+
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="CLIP serving throughput, latency and memory.")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument(
-        "--threads", type=int, default=None, help="TORCH_THREADS (default: 2 on CPU)"
-    )
-    parser.add_argument("--seconds", type=float, default=None, help="per cell and round")
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--clients", default="1,8,32")
-    parser.add_argument("--routes", default="match,embed")
-    args = parser.parse_args()
-    gpu = args.device == "cuda"
-    threads = args.threads or (4 if gpu else 2)
-    seconds = args.seconds or (5.0 if gpu else 12.0)
+def http_table(args: argparse.Namespace, threads: int) -> dict[str, float]:
+    """The alternating baseline/auto table; returns each server's RSS after the runs."""
     levels = [int(c) for c in args.clients.split(",")]
     routes = args.routes.split(",")
+    seconds = args.seconds or (5.0 if args.device == "cuda" else 12.0)
     jpegs = [photo_jpeg(seed) for seed in range(64)]
-    cache = Path(tempfile.mkdtemp(prefix="clip-bench-"))
-
-    servers = {mode: start_server(mode, args.device, threads, cache) for mode in MODES}
+    servers = {}
     try:
-        for _, base in servers.values():
-            wait_ready(base)
+        for mode, settings in MODES.items():  # one at a time: auto times its candidates
+            servers[mode] = start_server(settings, args.device, threads)
+            wait_ready(servers[mode][1])
         cells: dict[tuple[str, int, str], list[Cell]] = {}
         for route in routes:
             for clients in levels:
@@ -217,22 +311,24 @@ def main() -> None:
                             f"p50 {cell.pct(50):7.1f} ms, errors {cell.errors}",
                             file=sys.stderr,
                         )
-        peaks = {mode: vm_hwm_mb(server.pid) for mode, (server, _) in servers.items()}
-        health = httpx.get(f"{servers['default'][1]}/health").json()["data"]["models"]["clip"]
+        rss = {mode: rss_mb(server.pid) for mode, (server, _) in servers.items()}
+        health = httpx.get(f"{servers['auto'][1]}/health").json()["data"]["models"]["clip"]
     finally:
         for server, _ in servers.values():
             server.terminate()
         for server, _ in servers.values():
             server.wait(timeout=60)
 
+    runtime = health["runtime"]
     print(
-        f"\nCLIP {MODEL} (random init, {args.device}, TORCH_THREADS={threads}), "
-        f"{args.rounds} alternating rounds of {seconds:.0f} s per cell; "
-        f"match: 1 JPEG + 5 tags, embed: {EMBED_IMAGES} JPEGs (640x480) per request\n"
+        f"\nHTTP, CLIP {MODEL} ({args.device}, TORCH_THREADS={threads}), {args.rounds} "
+        f"alternating rounds of {seconds:.0f} s per cell; auto served {runtime['backend']} "
+        f"{runtime['precision']}; match: 1 JPEG + 5 tags, embed: {EMBED_IMAGES} JPEGs "
+        "(640x480) per request\n"
     )
     print(
-        "| route | clients | baseline img/s | default img/s | ratio | baseline p50 / p99 ms "
-        "| default p50 / p99 ms | p50 ratio |"
+        "| route | clients | baseline img/s | auto img/s | ratio | baseline p50 / p99 ms "
+        "| auto p50 / p99 ms | p50 ratio |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for route in routes:
@@ -246,7 +342,7 @@ def main() -> None:
                     latencies_ms=[ms for c in runs for ms in c.latencies_ms],
                     errors=sum(c.errors for c in runs),
                 )
-            b, d = merged["baseline"], merged["default"]
+            b, d = merged["baseline"], merged["auto"]
             path = "/clip/match" if route == "match" else "/clip/embed/image"
             errors = f" ({b.errors}/{d.errors} errors)" if b.errors or d.errors else ""
             print(
@@ -256,16 +352,65 @@ def main() -> None:
             )
     batching = health["batching"]
     print(
-        f"\ndefault server's batcher: {batching['batches']} image batches, mean size "
-        f"{batching['mean_batch_size']}, max {batching['max_batch']}, wait {batching['wait_ms']} ms; "
-        f"runtime {health['runtime']}"
+        f"\nauto server's batcher: {batching['batches']} image batches, mean size "
+        f"{batching['mean_batch_size']}, max {batching['max_batch']}; candidates: "
+        + "; ".join(
+            f"{c['backend']}-{c['precision']} "
+            + (f"{c['ms_per_image']}" if c["passed"] else f"({c['error']})")
+            for c in runtime["candidates"]
+        )
     )
-    print("\n| raw image tower (no server) | batch | img/s |\n|---|---|---|")
-    for precision, batch, rate in raw_model(args.device, threads):
-        print(f"| {precision} | {batch} | {rate:.1f} |")
-    print("\n| server | peak RSS MB |\n|---|---|")
-    for mode, peak in peaks.items():
-        print(f"| {mode} (ViT-B-32 + career model, after the runs) | {peak:.0f} |")
+    return rss
+
+
+def int8_idle_rss(device: str, threads: int) -> tuple[float, str]:
+    """RSS of a server serving the cached int8 export, idle after one answered request."""
+    server, base = start_server(INT8, device, threads)
+    try:
+        wait_ready(base)
+        with httpx.Client(base_url=base, timeout=120) as client:
+            files = {"image": ("a.jpg", photo_jpeg(1), "image/jpeg")}
+            response = client.post("/api/v1/clip/match", files=files, data={"tags": TAGS})
+            assert response.status_code == 200, response.text
+            runtime = client.get("/health").json()["data"]["models"]["clip"]["runtime"]
+        time.sleep(2)
+        torch = "torch" in Path(f"/proc/{server.pid}/maps").read_text()
+        return rss_mb(
+            server.pid
+        ), f"{runtime['backend']} {runtime['precision']}, torch mapped: {torch}"
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="CLIP runtimes, serving throughput and memory.")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="TORCH_THREADS (default: 2 on CPU)"
+    )
+    parser.add_argument("--seconds", type=float, default=None, help="per cell and round")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--clients", default="1,8,32")
+    parser.add_argument("--routes", default="match,embed")
+    parser.add_argument("--parts", default="runtimes,http,memory")
+    args = parser.parse_args()
+    threads = args.threads or (4 if args.device == "cuda" else 2)
+    parts = args.parts.split(",")
+    vit_weights()
+    rows = runtime_table(args.device, threads) if "runtimes" in parts else []
+    rss = http_table(args, threads) if "http" in parts else {}
+    if "memory" in parts and args.device == "cpu":
+        rss_int8, note = int8_idle_rss(args.device, threads)
+    if rows:
+        print_runtime_table(rows, args.device, threads)
+    if "memory" in parts and args.device == "cpu":
+        print("\n| server (ViT-B-32 + career model) | RSS MB |\n|---|---|")
+        for mode, mb in rss.items():
+            print(f"| {mode}, after the HTTP runs | {mb:.0f} |")
+        print(
+            f"| CLIP_BACKEND=onnx CLIP_PRECISION=int8, idle after one request ({note}) | {rss_int8:.0f} |"
+        )
 
 
 if __name__ == "__main__":
