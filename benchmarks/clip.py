@@ -94,7 +94,7 @@ class Cell:
 
 
 def start_server(
-    settings: dict[str, str], device: str, threads: int
+    settings: dict[str, str], device: str, threads: int, workers: int = 1
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {
@@ -111,6 +111,7 @@ def start_server(
         "CLIP_MAX_WAITING": "100000",
         "LOG_FORMAT": "json",
         "DEBUG": "false",
+        "WORKERS": str(workers),
         **settings,
     }
     server = subprocess.Popen(
@@ -119,18 +120,26 @@ def start_server(
     return server, f"http://127.0.0.1:{port}"
 
 
-def wait_ready(base: str, timeout: float = 600) -> None:
+def wait_ready(base: str, workers: int = 1, timeout: float = 600) -> None:
+    """Until CLIP is loaded in every worker (as far as 8 answers per worker in a row can
+    tell: each /health lands on whichever worker accepts it)."""
     deadline = time.monotonic() + timeout
-    health = None
+    clip = None
+    streak = 0
     while time.monotonic() < deadline:
         try:
-            health = httpx.get(f"{base}/health", timeout=2).json()["data"]
-            if health["status"] == "ok":
-                return
+            clip = httpx.get(f"{base}/health", timeout=2).json()["data"]["models"]["clip"]
         except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"{base} did not become ready: {health}")
+            streak = 0
+            time.sleep(0.5)
+            continue
+        if clip["state"] in ("unavailable", "disabled"):
+            raise SystemExit(f"CLIP is {clip['state']} on {base}: {clip['error']}")
+        streak = streak + 1 if clip["state"] == "loaded" else 0
+        if streak >= 8 * workers:
+            return
+        time.sleep(0.05 if streak else 0.5)
+    raise SystemExit(f"{base} did not become ready: {clip}")
 
 
 async def run_cell(base: str, route: str, clients: int, seconds: float, jpegs: list[bytes]) -> Cell:
@@ -179,6 +188,33 @@ async def run_cell(base: str, route: str, clients: int, seconds: float, jpegs: l
     return cell
 
 
+def run_cell_in_processes(
+    base: str, route: str, clients: int, seconds: float, jpegs: list[bytes], procs: int
+) -> Cell:
+    """The clients split over `procs` processes (one Python client process tops out at a
+    few hundred requests a second), merged into one cell."""
+    if procs <= 1:
+        return asyncio.run(run_cell(base, route, clients, seconds, jpegs))
+    from concurrent.futures import ProcessPoolExecutor
+
+    shares = [clients // procs + (i < clients % procs) for i in range(procs)]
+    with ProcessPoolExecutor(procs) as pool:
+        futures = [
+            pool.submit(_cell_sync, base, route, share, seconds, jpegs) for share in shares if share
+        ]
+        cells = [future.result() for future in futures]
+    return Cell(
+        images=sum(c.images for c in cells),
+        seconds=max(c.seconds for c in cells),
+        latencies_ms=[ms for c in cells for ms in c.latencies_ms],
+        errors=sum(c.errors for c in cells),
+    )
+
+
+def _cell_sync(base: str, route: str, clients: int, seconds: float, jpegs: list[bytes]) -> Cell:
+    return asyncio.run(run_cell(base, route, clients, seconds, jpegs))
+
+
 def runtime_table(device: str, threads: int) -> list[dict[str, Any]]:
     """Every candidate on this machine, forced one at a time through the service's own
     selection code (CLIP_MIN_COSINE=1e-6, so each is built and timed whatever its parity;
@@ -212,7 +248,7 @@ def runtime_table(device: str, threads: int) -> list[dict[str, Any]]:
         )  # type: ignore[call-arg]
         chosen = selection.select(vit, device, max_batch=8)
         trial = chosen.chosen
-        selection.time_trials([trial], chosen.reference, [1, 8])
+        selection.time_trials([trial], chosen.reference, table_batches(device))
         row.update(
             ms=trial.ms_per_image,
             min_cosine=trial.min_cosine,
@@ -250,6 +286,10 @@ def runtime_table(device: str, threads: int) -> list[dict[str, Any]]:
     return rows
 
 
+def table_batches(device: str) -> list[int]:
+    return [1, 8, 256] if device == "cuda" else [1, 8]
+
+
 def print_runtime_table(rows: list[dict[str, Any]], device: str, threads: int) -> None:
     cpu = "unknown CPU"
     try:
@@ -265,17 +305,22 @@ def print_runtime_table(rows: list[dict[str, Any]], device: str, threads: int) -
         f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16") if f in cpu_flags()
     ]
     print(f"\nCLIP runtimes on {cpu} ({', '.join(isa) or 'no AVX2'}), {device}, {threads} threads")
+    sizes = table_batches(device)
     print(
-        "\n| candidate | ViT-B-32 ms/img b1 | b8 | min cosine (ViT-B-32 random / fixture) "
-        "| gate at default | fixture zero-shot top-1 |\n|---|---|---|---|---|---|"
+        "\n| candidate | ViT-B-32 ms/img "
+        + " | ".join(f"b{b}" for b in sizes)
+        + " | min cosine (ViT-B-32 random / fixture) | gate at default | fixture zero-shot top-1 |"
+        + "\n|---|"
+        + "---|" * (len(sizes) + 3)
     )
     for row in rows:
         if "note" in row:
-            print(f"| {row['name']} | - | - | - | - | {row['note']} |")
+            print(f"| {row['name']} | " + "- | " * (len(sizes) + 2) + f"{row['note']} |")
             continue
         ms = row["ms"]
+        timing = " | ".join(f"{ms[str(b)]:.2f}" for b in sizes)
         print(
-            f"| {row['name']} | {ms['1']:.1f} | {ms['8']:.1f} | {row['min_cosine']:.5f} / "
+            f"| {row['name']} | {timing} | {row['min_cosine']:.5f} / "
             f"{row['tiny_cosine']:.5f} | {'pass' if row['passes'] else 'fail'} "
             f"| {row['zero_shot']:.3f} |"
         )
@@ -289,22 +334,26 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
 
 
 def http_table(args: argparse.Namespace, threads: int) -> dict[str, float]:
-    """The alternating baseline/auto table; returns each server's RSS after the runs."""
+    """Each mode's server side by side, cells alternating; returns their RSS afterwards."""
     levels = [int(c) for c in args.clients.split(",")]
     routes = args.routes.split(",")
+    modes = args.modes.split(",")
     seconds = args.seconds or (5.0 if args.device == "cuda" else 12.0)
     jpegs = [photo_jpeg(seed) for seed in range(64)]
     servers = {}
     try:
-        for mode, settings in MODES.items():  # one at a time: auto times its candidates
-            servers[mode] = start_server(settings, args.device, threads)
-            wait_ready(servers[mode][1])
+        for mode in modes:  # one at a time: auto times its candidates while it loads
+            workers = args.workers if mode == "auto" else 1
+            servers[mode] = start_server(MODES[mode], args.device, threads, workers)
+            wait_ready(servers[mode][1], workers)
         cells: dict[tuple[str, int, str], list[Cell]] = {}
         for route in routes:
             for clients in levels:
                 for _ in range(args.rounds):
                     for mode, (_, base) in servers.items():
-                        cell = asyncio.run(run_cell(base, route, clients, seconds, jpegs))
+                        cell = run_cell_in_processes(
+                            base, route, clients, seconds, jpegs, args.client_procs
+                        )
                         cells.setdefault((route, clients, mode), []).append(cell)
                         print(
                             f"  {route:5} {clients:3} clients {mode:8}: {cell.rate:7.1f} img/s, "
@@ -312,7 +361,8 @@ def http_table(args: argparse.Namespace, threads: int) -> dict[str, float]:
                             file=sys.stderr,
                         )
         rss = {mode: rss_mb(server.pid) for mode, (server, _) in servers.items()}
-        health = httpx.get(f"{servers['auto'][1]}/health").json()["data"]["models"]["clip"]
+        last = servers[modes[-1]][1]
+        health = httpx.get(f"{last}/health").json()["data"]["models"]["clip"]
     finally:
         for server, _ in servers.values():
             server.terminate()
@@ -321,20 +371,22 @@ def http_table(args: argparse.Namespace, threads: int) -> dict[str, float]:
 
     runtime = health["runtime"]
     print(
-        f"\nHTTP, CLIP {MODEL} ({args.device}, TORCH_THREADS={threads}), {args.rounds} "
-        f"alternating rounds of {seconds:.0f} s per cell; auto served {runtime['backend']} "
+        f"\nHTTP, CLIP {MODEL} ({args.device}, TORCH_THREADS={threads}, auto WORKERS="
+        f"{args.workers}, {args.client_procs} client process(es)), {args.rounds} alternating "
+        f"rounds of {seconds:.0f} s per cell; {modes[-1]} served {runtime['backend']} "
         f"{runtime['precision']}; match: 1 JPEG + 5 tags, embed: {EMBED_IMAGES} JPEGs "
         "(640x480) per request\n"
     )
     print(
-        "| route | clients | baseline img/s | auto img/s | ratio | baseline p50 / p99 ms "
-        "| auto p50 / p99 ms | p50 ratio |"
+        "| route | clients | " + " | ".join(f"{m} img/s | {m} p50 / p99 ms" for m in modes), end=""
     )
-    print("|---|---|---|---|---|---|---|---|")
+    both = modes == ["baseline", "auto"]
+    print(" | ratio | p50 ratio |" if both else " |")
+    print("|---|---|" + "---|---|" * len(modes) + ("---|---|" if both else ""))
     for route in routes:
         for clients in levels:
             merged = {}
-            for mode in MODES:
+            for mode in modes:
                 runs = cells[(route, clients, mode)]
                 merged[mode] = Cell(
                     images=sum(c.images for c in runs),
@@ -342,17 +394,19 @@ def http_table(args: argparse.Namespace, threads: int) -> dict[str, float]:
                     latencies_ms=[ms for c in runs for ms in c.latencies_ms],
                     errors=sum(c.errors for c in runs),
                 )
-            b, d = merged["baseline"], merged["auto"]
             path = "/clip/match" if route == "match" else "/clip/embed/image"
-            errors = f" ({b.errors}/{d.errors} errors)" if b.errors or d.errors else ""
-            print(
-                f"| `{path}` | {clients} | {b.rate:.1f} | {d.rate:.1f} | {d.rate / b.rate:.2f}x "
-                f"| {b.pct(50):.0f} / {b.pct(99):.0f} | {d.pct(50):.0f} / {d.pct(99):.0f} "
-                f"| {d.pct(50) / b.pct(50):.2f}{errors} |"
+            row = f"| `{path}` | {clients} | " + " | ".join(
+                f"{c.rate:.1f}{f' ({c.errors} errors)' if c.errors else ''} "
+                f"| {c.pct(50):.0f} / {c.pct(99):.0f}"
+                for c in merged.values()
             )
+            if both:
+                b, d = merged["baseline"], merged["auto"]
+                row += f" | {d.rate / b.rate:.2f}x | {d.pct(50) / b.pct(50):.2f}"
+            print(row + " |")
     batching = health["batching"]
     print(
-        f"\nauto server's batcher: {batching['batches']} image batches, mean size "
+        f"\n{modes[-1]} server's batcher: {batching['batches']} image batches, mean size "
         f"{batching['mean_batch_size']}, max {batching['max_batch']}; candidates: "
         + "; ".join(
             f"{c['backend']}-{c['precision']} "
@@ -394,6 +448,9 @@ def main() -> None:
     parser.add_argument("--clients", default="1,8,32")
     parser.add_argument("--routes", default="match,embed")
     parser.add_argument("--parts", default="runtimes,http,memory")
+    parser.add_argument("--modes", default="baseline,auto", help="servers in the HTTP table")
+    parser.add_argument("--workers", type=int, default=1, help="WORKERS of the auto server")
+    parser.add_argument("--client-procs", type=int, default=1, help="client processes")
     args = parser.parse_args()
     threads = args.threads or (4 if args.device == "cuda" else 2)
     parts = args.parts.split(",")
