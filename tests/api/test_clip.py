@@ -371,6 +371,8 @@ def test_missing_weights_degrade_only_clip(make_client: Any, tmp_path: Path) -> 
     assert health["status"] == "degraded"
     assert health["models"]["clip"]["state"] == "unavailable"
     assert "absent.pt" in health["models"]["clip"]["error"]
+    assert str(tmp_path) not in client.get("/health").text  # public: no host paths
+    assert str(tmp_path) not in client.get("/health/ready").text
     assert_error(client.get("/health/ready"), 503, "NOT_READY")
     error = assert_error(
         client.post(

@@ -8,10 +8,11 @@ An artifact is built in a private staging directory and published by renaming th
 directory into place: readers see a whole artifact or none, and when two processes build
 the same one at once the first rename wins and the other process uses it. Every load
 checks the files against the manifest; a corrupt artifact is moved aside, logged and
-rebuilt. Artifacts of the same kind built with other library versions are stale and
-removed once a current one exists.
+rebuilt. Artifacts of the same kind built with other library versions are removed once a
+current one exists and they have gone unused for a week.
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -26,11 +27,16 @@ from pathlib import Path
 from typing import Any
 
 from app.utils.hashing import sha256_file
+from app.utils.text import brief_error
 
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 FORMAT = 1
+# Artifacts of other library versions go once unused this long (a rolling upgrade keeps
+# both versions' in use); staging and trash directories of killed builds after an hour.
+STALE_AFTER_S = 7 * 24 * 3600
+ORPHAN_AFTER_S = 3600
 
 
 class ArtifactError(RuntimeError):
@@ -54,42 +60,49 @@ def artifact_name(kind: str, versions: dict[str, str]) -> str:
 
 
 class ArtifactStore:
-    """The artifacts of one set of weights, under CLIP_MODEL_CACHE_DIR/<model>/<sha256>."""
+    """The artifacts of one set of weights, under CLIP_MODEL_CACHE_DIR/<model>/<sha256>.
+    `variant` (a digest of the model config and loading options) is recorded in every
+    manifest: the same file loaded another way is other weights."""
 
-    def __init__(self, root: Path, *, model: str, weights_sha256: str) -> None:
+    def __init__(self, root: Path, *, model: str, weights_sha256: str, variant: str = "") -> None:
         self.root = root
         self.model = model
         self.weights_sha256 = weights_sha256
+        self.variant = variant
 
     def find(self, kind: str, versions: dict[str, str]) -> tuple[Path, dict[str, Any]] | None:
         """A verified artifact and its manifest; None if missing (or corrupt: then it is
-        moved aside, so the next build replaces it)."""
+        moved aside, so the next build replaces it). Finding one marks it as in use."""
         path = self.root / artifact_name(kind, versions)
         if not path.is_dir():
             return None
-        problem = self._verify(path)
-        if problem is None:
-            return path, json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        manifest, problem = self._verify(path)
+        if manifest is not None:
+            with contextlib.suppress(OSError):  # a read-only cache: nothing to mark
+                os.utime(path / MANIFEST)
+            return path, manifest
         logger.warning("CLIP artifact %s is corrupt (%s): rebuilding it", path.name, problem)
         self.discard(path)
         return None
 
-    def _verify(self, path: Path) -> str | None:
+    def _verify(self, path: Path) -> tuple[dict[str, Any] | None, str]:
+        """(manifest, "") if every file matches it, else (None, what is wrong)."""
         try:
             manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-            files = manifest["files"]
-            if manifest.get("format") != FORMAT or manifest.get("weights_sha256") != (
-                self.weights_sha256
+            if (
+                manifest.get("format") != FORMAT
+                or manifest.get("weights_sha256") != self.weights_sha256
+                or manifest.get("variant", "") != self.variant
             ):
-                return "written for other weights or by another format"
-            for name, digest in files.items():
+                return None, "written for other weights, options or format"
+            for name, digest in manifest["files"].items():
                 if sha256_file(path / name) != digest:
-                    return f"{name} fails its sha256 check"
+                    return None, f"{name} fails its sha256 check"
         except FileNotFoundError as exc:
-            return f"{Path(str(exc.filename)).name} is missing"
+            return None, f"{Path(str(exc.filename)).name} is missing"
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            return f"unreadable manifest: {exc}"
-        return None
+            return None, f"unreadable manifest: {type(exc).__name__}"
+        return manifest, ""
 
     def discard(self, path: Path) -> None:
         """Move an artifact out of the way (atomically), then delete it."""
@@ -107,23 +120,25 @@ class ArtifactStore:
         builder: Callable[[Path], dict[str, Any]],
     ) -> tuple[Path, dict[str, Any]]:
         """Build an artifact with `builder(staging_dir) -> manifest extras`, publish it, and
-        return it (or the one a concurrent process published first)."""
+        return it (or the one a concurrent process published first). Any failure, a
+        read-only or full disk included, is an ArtifactError."""
         name = artifact_name(kind, versions)
-        self.root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".staging-{name}-", dir=self.root))
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._sweep()
+            staging = Path(tempfile.mkdtemp(prefix=f".staging-{name}-", dir=self.root))
+        except OSError as exc:
+            raise ArtifactError(f"cannot write the CLIP cache: {brief_error(exc)}") from exc
         started = time.perf_counter()
         try:
-            try:
-                extras = builder(staging)
-            except Exception as exc:
-                first = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-                raise ArtifactError(f"building {kind} failed: {first}") from exc
+            extras = builder(staging)
             files = sorted(p.name for p in staging.iterdir() if p.is_file())
             manifest = {
                 "format": FORMAT,
                 "kind": kind,
                 "model": self.model,
                 "weights_sha256": self.weights_sha256,
+                "variant": self.variant,
                 "versions": versions,
                 "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "build_seconds": round(time.perf_counter() - started, 3),
@@ -139,9 +154,11 @@ class ArtifactStore:
             try:
                 os.rename(staging, target)
             except OSError:  # published meanwhile by another process: use theirs if sound
-                if self._verify(target) is not None:
+                if self._verify(target)[0] is None:
                     self.discard(target)
                     os.rename(staging, target)
+        except Exception as exc:
+            raise ArtifactError(f"building {kind} failed: {brief_error(exc)}") from exc
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         logger.info("built CLIP artifact %s in %.1fs", name, manifest["build_seconds"])
@@ -152,8 +169,22 @@ class ArtifactStore:
         return found
 
     def _remove_stale(self, kind: str, current: str) -> None:
-        """Artifacts of this kind built with other library versions."""
+        """Artifacts of this kind built with other library versions and not used for
+        STALE_AFTER_S: during a rolling upgrade both versions' artifacts stay in use."""
+        cutoff = time.time() - STALE_AFTER_S
         for path in self.root.glob(f"{kind}-*"):
-            if path.name != current and path.is_dir():
-                logger.info("removing stale CLIP artifact %s", path.name)
-                self.discard(path)
+            if path.name == current or not path.is_dir():
+                continue
+            with contextlib.suppress(OSError):
+                if (path / MANIFEST).stat().st_mtime < cutoff:
+                    logger.info("removing stale CLIP artifact %s", path.name)
+                    self.discard(path)
+
+    def _sweep(self) -> None:
+        """Staging and trash left by processes killed mid-build (an hour is far longer
+        than any build)."""
+        cutoff = time.time() - ORPHAN_AFTER_S
+        for path in [*self.root.glob(".staging-*"), *self.root.glob(".trash-*")]:
+            with contextlib.suppress(OSError):
+                if path.stat().st_mtime < cutoff:
+                    shutil.rmtree(path, ignore_errors=True)

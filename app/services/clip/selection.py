@@ -16,6 +16,8 @@ import torch at all.
 import contextlib
 import ctypes
 import gc
+import hashlib
+import json
 import logging
 import math
 import time
@@ -33,7 +35,9 @@ from app.services.clip.artifacts import ArtifactError, ArtifactStore, library_ve
 from app.services.clip.preprocess import ImageSpec, to_array
 from app.services.clip.runtime import Backend, ClipMeta, Precision, Runtime, TorchModel
 from app.services.clip.tokenizer import ClipTokenizer
-from app.services.clip.weights import resolve_weights
+from app.services.clip.weights import Weights, resolve_weights
+from app.utils.hashing import sha256_file
+from app.utils.text import brief_error
 
 logger = logging.getLogger(__name__)
 
@@ -272,8 +276,8 @@ def gate(trial: Trial, reference: Reference, threshold: float, logit_scale: floa
     embedding within `threshold` cosine of torch fp32's, and the same best tag for every
     probe image that has a clear one (CLEAR_LEAD_LOGITS)."""
     assert trial.runtime is not None
-    images = trial.runtime.encode_images([reference.images])
-    texts = trial.runtime.encode_texts([reference.tokens])
+    images = _unit(trial.runtime.encode_images([reference.images]))
+    texts = _unit(trial.runtime.encode_texts([reference.tokens]))
     cosine = min(
         float(np.min(np.sum(images * reference.image_embeddings, axis=1))),
         float(np.min(np.sum(texts * reference.text_embeddings, axis=1))),
@@ -282,40 +286,53 @@ def gate(trial: Trial, reference: Reference, threshold: float, logit_scale: floa
     top2 = np.sort(expected, axis=1)[:, -2:]
     clear = (top2[:, 1] - top2[:, 0]) * logit_scale >= CLEAR_LEAD_LOGITS
     picked = np.argmax(images @ texts.T, axis=1)
+    differ = int(np.sum(picked[clear] != np.argmax(expected, axis=1)[clear]))
     trial.threshold = threshold
     trial.min_cosine = round(cosine, 6)
     trial.clear_probes = int(clear.sum())
-    trial.same_best_tag = bool(np.array_equal(picked[clear], np.argmax(expected, axis=1)[clear]))
+    trial.same_best_tag = differ == 0
     trial.passed = cosine >= threshold and trial.same_best_tag
     if not trial.passed:
-        why = f"min cosine {cosine:.5f} < {threshold}" if cosine < threshold else "another best tag"
-        trial.error = f"failed the parity gate: {why}"
+        why = [f"min cosine {cosine:.5f}" + (f" < {threshold}" if cosine < threshold else "")]
+        if differ:
+            why.append(f"another best tag on {differ} of {trial.clear_probes} clear probes")
+        trial.error = "failed the parity gate: " + ", ".join(why)
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
 
 
 def time_trials(trials: list[Trial], reference: Reference, batches: list[int]) -> None:
     """ms per image of each trial at each batch size: the best of up to TIMING_ROUNDS
-    interleaved rounds within TIMING_BUDGET_S (other work on the machine only slows runs,
-    and interleaving spreads drift in the machine's speed over every trial)."""
+    interleaved rounds (other work on the machine only slows runs, and interleaving spreads
+    drift in the machine's speed over every trial). A warm-up and one round always run;
+    more only within TIMING_BUDGET_S. A trial that fails here (out of memory at a batch the
+    gate never tried, say) is dropped with the reason."""
     inputs = {b: np.resize(reference.images, (b, *reference.images.shape[1:])) for b in batches}
     best: dict[tuple[str, int], float] = {}
-    for trial in trials:  # warm-up (first-run allocations, lazy initialisation)
-        for b in batches:
-            assert trial.runtime is not None
-            trial.runtime.encode_images([inputs[b]])
     deadline = time.perf_counter() + TIMING_BUDGET_S
-    for _ in range(TIMING_ROUNDS):
+    for round_ in range(TIMING_ROUNDS + 1):  # round 0 is the warm-up
         for trial in trials:
-            for b in batches:
-                assert trial.runtime is not None
-                started = time.perf_counter()
-                trial.runtime.encode_images([inputs[b]])
-                ms = (time.perf_counter() - started) * 1000 / b
-                key = (trial.name, b)
-                best[key] = min(best.get(key, math.inf), ms)
-        if time.perf_counter() >= deadline:
-            break  # at least one round, however slow
+            if trial.error is not None:
+                continue
+            assert trial.runtime is not None
+            try:
+                for b in batches:
+                    started = time.perf_counter()
+                    trial.runtime.encode_images([inputs[b]])
+                    ms = (time.perf_counter() - started) * 1000 / b
+                    if round_:
+                        key = (trial.name, b)
+                        best[key] = min(best.get(key, math.inf), ms)
+            except Exception as exc:
+                trial.error = f"failed while timed: {brief_error(exc)}"
+                trial.passed = False
+        if round_ and time.perf_counter() >= deadline:
+            break
     for trial in trials:
-        trial.ms_per_image = {str(b): round(best[(trial.name, b)], 3) for b in batches}
+        if trial.error is None:
+            trial.ms_per_image = {str(b): round(best[(trial.name, b)], 3) for b in batches}
 
 
 def select(settings: Settings, device: str, max_batch: int) -> Selection:
@@ -328,6 +345,7 @@ def select(settings: Settings, device: str, max_batch: int) -> Selection:
             settings.clip_model_cache_dir / settings.clip_model_name / weights.sha256,
             model=settings.clip_model_name,
             weights_sha256=weights.sha256,
+            variant=_variant(settings, weights),
         )
     else:
         for trial in trials:
@@ -359,7 +377,7 @@ def select(settings: Settings, device: str, max_batch: int) -> Selection:
             threshold = settings.clip_min_cosine or MIN_COSINE[trial.precision]
             gate(trial, reference, threshold, meta.logit_scale)
         except Exception as exc:  # one candidate failing never stops the others
-            trial.error = _brief(exc)
+            trial.error = brief_error(exc)
         if not trial.passed:
             logger.warning("CLIP runtime %s", trial.summary())
             _close(trial)
@@ -372,7 +390,12 @@ def select(settings: Settings, device: str, max_batch: int) -> Selection:
     if settings.clip_backend == "auto" and settings.clip_precision == "auto" and len(passing) > 1:
         batches = TIMING_BATCHES["cuda" if device == "cuda" else "cpu"]
         time_trials(passing, reference, sorted({min(b, max_batch) for b in batches}))
-        chosen = min(passing, key=Trial.score)
+        timed = [t for t in passing if t.passed]
+        if not timed:
+            raise RuntimeError(
+                "every CLIP runtime failed while timed: " + "; ".join(t.summary() for t in trials)
+            )
+        chosen = min(timed, key=Trial.score)
     for trial in passing:
         if trial is not chosen:
             _close(trial)
@@ -384,8 +407,8 @@ def select(settings: Settings, device: str, max_batch: int) -> Selection:
     else:
         assert source is not None
         tokenize = source.tokenize
-    if source is not None and chosen.backend != "torch":
-        source.release_weights()  # an export serves: free the fp32 weights
+    if source is not None and chosen.name != "torch-fp32":
+        source.release_weights()  # another runtime serves: free the fp32 weights
     _return_freed_memory()
     logger.info(
         "CLIP serves %s (%s); candidates: %s",
@@ -403,6 +426,17 @@ def select(settings: Settings, device: str, max_batch: int) -> Selection:
         reference=reference,
         imported_torch=source is not None,
     )
+
+
+def _variant(settings: Settings, weights: Weights) -> str:
+    """What besides the checkpoint decides the model: its loading options and, for a custom
+    architecture, the config file's content."""
+    config = settings.clip_model_config
+    parts = {
+        "options": weights.options,
+        "config": sha256_file(Path(config)) if config and Path(config).is_file() else None,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -426,9 +460,13 @@ class _Cached:
         if found is None:
             return cls(None, None, exports)
         path, manifest = found
-        return cls(
-            ClipMeta.from_dict(manifest["meta"]), Reference.load(path / "probes.npz"), exports
-        )
+        try:
+            meta = ClipMeta.from_dict(manifest["meta"])
+            return cls(meta, Reference.load(path / "probes.npz"), exports)
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # removed or damaged meanwhile
+            logger.warning("CLIP probe reference unusable (%s): rebuilding it", brief_error(exc))
+            store.discard(path)
+            return cls(None, None, exports)
 
     def torch_free(self, live: list[Trial]) -> bool:
         """Everything these trials need is cached and none of them is torch."""
@@ -453,7 +491,10 @@ def _build_reference(
             reference.save(out / "probes.npz")
             return {"meta": meta.to_dict(), "probe_tags": list(PROBE_TAGS)}
 
-        store.build("reference", library_versions(*REFERENCE_VERSIONS), write)
+        try:
+            store.build("reference", library_versions(*REFERENCE_VERSIONS), write)
+        except ArtifactError as exc:  # a read-only or full cache: this start still gates
+            logger.warning("CLIP probe reference not cached: %s", exc)
     return reference
 
 
@@ -501,12 +542,6 @@ def _return_freed_memory() -> None:
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def _brief(exc: BaseException) -> str:
-    """An exception in one line of at most 300 characters (some quote whole tensors)."""
-    text = f"{type(exc).__name__}: {exc}".splitlines()[0]
-    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _close(trial: Trial) -> None:

@@ -31,6 +31,7 @@ from app.models.clip import (
 )
 from app.services.clip.engine import ClipEngine, ImageInput
 from app.services.clip.selection import Selection, select
+from app.utils.text import brief_error
 
 logger = logging.getLogger(__name__)
 
@@ -121,9 +122,10 @@ class ClipService:
         try:
             engine = self._build()
         except Exception as exc:  # no network, bad path, corrupt file, unknown name, ...
-            self.error = f"{type(exc).__name__}: {exc}"
+            # The full message (paths included) goes to the log; /health is public.
+            logger.error("CLIP model not loaded: %s: %s", type(exc).__name__, exc)
+            self.error = brief_error(exc, limit=2000)
             self.state = "unavailable"
-            logger.error("CLIP model not loaded: %s", self.error)
             return
         with self._lock:
             if not self._closed:
@@ -146,11 +148,14 @@ class ClipService:
 
     def _build(self) -> ClipEngine:
         s = self.settings
-        if s.clip_backend == "onnx" or s.clip_device == "cpu":
+        cpu_only = s.clip_backend == "onnx" or s.clip_precision in ("int8", "bf16")
+        if s.clip_device == "cpu" or (s.clip_device == "auto" and cpu_only):
             self.device = "cpu"  # decided without importing torch
         else:
             import torch
 
+            if s.clip_device == "cuda" and not torch.cuda.is_available():
+                raise RuntimeError("CLIP_DEVICE=cuda, but torch sees no CUDA device")
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
         gpu = self.device == "cuda"
         max_batch = s.clip_max_batch or (256 if gpu else 32)

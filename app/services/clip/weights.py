@@ -76,8 +76,8 @@ def _read_alias(path: Path) -> Weights | None:
         checkpoint = Path(data["checkpoint"])
         if not checkpoint.is_absolute():
             checkpoint = path.parent / checkpoint
-        if not checkpoint.is_file():
-            return None
+        if not checkpoint.is_file() or data.get("open_clip") != _open_clip_version():
+            return None  # gone, or another open_clip may resolve the tag differently
         return Weights(str(checkpoint), data["tag"], data["options"], sha256_file(checkpoint))
     except FileNotFoundError:
         return None
@@ -95,7 +95,12 @@ def _write_alias(path: Path, weights: Weights) -> None:
         stored = os.path.relpath(checkpoint, path.parent.resolve())
     except ValueError:  # another drive
         stored = str(checkpoint)
-    data = {"checkpoint": stored, "tag": weights.tag, "options": weights.options}
+    data = {
+        "checkpoint": stored,
+        "tag": weights.tag,
+        "options": weights.options,
+        "open_clip": _open_clip_version(),
+    }
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -103,6 +108,12 @@ def _write_alias(path: Path, weights: Weights) -> None:
         os.replace(tmp, path)
     except OSError as exc:  # a read-only cache still serves; the next start resolves again
         logger.warning("could not remember CLIP weights in %s: %s", path, exc)
+
+
+def _open_clip_version() -> str:
+    from importlib.metadata import version
+
+    return version("open_clip_torch")
 
 
 def _resolve_registry_tag(settings: Settings) -> Weights:
