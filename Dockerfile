@@ -8,6 +8,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 RUN useradd --create-home --uid 10001 app
 WORKDIR /srv
+# Everything the service writes, in three directories the app user owns. With a read-only
+# root filesystem (docker run --read-only), mount them as volumes (uploads: a tmpfs).
+ENV UPLOAD_DIR=/srv/uploads \
+    CAREER_MODEL_DIR=/srv/research/models \
+    CLIP_MODEL_CACHE_DIR=/srv/ml_models/clip
+RUN mkdir -p "$UPLOAD_DIR" "$CAREER_MODEL_DIR" "$CLIP_MODEL_CACHE_DIR" \
+    && chown -R app:app /srv
 
 # CPU wheels of torch by default (the pinned release, without CUDA: a far smaller image).
 # Pass --build-arg TORCH_INDEX_URL=https://pypi.org/simple for the default (CUDA) wheels.

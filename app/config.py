@@ -21,6 +21,7 @@ class Settings(BaseSettings):
     cors_origins: CommaList = ["http://localhost:3000"]
     debug: bool = False
     log_format: Literal["text", "json"] = "text"
+    docs_enabled: bool = True
 
     api_keys: CommaList = []
     admin_api_keys: CommaList = []
@@ -32,7 +33,7 @@ class Settings(BaseSettings):
     max_json_body_kb: int = Field(default=64, ge=1)
     max_upload_mb: float = Field(default=10.0, gt=0)
     max_image_pixels: int = Field(default=40_000_000, ge=1)
-    max_images_per_request: int = Field(default=16, ge=1, le=256)
+    max_images_per_request: int = Field(default=8, ge=1, le=256)
 
     max_training_upload_mb: float = Field(default=20.0, gt=0)
     max_training_rows: int = Field(default=200_000, ge=10)
@@ -64,6 +65,7 @@ class Settings(BaseSettings):
     max_tags: int = Field(default=32, ge=1, le=1000)
     max_tag_length: int = Field(default=200, ge=1)
     max_texts_per_request: int = Field(default=64, ge=1, le=1000)
+    max_text_length: int = Field(default=1000, ge=1, le=100_000)
 
     @field_validator("cors_origins", "api_keys", "admin_api_keys", mode="before")
     @classmethod

@@ -5,6 +5,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 from fastapi import APIRouter, Depends, FastAPI
@@ -17,7 +18,7 @@ from app.config import Settings, get_settings
 from app.core.handlers import register_exception_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import RequestContextMiddleware
-from app.core.security import document_bearer_alternative, require_api_key
+from app.core.security import KeyPolicy, document_bearer_alternative, require_api_key
 from app.services.career.bundle import ModelStore
 from app.services.career.recommender import CareerRecommender
 from app.services.career.retrain import RetrainJobs
@@ -96,17 +97,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             tasks.cancel_scope.cancel()
         clip.close()
 
-    app = FastAPIOffline(
-        title="Skill Compass ML service",
-        version=__version__,
-        description=DESCRIPTION,
-        lifespan=lifespan,
-        debug=False,
-    )
+    common: dict[str, Any] = {
+        "title": "Skill Compass ML service",
+        "version": __version__,
+        "description": DESCRIPTION,
+        "lifespan": lifespan,
+        "debug": False,
+    }
+    if settings.docs_enabled:  # Swagger UI and Redoc served from local files, no CDN
+        app: FastAPI = FastAPIOffline(**common)
+    else:  # no /docs, /redoc or /openapi.json
+        app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, **common)
     app.state.settings = settings
     app.state.started_at = time.monotonic()
 
-    app.add_middleware(RequestContextMiddleware, body_limit=_body_limit(settings))
+    app.add_middleware(
+        RequestContextMiddleware,
+        body_limit=_body_limit(settings),
+        key_check=KeyPolicy(app).problem,
+    )
     # Added last, so outermost: the request middleware's own 413s and 500s get CORS headers.
     app.add_middleware(
         CORSMiddleware,

@@ -60,3 +60,24 @@ def test_healthcheck_command_tells_a_live_server_from_a_dead_one(
         process.terminate()
         process.wait(timeout=10)
     assert subprocess.run(command, capture_output=True, timeout=30).returncode != 0
+
+
+def test_every_directory_the_service_writes_is_created_for_the_app_user() -> None:
+    """WORKDIR /srv is root's: the app user could not create uploads/ at start (it
+    crashed). Each writable setting points into a directory made and chowned before USER."""
+    steps = instructions()
+    kinds = [kind for kind, _ in steps]
+    env = " ".join(args for kind, args in steps if kind == "ENV")
+    writable = {}
+    for name in ("UPLOAD_DIR", "CAREER_MODEL_DIR", "CLIP_MODEL_CACHE_DIR"):
+        found = re.search(rf"{name}=(\S+)", env)
+        assert found, f"{name} is not set in the image"
+        writable[name] = found.group(1)
+    made = next(
+        (i, args) for i, (kind, args) in enumerate(steps) if kind == "RUN" and "mkdir" in args
+    )
+    assert made[0] < kinds.index("USER")
+    for name in writable:
+        assert f'"${name}"' in made[1]
+    assert "chown -R app:app /srv" in made[1]
+    assert all(path.startswith("/srv/") for path in writable.values())

@@ -50,8 +50,23 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# FastAPI's answer when a body cannot be decoded at all (not UTF-8, a broken form): the
+# same documented 422 as a body that is not JSON, instead of an undocumented 400.
+_UNPARSABLE = "There was an error parsing the body"
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == _UNPARSABLE:
+        kind = request.headers.get("content-type", "").split(";")[0].strip() or "unknown"
+        details = [
+            {
+                "field": "body",
+                "message": f"The body could not be decoded as {kind} (UTF-8 expected).",
+                "type": "body_invalid",
+            }
+        ]
+        return error_response(422, "VALIDATION_ERROR", "The request has 1 invalid field.", details)
     code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
     if exc.status_code == 404 and exc.detail == "Not Found":
         message = f"No route matches {request.method} {request.url.path}."

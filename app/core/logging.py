@@ -1,6 +1,7 @@
 """Logging set-up: plain text for people, JSON lines for log collectors."""
 
 import logging
+import re
 import sys
 
 from pythonjsonlogger.json import JsonFormatter
@@ -12,6 +13,24 @@ class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
         return True
+
+
+class _OneLineFormatter(logging.Formatter):
+    """Text logs with every control character in the message escaped: a request path
+    holding %0A would otherwise start a new, forged log line. Tracebacks, which the
+    formatter appends after the message, keep their lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
+
+def escape_controls(text: str) -> str:
+    """CR, LF and the other C0/C1 control characters as backslash escapes."""
+    return _CONTROLS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def configure_logging(*, fmt: str, debug: bool) -> None:
@@ -27,7 +46,7 @@ def configure_logging(*, fmt: str, debug: bool) -> None:
         )
     else:
         handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+            _OneLineFormatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
         )
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -19,17 +19,20 @@ from app.core.exceptions import AppError, PayloadTooLarge
 
 logger = logging.getLogger("app.request")
 
-_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 BodyLimit = Callable[[str], int]
+KeyCheck = Callable[[Scope], AppError | None]
 
 
 class RequestContextMiddleware:
-    """Per request: id in and out, byte limit on the body, timing log, envelope for crashes."""
+    """Per request: id in and out, the API key and the body's byte limit checked before any
+    body byte is read, timing log, envelope for crashes."""
 
-    def __init__(self, app: ASGIApp, *, body_limit: BodyLimit) -> None:
+    def __init__(self, app: ASGIApp, *, body_limit: BodyLimit, key_check: KeyCheck) -> None:
         self.app = app
         self.body_limit = body_limit
+        self.key_check = key_check
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -38,7 +41,7 @@ class RequestContextMiddleware:
 
         headers = Headers(scope=scope)
         supplied = headers.get("x-request-id", "")
-        request_id = supplied if _SAFE_REQUEST_ID.match(supplied) else new_request_id()
+        request_id = supplied if _SAFE_REQUEST_ID.fullmatch(supplied) else new_request_id()
         request_id_var.set(request_id)
         start = time.perf_counter()
         request_start_var.set(start)
@@ -63,6 +66,9 @@ class RequestContextMiddleware:
         except ValueError:
             declared = 0
         try:
+            refused = self.key_check(scope)
+            if refused is not None:
+                raise refused
             if declared > limit:
                 raise PayloadTooLarge(_too_large_message(limit))
             await self.app(scope, _limited(receive, limit), send_with_id)

@@ -1,15 +1,18 @@
 """API-key checks between the gateway and this service."""
 
 import hmac
-from typing import Any
+import re
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.models import APIKey
 from fastapi.security.base import SecurityBase
 from fastapi.security.utils import get_authorization_scheme_param
 from starlette.datastructures import Headers
+from starlette.routing import compile_path
+from starlette.types import Scope
 
-from app.core.exceptions import Forbidden, Unauthorized
+from app.core.exceptions import AppError, Forbidden, Unauthorized
 
 
 def key_matches(presented: str | None, allowed: list[str]) -> bool:
@@ -31,46 +34,57 @@ def presented_key(headers: Headers) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
-class ApiKeyCheck(SecurityBase):
-    """One dependency that reads both headers and checks the key.
+KeyLevel = Literal["api", "admin"]
 
-    A SecurityBase, so /docs lists the scheme and offers "Authorize" (the bearer form is
-    added to the OpenAPI document by `document_bearer_alternative`). It replaces
-    APIKeyHeader + HTTPBearer sub-dependencies: FastAPI's overhead per dependency is
-    about 15 us on a small VM, and every /api/v1 request paid it three times.
+
+def key_problem(settings: Any, level: KeyLevel, headers: Headers) -> AppError | None:
+    """Why a request to a route of this level must be refused (None: it may pass)."""
+    if level == "admin":
+        allowed: list[str] = settings.admin_api_keys
+        if not allowed:
+            return Forbidden(
+                "Model administration is disabled: set ADMIN_API_KEYS (comma-separated "
+                "keys) to enable retraining and activation."
+            )
+        if not key_matches(presented_key(headers), allowed):
+            return Unauthorized(
+                "An admin key from ADMIN_API_KEYS is required: send `X-API-Key: <key>` "
+                "or `Authorization: Bearer <key>`."
+            )
+        return None
+    # Open when API_KEYS is not configured. Admin keys are accepted too, so an admin
+    # client needs one key, not two.
+    if settings.api_keys and not key_matches(
+        presented_key(headers), [*settings.api_keys, *settings.admin_api_keys]
+    ):
+        return Unauthorized(
+            "A valid API key is required: send `X-API-Key: <key>` or `Authorization: Bearer <key>`."
+        )
+    return None
+
+
+class ApiKeyCheck(SecurityBase):
+    """Checks the key of a route that needs one, and documents the scheme in OpenAPI.
+
+    The request middleware checks it first (`KeyPolicy`), before a byte of the body is
+    read: a dependency runs only after FastAPI has read and parsed the body, so on its own
+    an unauthenticated client could make the service read hundreds of megabytes first.
+    This check stays as a second line. The bearer form is added to the OpenAPI document
+    by `document_bearer_alternative`.
     """
 
     def __init__(self, *, admin: bool) -> None:
-        self.admin = admin
-        self.scheme_name = "APIKeyHeader"
+        self.level: KeyLevel = "admin" if admin else "api"
+        self.scheme_name = "AdminKeyHeader" if admin else "APIKeyHeader"
+        description = "An admin key (ADMIN_API_KEYS)." if admin else "Gateway API key."
         self.model = APIKey.model_validate(
-            {"in": "header", "name": "X-API-Key", "description": "Gateway API key."}
+            {"in": "header", "name": "X-API-Key", "description": description}
         )
 
     async def __call__(self, request: Request) -> None:
-        settings = request.app.state.settings
-        if self.admin:
-            allowed: list[str] = settings.admin_api_keys
-            if not allowed:
-                raise Forbidden(
-                    "Model administration is disabled: set ADMIN_API_KEYS (comma-separated "
-                    "keys) to enable retraining and activation."
-                )
-            if not key_matches(presented_key(request.headers), allowed):
-                raise Unauthorized(
-                    "An admin key from ADMIN_API_KEYS is required: send `X-API-Key: <key>` "
-                    "or `Authorization: Bearer <key>`."
-                )
-            return
-        # Open when API_KEYS is not configured. Admin keys are accepted too, so an admin
-        # client needs one key, not two.
-        if settings.api_keys and not key_matches(
-            presented_key(request.headers), [*settings.api_keys, *settings.admin_api_keys]
-        ):
-            raise Unauthorized(
-                "A valid API key is required: send `X-API-Key: <key>` or "
-                "`Authorization: Bearer <key>`."
-            )
+        problem = key_problem(request.app.state.settings, self.level, request.headers)
+        if problem is not None:
+            raise problem
 
 
 # Dependency of every /api/v1 route.
@@ -79,9 +93,50 @@ require_api_key = ApiKeyCheck(admin=False)
 require_admin_key = ApiKeyCheck(admin=True)
 
 
+class KeyPolicy:
+    """Which key a request needs, decided from its method and path before the body is read.
+
+    Admin routes are those whose OpenAPI operation lists the admin scheme (so a route
+    protected by `require_admin_key` is covered with no list to keep). Everything else
+    under /api/ needs an API key, whether or not OpenAPI lists it: the rule fails closed.
+    Built on first use, once every router is included.
+    """
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self._admin: list[tuple[re.Pattern[str], set[str]]] | None = None
+
+    def _admin_routes(self) -> list[tuple[re.Pattern[str], set[str]]]:
+        routes = []
+        for path, operations in self.app.openapi().get("paths", {}).items():
+            methods = {
+                method.upper()
+                for method, operation in operations.items()
+                if any(require_admin_key.scheme_name in r for r in operation.get("security", []))
+            }
+            if methods:
+                routes.append((compile_path(path)[0], methods))
+        return routes
+
+    def level(self, method: str, path: str) -> KeyLevel | None:
+        if self._admin is None:
+            self._admin = self._admin_routes()
+        if any(regex.match(path) for regex, _ in self._admin):
+            return "admin"  # any method: a wrong one still needs the key to learn that
+        return "api" if path.startswith("/api/") else None
+
+    def problem(self, scope: Scope) -> AppError | None:
+        """The 401/403 this request gets, from its path, method and headers."""
+        level = self.level(scope["method"], scope["path"])
+        if level is None:
+            return None
+        return key_problem(self.app.state.settings, level, Headers(scope=scope))
+
+
 def document_bearer_alternative(app: FastAPI) -> None:
     """List `Authorization: Bearer` in OpenAPI as an alternative to X-API-Key wherever the
-    key is required: ApiKeyCheck accepts both but can declare only one scheme itself."""
+    key is required: ApiKeyCheck accepts both but can declare only one scheme itself.
+    Admin routes list the admin scheme alone (an API key does not open them)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -95,11 +150,14 @@ def document_bearer_alternative(app: FastAPI) -> None:
                     "description": "The same key as a bearer token.",
                 }
                 key: dict[str, list[str]] = {require_api_key.scheme_name: []}
+                admin: dict[str, list[str]] = {require_admin_key.scheme_name: []}
                 bearer: dict[str, list[str]] = {"HTTPBearer": []}
                 for operations in schema.get("paths", {}).values():
                     for operation in operations.values():
                         security = operation.get("security", [])
-                        if key in security and bearer not in security:
+                        if admin in security:  # alternatives: the admin key, either way
+                            operation["security"] = [admin, dict(bearer)]
+                        elif key in security and bearer not in security:
                             security.append(dict(bearer))
         return app.openapi_schema  # type: ignore[return-value]
 

@@ -13,6 +13,8 @@ Base64Image = Annotated[
     ),
 ]
 Text = Annotated[str, Field(min_length=1)]
+# Upper bound of any list in a request, whatever the settings allow (they are checked too).
+MAX_LIST = 1000
 
 
 class ModelRef(BaseModel):
@@ -74,7 +76,9 @@ class CompareJson(BaseModel):
     image_a: Base64Image
     image_b: Base64Image
     tags: list[str] | None = Field(
-        default=None, description="Optional tags to match both images against."
+        default=None,
+        max_length=MAX_LIST,
+        description="Optional tags to match both images against.",
     )
 
 
@@ -82,16 +86,25 @@ class MatchJson(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     image: Base64Image
-    tags: list[str] = Field(min_length=1, description="Tags; each may also be comma-separated.")
+    tags: list[str] = Field(
+        min_length=1, max_length=MAX_LIST, description="Tags; each may also be comma-separated."
+    )
 
 
 class EmbedImagesJson(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    images: list[Base64Image] = Field(min_length=1)
+    images: list[Base64Image] = Field(
+        min_length=1, max_length=256, description="1..MAX_IMAGES_PER_REQUEST images."
+    )
 
 
 class EmbedTextsJson(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    texts: list[Text] = Field(min_length=1, examples=[["a red circle", "a photo of a dog"]])
+    texts: list[Text] = Field(
+        min_length=1,
+        max_length=MAX_LIST,
+        examples=[["a red circle", "a photo of a dog"]],
+        description="1..MAX_TEXTS_PER_REQUEST texts of at most MAX_TEXT_LENGTH characters.",
+    )

@@ -14,6 +14,7 @@ class RetrainJson(BaseModel):
 
     records: list[dict[str, str | float | int | bool | None]] = Field(
         min_length=1,
+        max_length=1_000_000,  # the body limit binds first; MAX_TRAINING_ROWS is checked too
         description="Rows of labelled data: column -> value.",
         examples=[
             [{"math_score": 91, "physics_score": 88, "career_aspiration": "Software Engineer"}]

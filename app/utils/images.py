@@ -13,7 +13,16 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import (  # noqa: F401  (registering the plugins of FORMATS)
+    BmpImagePlugin,
+    GifImagePlugin,
+    Image,
+    JpegImagePlugin,
+    PngImagePlugin,
+    TiffImagePlugin,
+    UnidentifiedImageError,
+    WebPImagePlugin,
+)
 
 from app.core.exceptions import ImageTooLarge, InvalidImage, UnsupportedMediaType
 
@@ -31,6 +40,12 @@ _SIGNATURES: tuple[tuple[int, bytes], ...] = (
 )
 
 
+# The formats the service accepts: Pillow decodes about 40 more (TGA, PCX, SGI, ICO, DDS,
+# QOI, XBM, ...), each one more parser exposed to hostile files. (The multi-picture JPEGs
+# many cameras write open through the JPEG plugin, as MPO.)
+FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
+
+
 def looks_like_image(data: bytes) -> bool:
     return any(data[offset : offset + len(sig)] == sig for offset, sig in _SIGNATURES)
 
@@ -43,7 +58,7 @@ def open_image(data: bytes, *, max_pixels: int, name: str = "image") -> Image.Im
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
     except (
         UnidentifiedImageError,
         Image.DecompressionBombError,

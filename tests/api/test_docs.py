@@ -33,11 +33,22 @@ def test_openapi_documents_envelopes_and_error_codes(client: TestClient) -> None
         "description": "Gateway API key.",
     }
     assert schemes["HTTPBearer"]["scheme"] == "bearer"
-    # Either scheme authorises every /api/v1 route; health and docs need neither.
-    expected: list[dict[str, list[str]]] = [{"APIKeyHeader": []}, {"HTTPBearer": []}]
+    assert schemes["AdminKeyHeader"]["description"] == "An admin key (ADMIN_API_KEYS)."
+    # Either form of the key authorises every /api/v1 route (an admin key for retraining
+    # and activation); health and docs need neither.
+    bearer = {"HTTPBearer": []}
+    admin_routes = set()
     for path, operations in spec["paths"].items():
-        for operation in operations.values():
-            assert operation.get("security") == (expected if path.startswith("/api/v1") else None)
+        for method, operation in operations.items():
+            security = operation.get("security")
+            if not path.startswith("/api/v1"):
+                assert security is None, path
+            elif security == [{"AdminKeyHeader": []}, bearer]:
+                admin_routes.add(f"{method.upper()} {path}")
+            else:
+                assert security == [{"APIKeyHeader": []}, bearer], path
+    assert "POST /api/v1/career/retrain" in admin_routes
+    assert all("retrain" in r or "activate" in r or "rollback" in r for r in admin_routes)
     for path in (
         "/api/v1/career/analyze",
         "/api/v1/career/careers",

@@ -10,6 +10,7 @@ from app.api.responses import errors
 from app.config import Settings
 from app.core.envelope import ok
 from app.models.clip import (
+    MAX_LIST,
     CompareJson,
     CompareResult,
     EmbeddingResult,
@@ -58,7 +59,8 @@ async def compare(
     clip: ClipDep,
     settings: SettingsDep,
     tags: Annotated[
-        list[str] | None, Form(description="Optional tags, repeated or comma-separated.")
+        list[str] | None,
+        Form(max_length=MAX_LIST, description="Optional tags, repeated or comma-separated."),
     ] = None,
 ) -> Response:
     """Cosine similarity, a 0-100 score and a verdict; with tags, each image's tag matches."""
@@ -79,7 +81,10 @@ async def compare(
 )
 async def match(
     image: Annotated[UploadFile, File(description="The image.")],
-    tags: Annotated[list[str], Form(description="1..MAX_TAGS tags, repeated or comma-separated.")],
+    tags: Annotated[
+        list[str],
+        Form(max_length=MAX_LIST, description="1..MAX_TAGS tags, repeated or comma-separated."),
+    ],
     clip: ClipDep,
     settings: SettingsDep,
 ) -> Response:
@@ -98,7 +103,9 @@ async def match(
     summary="Image embeddings",
 )
 async def embed_images(
-    images: Annotated[list[UploadFile], File(description="1..MAX_IMAGES_PER_REQUEST images.")],
+    images: Annotated[
+        list[UploadFile], File(max_length=256, description="1..MAX_IMAGES_PER_REQUEST images.")
+    ],
     clip: ClipDep,
     settings: SettingsDep,
 ) -> Response:

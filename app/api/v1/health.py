@@ -10,12 +10,21 @@ from app.api.responses import errors
 from app.core.envelope import error_response, ok
 from app.models.envelope import Envelope
 from app.models.health import Health, Liveness, ModelHealth, Readiness
+from app.utils.text import redact_paths
 
 router = APIRouter(prefix="/health", tags=["health"])
 
 
 def _models(request: Request) -> dict[str, ModelHealth]:
-    return {name: ModelHealth(**svc.status()) for name, svc in request.app.state.models.items()}
+    """Each model's status, its error with directories cut (these probes need no key; the
+    log has the full message)."""
+    models = {}
+    for name, service in request.app.state.models.items():
+        status = service.status()
+        if status.get("error"):
+            status["error"] = redact_paths(status["error"])
+        models[name] = ModelHealth(**status)
+    return models
 
 
 @router.get("", response_model=Envelope[Health], summary="Service health")

@@ -58,8 +58,9 @@ LOADING_RETRY_AFTER_S = 5
 def parse_tags(
     raw: Sequence[str] | None, *, max_tags: int, max_length: int, required: bool
 ) -> list[str]:
-    """Tags from repeated fields and/or comma-separated values: trimmed, de-duplicated."""
-    tags: list[str] = []
+    """Tags from repeated fields and/or comma-separated values: trimmed, de-duplicated.
+    Linear in the input, and it stops at the first tag beyond `max_tags`."""
+    tags: dict[str, None] = {}  # ordered and O(1) membership
     problems = []
     for i, item in enumerate(raw or []):
         for part in item.split(","):
@@ -70,15 +71,20 @@ def parse_tags(
                 problems.append(
                     {"field": f"tags.{i}", "message": f"longer than {max_length} characters"}
                 )
+                if len(problems) >= max_tags:  # enough to say what is wrong
+                    raise InvalidInput("The tags are not acceptable.", details=problems)
             elif tag not in tags:
-                tags.append(tag)
+                if len(tags) == max_tags:
+                    raise InvalidInput(
+                        "The tags are not acceptable.",
+                        details=[{"field": "tags", "message": f"more than {max_tags} tags"}],
+                    )
+                tags[tag] = None
     if required and not tags and not problems:
         problems.append({"field": "tags", "message": "at least one non-empty tag is required"})
-    if len(tags) > max_tags:
-        problems.append({"field": "tags", "message": f"at most {max_tags} tags, got {len(tags)}"})
     if problems:
         raise InvalidInput("The tags are not acceptable.", details=problems)
-    return tags
+    return list(tags)
 
 
 class ClipService:
@@ -304,6 +310,14 @@ class ClipService:
     async def embed_texts(self, texts: list[str]) -> EmbeddingResult:
         engine = self._engine()
         self._check_count(len(texts), self.settings.max_texts_per_request, "texts")
+        limit = self.settings.max_text_length
+        too_long = [
+            {"field": f"texts.{i}", "message": f"{len(text)} characters, limit {limit}"}
+            for i, text in enumerate(texts)
+            if len(text) > limit
+        ]
+        if too_long:  # before tokenising: BPE's cost grows with a word's length
+            raise InvalidInput(f"Texts may have at most {limit} characters.", details=too_long)
         vectors = await engine.encode_texts(texts)
         return EmbeddingResult(
             model=self.ref(),
