@@ -96,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
             tasks.cancel_scope.cancel()
         clip.close()
+        app.state.retrain.close()  # a running retrain child is stopped and recorded
 
     common: dict[str, Any] = {
         "title": "Skill Compass ML service",

@@ -52,8 +52,21 @@ class RetrainJob(BaseModel):
     )
     reasons: list[str] = Field(description="Why the candidate was rejected or the job failed.")
     candidate_version: str | None
+    base_version: str | None = Field(
+        default=None,
+        description="The active version when the job was submitted. The candidate is "
+        "activated only if ACTIVE still names it when training ends.",
+    )
     activated: bool
-    error: str | None
+    not_activated_reason: str | None = Field(
+        default=None,
+        description="Why a candidate that passed (or was forced) was not activated: the "
+        "active version changed during training, and that activation or rollback stands.",
+    )
+    error: str | None = Field(
+        description="Why the job failed: the data, the disk, the training process gone, "
+        "or the service shutting down."
+    )
 
 
 class ModelVersion(BaseModel):

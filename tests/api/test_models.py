@@ -114,12 +114,19 @@ def test_admin_key_also_passes_the_gateway_key_check(make_client: Any) -> None:
 # --- retraining -----------------------------------------------------------------------------
 
 
-def test_retrain_promotes_a_good_candidate(admin: TestClient) -> None:
+def no_training_data_left(model_dir: Path) -> bool:
+    """The job's copy of the uploaded rows is gone, however the job ended."""
+    return not list((model_dir / ".jobs").glob("*.csv"))
+
+
+def test_retrain_promotes_a_good_candidate(admin: TestClient, career_model_dir: Path) -> None:
     before = admin.get("/api/v1/career/model").json()["data"]["version"]
     # More students than the active fixture model saw (3,000), so it is at least as good.
     job = wait(admin, start(admin, students_csv(n=5000))["id"])
     assert job["state"] == "succeeded", job
     assert job["activated"] is True and job["candidate_version"].startswith("retrain-")
+    assert job["base_version"] == before and job["not_activated_reason"] is None
+    assert no_training_data_left(career_model_dir)
     assert job["rows"]["rows_received"] == 5000
     holdout = job["metrics"]["holdout"]
     assert holdout["top1_accuracy"] > holdout["baseline_top1_accuracy"]
@@ -143,11 +150,14 @@ def test_gate_compares_with_the_active_model_on_the_same_rows(admin: TestClient)
     assert any("active model" in r for r in job["reasons"])
 
 
-def test_weak_candidate_is_rejected_unless_forced(admin: TestClient) -> None:
+def test_weak_candidate_is_rejected_unless_forced(
+    admin: TestClient, career_model_dir: Path
+) -> None:
     before = admin.get("/api/v1/career/model").json()["data"]["version"]
     noise = students_csv(seed=5, shuffle_labels=True)
     job = wait(admin, start(admin, noise)["id"])
     assert job["state"] == "rejected"
+    assert no_training_data_left(career_model_dir)
     assert job["candidate_version"] is None and job["activated"] is False
     assert any("baseline" in r for r in job["reasons"])
     assert job["gate"]["passed"] is False

@@ -121,7 +121,12 @@ def _body_errors(exc: ValidationError) -> list[Any]:
     summary="Retraining job status (admin)",
 )
 def retrain_status(job_id: str, jobs: RetrainDep) -> Response:
-    """State, progress, row counts, metrics, candidate version and every reason."""
+    """State, progress, row counts, metrics, candidate version and every reason.
+
+    A job that succeeded may still have `activated: false`: the active version changed while
+    it trained (`not_activated_reason`), and that change wins. A job whose process is gone
+    (crash, shutdown) is `failed` with the reason in `error`.
+    """
     return ok(RetrainJob.model_validate(jobs.get(job_id)))
 
 

@@ -1,7 +1,9 @@
 """Career model bundles on disk: one directory per version, an atomic pointer to the active one.
 
 CAREER_MODEL_DIR/
-  ACTIVE                 the active version's name (replaced atomically)
+  ACTIVE                 the active version's name (replaced atomically, under a flock)
+  LAST_GOOD              the last version activated (each was checked first); served when
+                         ACTIVE is unusable
   <version>/manifest.json  version, feature spec, classes, metrics, data hash, sha256 per artifact
   <version>/pipeline.joblib, reference.json, catalog.json, MODEL_CARD.md
 
@@ -10,12 +12,16 @@ leaves either a complete version or none. Artifacts are checked against the mani
 sha256 before anything is unpickled.
 """
 
+import errno
+import fcntl
 import json
 import os
 import platform
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,12 +36,16 @@ from app.services.career.features import FeatureSpec
 from app.utils.hashing import sha256_file
 
 ACTIVE_POINTER = "ACTIVE"
+LAST_GOOD_POINTER = "LAST_GOOD"
+# Every change of ACTIVE holds an exclusive flock on this file, so a compare-and-set from a
+# retraining worker cannot interleave with an activation from a server.
+POINTER_LOCK = ".ACTIVE.lock"
 MANIFEST = "manifest.json"
 PIPELINE = "pipeline.joblib"
 REFERENCE = "reference.json"
 CATALOG = "catalog.json"
 MODEL_CARD = "MODEL_CARD.md"
-_VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 if TYPE_CHECKING:  # training imports sklearn, which the server loads only with a model
     from app.services.career.training import PreparedData, TrainedModel
@@ -43,6 +53,10 @@ if TYPE_CHECKING:  # training imports sklearn, which the server loads only with 
 
 class BundleError(Exception):
     """A bundle is missing, incomplete or fails its checksums; the message says which."""
+
+
+class ActivePointerError(BundleError):
+    """The ACTIVE file exists but does not name a version: empty, not text, or garbled."""
 
 
 @dataclass
@@ -62,7 +76,7 @@ class CareerBundle:
 
 def validate_version_name(version: str) -> str:
     """Refuse names that could escape the model directory or hide files."""
-    if not _VERSION_NAME.match(version) or ".." in version:
+    if not _VERSION_NAME.fullmatch(version) or ".." in version:
         raise InvalidInput(
             "Invalid model version name.",
             details=[{"field": "version", "message": "letters, digits, '.', '_' and '-' only"}],
@@ -84,12 +98,25 @@ class ModelStore:
     def version_path(self, version: str) -> Path:
         return self.root / validate_version_name(version)
 
+    def read_active(self) -> str | None:
+        """The active version's name; None when there is no ACTIVE file, ActivePointerError
+        when there is one that does not hold a valid version name."""
+        return _read_pointer(self.root / ACTIVE_POINTER)
+
     def active_version(self) -> str | None:
+        """The active version's name, None when there is none or ACTIVE is unusable."""
         try:
-            name = (self.root / ACTIVE_POINTER).read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
+            return self.read_active()
+        except ActivePointerError:
             return None
-        return name or None
+
+    def last_good_version(self) -> str | None:
+        """The version last activated here (None if none or unusable): ACTIVE's twin, which
+        keeps naming it if ACTIVE itself is damaged or edited by hand."""
+        try:
+            return _read_pointer(self.root / LAST_GOOD_POINTER)
+        except ActivePointerError:
+            return None
 
     def versions(self) -> list[str]:
         if not self.root.is_dir():
@@ -136,16 +163,34 @@ class ModelStore:
             )
         return sorted(out, key=lambda v: v.get("created_at") or "", reverse=True)
 
-    def set_active(self, version: str) -> None:
-        """Point ACTIVE at a version: write a temp file, then rename over the pointer."""
+    @contextmanager
+    def _pointer_lock(self) -> Iterator[None]:
         self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".active-", dir=self.root)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(version + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, self.root / ACTIVE_POINTER)
+        fd = os.open(self.root / POINTER_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # released by the close, or by the kernel on a crash
+            yield
+        finally:
+            os.close(fd)
+
+    def set_active(self, version: str) -> None:
+        """Point ACTIVE (then LAST_GOOD) at a version the caller has checked: write a temp
+        file, then rename over the pointer."""
+        with self._pointer_lock():
+            self._point_at(version)
+
+    def compare_and_set_active(self, expected: str | None, version: str) -> bool:
+        """Point ACTIVE at `version` only if it still names `expected`; False otherwise."""
+        with self._pointer_lock():
+            if self.active_version() != expected:
+                return False
+            self._point_at(version)
+            return True
+
+    def _point_at(self, version: str) -> None:
+        line = (validate_version_name(version) + "\n").encode()
+        atomic_write(self.root / ACTIVE_POINTER, line, mode=0o644)
+        atomic_write(self.root / LAST_GOOD_POINTER, line, mode=0o644)
 
     def load(self, version: str) -> CareerBundle:
         """Load a version after checking every artifact against its manifest."""
@@ -231,6 +276,42 @@ class ModelStore:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return version
+
+
+def atomic_write(path: Path, data: bytes, *, mode: int) -> None:
+    """Replace a file so readers see the old or the new content, never part of either; a
+    failed write (a full disk) leaves the old file and no temporary one."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_pointer(path: Path) -> str | None:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ActivePointerError(
+            f"{path.name} cannot be read: {exc.strerror or errno.errorcode.get(exc.errno or 0)}"
+        ) from exc
+    try:
+        name = raw.decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise ActivePointerError(f"{path.name} is not text ({len(raw)} bytes)") from exc
+    if not name:
+        raise ActivePointerError(f"{path.name} is empty")
+    if not _VERSION_NAME.fullmatch(name) or ".." in name:
+        raise ActivePointerError(f"{path.name} does not hold a version name")
+    return name
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -35,6 +35,7 @@ from app.models.career import (
     StudentProfile,
 )
 from app.services.career.bundle import (
+    ActivePointerError,
     BundleError,
     CareerBundle,
     ModelStore,
@@ -64,6 +65,9 @@ SUBJECT_STEP = 10.0
 STUDY_HOURS_STEP = 5.0
 ABSENCE_STEP = 3.0
 MAX_IMPROVEMENTS = 3
+# Stands for ACTIVE itself in `_failed_version` while the pointer is unusable (never a
+# version name: those cannot hold '<').
+UNUSABLE_POINTER = "<ACTIVE>"
 
 
 class CohortScale:
@@ -249,10 +253,18 @@ class CareerRecommender:
 
     # -- lifecycle -------------------------------------------------------------------------
     def load(self) -> None:
-        """Load the active version; on failure keep serving the previous one (if any) and say why."""
+        """Load the active version. If ACTIVE is unusable or names a version that does not
+        load, serve the last good version instead (if any) and say why."""
         try:
-            version = self.store.active_version()
+            try:
+                version = self.store.read_active()
+            except ActivePointerError as exc:
+                self._fall_back(UNUSABLE_POINTER, f"The ACTIVE pointer is unusable: {exc}")
+                return
             if version is None:
+                if self.store.last_good_version() is not None:  # it existed: lost, not new
+                    self._fall_back(UNUSABLE_POINTER, "The ACTIVE pointer is missing")
+                    return
                 self._failed(
                     None,
                     f"No active career model in {self.store.root}: build one with "
@@ -260,7 +272,7 @@ class CareerRecommender:
                 )
                 return
             self._load_version(version)
-        except Exception as exc:  # an unreadable ACTIVE pointer: report it, keep polling
+        except Exception as exc:  # an unreadable model directory: report it, keep polling
             self._failed(None, f"The career model cannot be loaded: {type(exc).__name__}: {exc}")
         finally:
             self.loading = False
@@ -281,15 +293,38 @@ class CareerRecommender:
         try:
             model = self._open(version)
         except BundleError as exc:
-            self._failed(version, f"The career model cannot be loaded: {exc}")
+            self._fall_back(version, f"The career model cannot be loaded: {exc}")
             return None
+        self._install(model, started)
+        logger.info("career model %s loaded in %.2fs", version, self.load_seconds)
+        return model
+
+    def _install(self, model: ActiveModel, started: float) -> None:
         with self._lock:
             self._model = model
             self.error = None
             self._failed_version = None
             self.load_seconds = round(time.perf_counter() - started, 3)
-        logger.info("career model %s loaded in %.2fs", version, self.load_seconds)
-        return model
+
+    def _fall_back(self, failed: str | None, reason: str) -> None:
+        """ACTIVE cannot be served: keep the model in hand or load the last good one, and
+        record why (for /health and the 503s); `failed` is not retried until ACTIVE moves."""
+        served = self._model
+        if served is None:
+            good = self.store.last_good_version()
+            if good is not None and good != failed:
+                started = time.perf_counter()
+                try:
+                    served = self._open(good)
+                except BundleError as exc:
+                    reason = f"{reason}; the last good version {good} does not load either: {exc}"
+                else:
+                    with self._lock:
+                        self._model = served
+                        self.load_seconds = round(time.perf_counter() - started, 3)
+        if served is not None:
+            reason = f"{reason}. Serving the last good version, {served.bundle.version}."
+        self._failed(failed, reason)
 
     def _failed(self, version: str | None, reason: str) -> None:
         self.error = reason
@@ -298,15 +333,30 @@ class CareerRecommender:
 
     def sync(self) -> None:
         """Follow the ACTIVE pointer (another process may have moved it); cheap when unchanged."""
-        version = self.store.active_version()
+        try:
+            version = self.store.read_active()
+        except ActivePointerError as exc:
+            if self._failed_version != UNUSABLE_POINTER:  # said once, not at every poll
+                self._fall_back(UNUSABLE_POINTER, f"The ACTIVE pointer is unusable: {exc}")
+            return
         current = self._model.bundle.version if self._model else None
-        if version and version != current and version != self._failed_version:
+        if version is None:
+            return
+        if version == current:
+            if self._failed_version is not None:  # ACTIVE names the served version again
+                with self._lock:
+                    self.error = None
+                    self._failed_version = None
+                logger.info("career model %s is the active version again", version)
+            return
+        if version != self._failed_version:
             self._load_version(version)
 
     def activate(self, version: str) -> ActiveModel:
         """Check that a version loads, then make it active here and for every process."""
         validate_version_name(version)
         self.store.read_manifest(version)  # 404 when there is no such version
+        started = time.perf_counter()
         try:
             model = self._open(version)
         except BundleError as exc:
@@ -314,10 +364,7 @@ class CareerRecommender:
                 f"Version '{version}' was refused and the active model is unchanged: {exc}"
             ) from exc
         self.store.set_active(version)
-        with self._lock:
-            self._model = model
-            self.error = None
-            self._failed_version = None
+        self._install(model, started)
         logger.info("career model %s activated", version)
         return model
 

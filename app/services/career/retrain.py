@@ -4,11 +4,16 @@ A job lives as a JSON file in CAREER_MODEL_DIR/.jobs/, so every server process s
 model directory sees the same jobs, and one lock file there allows one job at a time across
 all of them. The child process runs `app.services.career.retrain_worker`; it writes the new
 version through ModelStore (temporary directory, then rename) and moves the ACTIVE pointer
-only when the candidate passes the quality gate (or `force` is set). Servers notice the new
-pointer through their model poller.
+only when the candidate passes the quality gate (or `force` is set) and ACTIVE still names
+the version the job started from. Servers notice the new pointer through their model poller.
+
+The rows a job trains on are the only copy of uploaded data on disk: the prepared features
+and label (no names, emails or ids), mode 0600, deleted however the job ends. A job's
+process is identified by pid *and* start time, so a recycled pid never keeps a dead job alive.
 """
 
 import csv
+import fcntl
 import io
 import json
 import logging
@@ -16,14 +21,16 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import threading
-import time
 import uuid
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from app.config import Settings
@@ -34,18 +41,30 @@ from app.core.exceptions import (
     NotFound,
     PayloadTooLarge,
 )
-from app.services.career.bundle import ModelStore
+from app.services.career.bundle import ModelStore, atomic_write
+
+if TYPE_CHECKING:  # training imports sklearn, which the server loads only with a model
+    from app.services.career.training import PreparedData
 
 logger = logging.getLogger(__name__)
 
 JOBS_DIR = ".jobs"
 LOCK = "LOCK"
+# Every change of LOCK holds an exclusive flock on this file: judging a lock stale and
+# taking it over is one step, whichever processes race for it.
+LOCK_GUARD = "LOCK.guard"
 ACTIVE_STATES = ("queued", "running")
 _JOB_ID = re.compile(r"[0-9a-f]{16}")
-# A lock whose job file is not written yet is live for this long (the submitter is
-# still writing the uploaded rows), not stale.
-LOCK_GRACE_SECONDS = 120
 MIN_ROWS_PER_CLASS = 10
+LABEL = "label"  # training.LABEL, without importing sklearn here
+# In a job's data file: students numbered in the order of their identities, so the
+# worker's grouped splits are exactly those the upload gives (the identities stay behind).
+GROUP = "_group"
+# Environment variables the worker does not get: keys, tokens, passwords. Training needs
+# none, and a process's environment is readable by its user in /proc.
+_SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSW|CREDENTIAL|PRIVATE", re.IGNORECASE)
+SHUTDOWN_REASON = "the service shut down during training"
+STOP_SECONDS = 10.0
 
 
 def parse_csv(data: bytes, *, max_rows: int) -> pd.DataFrame:
@@ -76,7 +95,7 @@ def parse_csv(data: bytes, *, max_rows: int) -> pd.DataFrame:
     except pd.errors.EmptyDataError as exc:
         raise MalformedUpload("The CSV has no columns.", details=[{"field": "file"}]) from exc
     header = next(csv.reader(io.StringIO(text.lstrip("\n"))), [])
-    repeated = sorted({name for name in header if header.count(name) > 1})
+    repeated = sorted(name for name, n in Counter(header).items() if n > 1)  # linear
     if repeated:
         raise MalformedUpload(
             f"The CSV header repeats column names: {', '.join(repeated)}.",
@@ -100,37 +119,200 @@ def _now() -> str:
 def write_job(path: Path, job: dict[str, Any]) -> None:
     """Replace a job file atomically, so readers never see half a file."""
     job["updated_at"] = _now()
-    fd, tmp = tempfile.mkstemp(prefix=".job-", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(job, fh, indent=2, sort_keys=True)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(job, indent=2, sort_keys=True).encode(), mode=0o644)
 
 
 def _read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8").strip()
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         return ""
+
+
+# -- processes --------------------------------------------------------------------------------
+
+
+def _boot_id() -> str:
+    return _read_text(Path("/proc/sys/kernel/random/boot_id")) or "boot"
+
+
+def process_start(pid: int | None) -> str | None:
+    """Who a pid is: boot id and start time (/proc/<pid>/stat field 22), or None when no
+    such process runs (zombies included). A recycled pid gets another start time."""
+    if not pid or pid <= 0:
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return None
+    except OSError:
+        if Path("/proc/self/stat").exists():
+            return None
+        return _start_without_proc(pid)
+    fields = stat[stat.rfind(")") + 2 :].split()  # the name in (...) may hold spaces
+    if len(fields) < 20 or fields[0] in ("Z", "X"):
+        return None
+    return f"{_boot_id()}:{fields[19]}"
+
+
+def _start_without_proc(pid: int) -> str | None:
+    """No /proc (not Linux): the pid alone, the best this platform offers."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return f"pid:{pid}"
+
+
+def same_process(pid: int | None, start: str | None) -> bool:
+    """Is the process that was recorded as (pid, start) still running?"""
+    return start is not None and process_start(pid) == start
+
+
+def child_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The server's environment less anything named like a secret (API_KEYS,
+    ADMIN_API_KEYS, *_TOKEN, *_PASSWORD, ...)."""
+    source = os.environ if environ is None else environ
+    return {name: value for name, value in source.items() if not _SECRET_NAME.search(name)}
+
+
+# -- the one-job lock -------------------------------------------------------------------------
+
+
+class JobLock:
+    """One retraining job at a time across every process sharing the model directory.
+
+    LOCK holds {job_id, pid, start}: the submitting server until the worker starts, then
+    the worker. It is stale once that process is gone. Every read-judge-write of LOCK runs
+    under an exclusive flock on LOCK.guard, which the kernel drops if its holder dies.
+    """
+
+    def __init__(self, jobs_dir: Path) -> None:
+        self.path = jobs_dir / LOCK
+        self.guard = jobs_dir / LOCK_GUARD
+
+    @contextmanager
+    def _guarded(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.guard, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def holder(self) -> dict[str, Any] | None:
+        """The lock's record; a lock written by an older version (a bare job id) has no pid."""
+        text = _read_text(self.path)
+        if not text and not self.path.exists():
+            return None
+        try:
+            record = json.loads(text)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict):
+            return {"job_id": text, "pid": None, "start": None}
+        return record
+
+    def _write(self, job_id: str, pid: int, start: str | None) -> None:
+        record = {"job_id": job_id, "pid": pid, "start": start}
+        atomic_write(self.path, json.dumps(record).encode(), mode=0o644)
+
+    def take(self, job_id: str) -> None:
+        """Hold the lock for a new job (this process), or 409 while a live job holds it."""
+        with self._guarded():
+            holder = self.holder()
+            if holder is not None and same_process(holder.get("pid"), holder.get("start")):
+                raise Conflict(
+                    f"Retraining job {holder['job_id']} is still running; one job runs at a time.",
+                    details=[{"job_id": holder["job_id"]}],
+                )
+            if holder is not None:
+                logger.warning(
+                    "taking over the lock of retraining job %s: its process is gone",
+                    holder.get("job_id"),
+                )
+            self._write(job_id, os.getpid(), process_start(os.getpid()))
+
+    def hand_over(self, job_id: str, pid: int, start: str | None) -> None:
+        """The worker has started: the lock lives as long as it does."""
+        with self._guarded():
+            holder = self.holder()
+            if holder is not None and holder.get("job_id") == job_id:
+                self._write(job_id, pid, start)
+
+    def release(self, job_id: str) -> None:
+        """Remove the lock, but only while it is this job's."""
+        with self._guarded():
+            holder = self.holder()
+            if holder is not None and holder.get("job_id") == job_id:
+                self.path.unlink(missing_ok=True)
+
+    def release_if_stale(self) -> None:
+        with self._guarded():
+            holder = self.holder()
+            if holder is not None and not same_process(holder.get("pid"), holder.get("start")):
+                self.path.unlink(missing_ok=True)
+                logger.warning("removed the stale lock of retraining job %s", holder.get("job_id"))
+
+    def held_for(self, job_id: str) -> bool:
+        """Is the lock this job's, held by a live process?"""
+        holder = self.holder()
+        return (
+            holder is not None
+            and holder.get("job_id") == job_id
+            and same_process(holder.get("pid"), holder.get("start"))
+        )
 
 
 def release_lock(root: Path, job_id: str) -> None:
     """Remove the job lock, but only while it is this job's."""
-    lock = root / JOBS_DIR / LOCK
-    if _read_text(lock) == job_id:
-        lock.unlink(missing_ok=True)
+    JobLock(root / JOBS_DIR).release(job_id)
 
 
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+# -- the rows a job trains on -----------------------------------------------------------------
+
+
+def data_path(root: Path, job_id: str) -> Path:
+    return root / JOBS_DIR / f"{job_id}.csv"
+
+
+def write_training_rows(path: Path, data: "PreparedData") -> None:
+    """The prepared rows only (features, label, a group number), readable by this user only.
+    Created with its mode, so it is never readable by others, not even for a moment."""
+    frame = pd.DataFrame(data.X, columns=data.spec.names)
+    frame[LABEL] = data.y
+    frame[GROUP] = np.unique(data.groups.astype(str), return_inverse=True)[1]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+        frame.to_csv(fh, index=False)
+
+
+def read_training_rows(path: Path, job: dict[str, Any]) -> "PreparedData":
+    """The PreparedData a job was submitted with, read back exactly from its data file."""
+    from app.services.career.features import FeatureSpec
+    from app.services.career.training import PreparedData
+
+    spec = FeatureSpec.from_list(job["config"]["feature_spec"])
+    frame = pd.read_csv(
+        path,
+        dtype={LABEL: str, GROUP: "int64"},
+        keep_default_na=False,
+        na_values={name: [""] for name in spec.names},
+    )
+    return PreparedData(
+        X=frame[spec.names].to_numpy(dtype="float64"),
+        y=frame[LABEL].to_numpy(dtype=object),
+        groups=frame[GROUP].to_numpy(),
+        spec=spec,
+        data_hash=job["config"]["data_sha256"],
+        report=job["rows"],
+    )
+
+
+# -- jobs -------------------------------------------------------------------------------------
 
 
 class RetrainJobs:
@@ -140,7 +322,14 @@ class RetrainJobs:
         self.settings = settings
         self.store = store
         self.dir = store.root / JOBS_DIR
-        self._lock = threading.Lock()
+        self.lock = JobLock(self.dir)
+        self._guard = threading.Lock()
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._closing = False
+        try:
+            self.recover()
+        except OSError:  # a read-only model directory: serving must still start
+            logger.exception("could not recover the retraining jobs")
 
     def submit(
         self, frame: pd.DataFrame, *, mapping: dict[str, str] | None, force: bool, source: str
@@ -151,51 +340,69 @@ class RetrainJobs:
         data = prepare_frame(frame, mapping=mapping, min_rows_per_class=MIN_ROWS_PER_CLASS)
         self.dir.mkdir(parents=True, exist_ok=True)
         job_id = uuid.uuid4().hex[:16]
-        with self._lock:
-            self._take_lock(job_id)
-            try:
-                data_path = self.dir / f"{job_id}.csv"
-                frame.to_csv(data_path, index=False)
-                job: dict[str, Any] = {
-                    "id": job_id,
-                    "state": "queued",
-                    "stage": "queued",
-                    "progress": 0.0,
-                    "created_at": _now(),
-                    "source": source,
-                    "force": force,
-                    "mapping": mapping or {},
-                    "rows": data.report,
-                    "metrics": None,
-                    "candidate_version": None,
-                    "activated": False,
-                    "gate": None,
-                    "reasons": [],
-                    "error": None,
-                    "pid": None,
-                    "config": {
-                        "min_lift": self.settings.retrain_min_lift,
-                        "tolerance": self.settings.retrain_tolerance,
-                        "min_rows_per_class": MIN_ROWS_PER_CLASS,
-                    },
-                }
-                path = self.dir / f"{job_id}.json"
-                write_job(path, job)
-                process = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "app.services.career.retrain_worker",
-                        str(self.store.root),
-                        job_id,
-                    ],
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,  # a Ctrl-C to the server does not kill the job half-way
+        self.lock.take(job_id)
+        rows = data_path(self.store.root, job_id)
+        path = self.dir / f"{job_id}.json"
+        job: dict[str, Any] | None = None
+        try:
+            write_training_rows(rows, data)
+            job = {
+                "id": job_id,
+                "state": "queued",
+                "stage": "queued",
+                "progress": 0.0,
+                "created_at": _now(),
+                "source": source,
+                "force": force,
+                "mapping": mapping or {},
+                "rows": data.report,
+                "metrics": None,
+                "candidate_version": None,
+                "base_version": self.store.active_version(),
+                "activated": False,
+                "not_activated_reason": None,
+                "gate": None,
+                "reasons": [],
+                "error": None,
+                "pid": None,
+                "pid_start": None,
+                "config": {
+                    "min_lift": self.settings.retrain_min_lift,
+                    "tolerance": self.settings.retrain_tolerance,
+                    "min_rows_per_class": MIN_ROWS_PER_CLASS,
+                    "feature_spec": data.spec.to_list(),
+                    "data_sha256": data.data_hash,
+                },
+            }
+            write_job(path, job)
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "app.services.career.retrain_worker",
+                    str(self.store.root),
+                    job_id,
+                    str(os.getpid()),  # the worker stops if this process goes
+                ],
+                stdin=subprocess.DEVNULL,
+                env=child_environment(),
+                start_new_session=True,  # a Ctrl-C to the server does not kill the job half-way
+            )
+        except BaseException as exc:
+            rows.unlink(missing_ok=True)
+            if job is not None:
+                job.update(
+                    state="failed", error=f"the training process could not start: {_os_reason(exc)}"
                 )
-            except BaseException:
-                (self.dir / LOCK).unlink(missing_ok=True)
-                raise
-        job["pid"] = process.pid
+                _try_write_job(path, job)
+            self.lock.release(job_id)
+            raise
+        try:
+            self.lock.hand_over(job_id, process.pid, process_start(process.pid))
+        except OSError:  # the lock stays this process's until the worker ends the job
+            logger.exception("retrain job %s: could not hand the lock to its worker", job_id)
+        with self._guard:
+            self._children[job_id] = process
         threading.Thread(target=self._reap, args=(process, job_id), daemon=True).start()
         logger.info(
             "retrain job %s started (pid %s, %d rows)",
@@ -205,46 +412,68 @@ class RetrainJobs:
         )
         return self._public(job)
 
-    def _take_lock(self, job_id: str) -> None:
-        lock = self.dir / LOCK
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            if not self._lock_is_stale(lock):
-                holder = _read_text(lock)
-                raise Conflict(
-                    f"Retraining job {holder} is still running; one job runs at a time.",
-                    details=[{"job_id": holder}],
-                ) from None
-            lock.unlink(missing_ok=True)  # left by a job whose process died
-            try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:  # another process took it over first
-                raise Conflict("Another retraining job has just started.") from None
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(job_id)
+    def _alive(self, job: dict[str, Any]) -> bool:
+        """Does a live process still work on this queued or running job?"""
+        if job.get("pid_start"):  # the worker has started and said who it is
+            return same_process(job.get("pid"), job["pid_start"])
+        # Queued (the submitter or the new worker holds the lock), or recorded by an older
+        # version with a bare pid, which cannot tell a reused pid from the worker.
+        return self.lock.held_for(job["id"])
 
-    def _lock_is_stale(self, lock: Path) -> bool:
-        holder = _read_text(lock)
-        current = self._read(holder)
-        if current is None:  # no job file yet: the submitter may still be writing it
-            try:
-                age = time.time() - lock.stat().st_mtime
-            except FileNotFoundError:
-                return True
-            return age > LOCK_GRACE_SECONDS
-        if current["state"] not in ACTIVE_STATES:
-            return True
-        return current.get("pid") is not None and not _pid_alive(current["pid"])
+    def _fail(self, job: dict[str, Any], reason: str) -> None:
+        """Record a job whose process is gone as failed, and drop what it left behind."""
+        data_path(self.store.root, job["id"]).unlink(missing_ok=True)
+        job.update(state="failed", error=reason)
+        _try_write_job(self.dir / f"{job['id']}.json", job)
+        self.lock.release(job["id"])
+        logger.warning("retrain job %s failed: %s", job["id"], reason)
+
+    def recover(self) -> None:
+        """At start-up: fail the jobs whose process is gone, delete every data file no live job
+        needs, and free a lock whose holder is gone."""
+        if not self.dir.is_dir():
+            return
+        for path in sorted(self.dir.glob("*.json")):
+            job = self._read(path.stem)
+            if job and job["state"] in ACTIVE_STATES and not self._alive(job):
+                self._fail(job, "the training process was gone when the service started")
+        for rows in sorted(self.dir.glob("*.csv")):
+            job = self._read(rows.stem)
+            if job is None and self.lock.held_for(rows.stem):
+                continue  # being submitted right now by another process
+            if job is not None and job["state"] in ACTIVE_STATES and self._alive(job):
+                continue
+            rows.unlink(missing_ok=True)
+            logger.warning("deleted the orphaned training data of job %s", rows.stem)
+        self.lock.release_if_stale()
 
     def _reap(self, process: subprocess.Popen[bytes], job_id: str) -> None:
         """Wait for the worker; if it died without a final state, record that."""
         code = process.wait()
+        with self._guard:
+            self._children.pop(job_id, None)
+            if self._closing:  # close() records it
+                return
         job = self._read(job_id)
         if job and job["state"] in ACTIVE_STATES:
-            job.update(state="failed", error=f"the training process exited with code {code}")
-            write_job(self.dir / f"{job_id}.json", job)
-            release_lock(self.store.root, job_id)
+            self._fail(job, f"the training process exited with code {code}")
+
+    def close(self, timeout: float = STOP_SECONDS) -> None:
+        """On shutdown: stop this process's workers and record their jobs as failed."""
+        with self._guard:
+            self._closing = True
+            children = dict(self._children)
+        for job_id, process in children.items():
+            if process.poll() is None:
+                process.terminate()  # the worker records the job itself, then exits
+                try:
+                    process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+            job = self._read(job_id)
+            if job and job["state"] in ACTIVE_STATES:
+                self._fail(job, SHUTDOWN_REASON)
 
     def _read(self, job_id: str) -> dict[str, Any] | None:
         if not _JOB_ID.fullmatch(job_id):
@@ -261,13 +490,29 @@ class RetrainJobs:
         job = self._read(job_id)
         if job is None:
             raise NotFound(f"Retraining job '{job_id}' does not exist.")
-        if job["state"] in ACTIVE_STATES and job.get("pid") and not _pid_alive(job["pid"]):
-            job.update(state="failed", error="the training process is gone")
+        if job["state"] in ACTIVE_STATES and not self._alive(job):
+            job = self._read(job_id) or job  # it may have finished since the first read
+            if job["state"] in ACTIVE_STATES:
+                self._fail(job, "the training process is gone")
         return self._public(job)
 
     @staticmethod
     def _public(job: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in job.items() if k not in ("pid", "config")}
+        return {k: v for k, v in job.items() if k not in ("pid", "pid_start", "config")}
+
+
+def _os_reason(exc: BaseException) -> str:
+    """An error for the job record: the OS's words, without the host path."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return type(exc).__name__
+
+
+def _try_write_job(path: Path, job: dict[str, Any]) -> None:
+    try:
+        write_job(path, job)
+    except OSError:
+        logger.exception("could not record the state of retrain job %s", job.get("id"))
 
 
 def check_mapping(raw: object) -> dict[str, str] | None:
