@@ -13,9 +13,7 @@
 
 import argparse
 import io
-import os
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -24,7 +22,7 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
-from benchmarks.common import free_port
+from benchmarks.common import start_server
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -36,24 +34,14 @@ TINY = {
 
 
 def launch(extra: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "FASTAPI_HOST": "127.0.0.1",
-        "FASTAPI_PORT": str(port),
-        "CAREER_MODEL_DIR": str(FIXTURES / "career_models"),
-        "CLIP_MODEL_CACHE_DIR": tempfile.mkdtemp(prefix="clip-start-"),
-        "UPLOAD_DIR": tempfile.mkdtemp(prefix="uploads-"),
-        **extra,
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "app"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    return start_server(
+        {
+            "CAREER_MODEL_DIR": str(FIXTURES / "career_models"),
+            "CLIP_MODEL_CACHE_DIR": tempfile.mkdtemp(prefix="clip-start-"),
+            "UPLOAD_DIR": tempfile.mkdtemp(prefix="uploads-"),
+            **extra,
+        }
     )
-    return server, f"http://127.0.0.1:{port}"
 
 
 def timeline(extra: dict[str, str]) -> tuple[float, float, float, str]:

@@ -1,9 +1,13 @@
 """Helpers shared by the benchmarks."""
 
 import io
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -14,6 +18,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def start_server(settings: dict[str, str]) -> tuple["subprocess.Popen[bytes]", str]:
+    """`python -m app` on a free loopback port with these settings on top of the
+    environment, output discarded: the process and its base URL (not yet ready)."""
+    port = free_port()
+    env = {**os.environ, "FASTAPI_HOST": "127.0.0.1", "FASTAPI_PORT": str(port), **settings}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "app"],
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return server, f"http://127.0.0.1:{port}"
 
 
 def timed_ms(fn: Callable[[], object], runs: int, warm: int = 2) -> list[float]:

@@ -1,0 +1,14 @@
+"""One minute of mixed and hostile traffic against the real server (`benchmarks.soak`)."""
+
+from pathlib import Path
+
+from benchmarks.soak import run
+
+
+def test_one_minute_soak_holds(tmp_path: Path) -> None:
+    report = run(minutes=1, workdir=tmp_path)
+    print("\n" + report.table())
+    assert report.requests > 1000
+    assert set(report.statuses) >= {200, 401, 415, 422}  # the hostile share got through
+    assert report.retrain.startswith("succeeded")
+    assert report.failures() == []
