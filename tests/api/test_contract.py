@@ -1,0 +1,75 @@
+"""The OpenAPI document is the contract with the gateway: Schemathesis sends generated
+requests to every operation of a live server (the fixture models loaded, keys on) and
+checks that no answer is a 5xx, a status the document does not list, or a body or
+content type that does not match it."""
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests.conftest import CAREER_MODELS, TINY_CLIP, serve
+
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    response_schema_conformance,
+    content_type_conformance,
+]
+ADMIN = {"X-API-Key": "admin-key"}  # opens every route, admin ones included
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    tmp = tmp_path_factory.mktemp("contract")
+    models = tmp / "career_models"
+    import shutil
+
+    shutil.copytree(CAREER_MODELS, models)
+    process, base = serve(
+        models,
+        tmp,
+        API_KEYS="user-key",
+        CLIP_ENABLED="true",
+        CLIP_MODEL_NAME=TINY_CLIP["clip_model_name"],
+        CLIP_PRETRAINED=TINY_CLIP["clip_pretrained"],
+        CLIP_MODEL_CONFIG=TINY_CLIP["clip_model_config"],
+        CLIP_BACKEND="torch",
+        CLIP_PRECISION="fp32",
+    )
+    yield base
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def api_schema(server: str) -> Any:
+    return schemathesis.openapi.from_url(f"{server}/openapi.json")
+
+
+def test_every_answer_is_documented(api_schema: Any, server: str) -> None:
+    operations = [result.ok() for result in api_schema.get_all_operations()]
+    labels = {f"{op.method.upper()} {op.path}" for op in operations}
+    assert "POST /api/v1/career/retrain" in labels and len(labels) >= 17, labels
+    for operation in operations:
+
+        @given(case=operation.as_strategy())
+        @settings(
+            max_examples=25,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=True,
+            database=None,
+        )
+        def check(case: Any) -> None:
+            case.call_and_validate(base_url=server, headers=ADMIN, checks=CHECKS)
+
+        check()
