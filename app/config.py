@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     max_tags: int = Field(default=32, ge=1, le=1000)
     max_tag_length: int = Field(default=200, ge=1)
     max_texts_per_request: int = Field(default=64, ge=1, le=1000)
-    max_text_length: int = Field(default=1000, ge=1, le=100_000)
+    max_text_length: int = Field(default=300, ge=1, le=100_000)
 
     @field_validator("cors_origins", "api_keys", "admin_api_keys", mode="before")
     @classmethod

@@ -115,7 +115,8 @@ def test_tokenizer_stays_bounded_on_long_words() -> None:
     ids = tokenizer(["lots of words " * 100 + "a" * 20_000])
     assert time.perf_counter() - started < 2
     assert ids[0, -1] == tokenizer.eot
-    assert tokenizer._bpe.cache_info().maxsize is not None
+    info = tokenizer._cached_merge.cache_info()
+    assert info.maxsize is not None and info.currsize <= 3  # the long word is not cached
 
 
 # --- candidates -----------------------------------------------------------------------------------

@@ -174,11 +174,12 @@ def test_start_up_fails_dead_jobs_and_recovers_the_lock(
 ) -> None:
     job_id = "0123456789abcdef"
     me = os.getpid()  # a live process that is not the job's worker: a reused pid
+    here = retrain._where()  # this boot and pid namespace, where /proc can judge
     if case == "running, pid reused":
-        stale = {"job_id": job_id, "pid": me, "start": "another-boot:1"}
-        _leave_job(career_model_dir, job_id, stale, pid=me, pid_start="another-boot:1")
+        stale = {"job_id": job_id, "pid": me, "start": f"{here}:1"}
+        _leave_job(career_model_dir, job_id, stale, pid=me, pid_start=f"{here}:1")
     elif case == "queued without a pid":
-        stale = {"job_id": job_id, "pid": dead_pid(), "start": "boot:2"}
+        stale = {"job_id": job_id, "pid": dead_pid(), "start": f"{here}:2"}
         _leave_job(career_model_dir, job_id, stale, state="queued")
     else:  # LOCK held the bare job id, the job only a pid
         _leave_job(career_model_dir, job_id, job_id, pid=me)
@@ -217,7 +218,7 @@ def test_taking_over_a_stale_lock_is_atomic(
 ) -> None:
     JobLock(tmp_path).take("0" * 16)
     (tmp_path / "LOCK").write_text(
-        json.dumps({"job_id": "0" * 16, "pid": dead_pid(), "start": "x"})
+        json.dumps({"job_id": "0" * 16, "pid": dead_pid(), "start": f"{retrain._where()}:9"})
     )
     judge = retrain.same_process
 
@@ -312,3 +313,42 @@ def test_repeated_columns_are_found_in_linear_time() -> None:
         parse_csv((header + "\n" + ",".join(["1"] * 40_002) + "\n").encode(), max_rows=10)
     assert time.perf_counter() - started < 2
     assert "c7" in refused.value.message and "c9" in refused.value.message
+
+
+def test_a_lock_held_on_another_host_is_respected_until_its_heartbeat_stops(
+    make_settings: Callable[..., Settings], career_model_dir: Path
+) -> None:
+    """Replicas share CAREER_MODEL_DIR: a job running in another container or host cannot
+    be checked in this /proc. It holds while its worker touches the lock; it is taken
+    over once the lock has not been touched for FOREIGN_STALE_S."""
+    job_id = "0123456789abcdef"
+    elsewhere = "another-boot/pid:[1]:12345"
+    assert not retrain.is_here(elsewhere) and retrain.is_here(process_start(os.getpid()))
+    holder = {"job_id": job_id, "pid": os.getpid(), "start": elsewhere}
+    _leave_job(career_model_dir, job_id, holder, pid=7, pid_start=elsewhere)
+
+    jobs = RetrainJobs(make_settings(), ModelStore(career_model_dir))  # start-up recovery
+
+    assert job_file(career_model_dir, job_id)["state"] == "running"
+    assert data_files(career_model_dir) == [career_model_dir / ".jobs" / f"{job_id}.csv"]
+    with pytest.raises(Conflict, match=job_id):
+        jobs.lock.take("fedcba9876543210")
+    jobs.lock.beat(job_id)
+    old = time.time() - retrain.FOREIGN_STALE_S - 5
+    os.utime(jobs.lock.path, (old, old))  # the heartbeat stopped: that host is gone
+    jobs.lock.take("fedcba9876543210")
+    assert jobs.lock.holder()["job_id"] == "fedcba9876543210"  # type: ignore[index]
+
+
+def test_json_records_with_ever_new_keys_are_refused_in_linear_time() -> None:
+    """6,000 records with a key each made a 6,000 x 6,000 table (2.4 s, +276 MB)."""
+    from app.core.exceptions import InvalidInput
+    from app.services.career.retrain import MAX_RECORD_COLUMNS, records_frame
+
+    records = [{f"k{i}": 1} for i in range(20_000)]
+    started = time.perf_counter()
+    with pytest.raises(InvalidInput, match=f"more than {MAX_RECORD_COLUMNS} distinct columns"):
+        records_frame(records, max_rows=200_000)
+    assert time.perf_counter() - started < 0.5
+    frame = records_frame([{"math": 90, "label": "Doctor"}, {"label": "Nurse"}], max_rows=10)
+    assert list(frame.columns) == ["math", "label"] and len(frame) == 2

@@ -49,6 +49,7 @@ from app.services.career.features import (
     StudentRow,
     build_row,
 )
+from app.utils.text import redact_paths
 
 logger = logging.getLogger(__name__)
 
@@ -378,7 +379,10 @@ class CareerRecommender:
                     "The career model is still loading; retry shortly.",
                     headers={"Retry-After": "1"},
                 )
-            raise ModelUnavailable(f"The career model is not available: {self.error}")
+            # The API may be open (no API_KEYS): the reason without host paths.
+            raise ModelUnavailable(
+                f"The career model is not available: {redact_paths(self.error or 'unknown')}"
+            )
         return model
 
     def status(self) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -53,6 +54,11 @@ LOCK = "LOCK"
 # Every change of LOCK holds an exclusive flock on this file: judging a lock stale and
 # taking it over is one step, whichever processes race for it.
 LOCK_GUARD = "LOCK.guard"
+# A lock held from another container or host (replicas sharing CAREER_MODEL_DIR) cannot
+# be checked in /proc: its worker touches it every HEARTBEAT_S, and it counts as stale
+# once untouched for FOREIGN_STALE_S.
+HEARTBEAT_S = 10.0
+FOREIGN_STALE_S = 120.0
 ACTIVE_STATES = ("queued", "running")
 _JOB_ID = re.compile(r"[0-9a-f]{16}")
 MIN_ROWS_PER_CLASS = 10
@@ -104,12 +110,27 @@ def parse_csv(data: bytes, *, max_rows: int) -> pd.DataFrame:
     return frame
 
 
+# Most distinct keys across JSON records: N records with N distinct keys would make an
+# N x N table (6,000 records of 80 KB took 2.4 s and +276 MB); real data has a few dozen.
+MAX_RECORD_COLUMNS = 500
+
+
 def records_frame(records: list[dict[str, Any]], *, max_rows: int) -> pd.DataFrame:
     if len(records) > max_rows:
         raise PayloadTooLarge(
             f"More than {max_rows} records (MAX_TRAINING_ROWS).", details=[{"field": "records"}]
         )
-    return pd.DataFrame.from_records(records)
+    columns: dict[str, None] = {}
+    for record in records:  # linear, and it stops at the first key too many
+        for key in record:
+            if key not in columns:
+                if len(columns) == MAX_RECORD_COLUMNS:
+                    raise InvalidInput(
+                        f"The records have more than {MAX_RECORD_COLUMNS} distinct columns.",
+                        details=[{"field": "records", "max_columns": MAX_RECORD_COLUMNS}],
+                    )
+                columns[key] = None
+    return pd.DataFrame.from_records(records, columns=list(columns))
 
 
 def _now() -> str:
@@ -136,6 +157,22 @@ def _boot_id() -> str:
     return _read_text(Path("/proc/sys/kernel/random/boot_id")) or "boot"
 
 
+def _where() -> str:
+    """This kernel boot and pid namespace: where a pid means something. Pods on one node
+    share the boot id but not the namespace; other hosts share neither."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = "pidns"
+    return f"{_boot_id()}/{namespace}"
+
+
+def is_here(start: str | None) -> bool:
+    """Was this process identity recorded in this boot and pid namespace (so /proc can
+    tell whether it still runs)?"""
+    return start is not None and start.rsplit(":", 1)[0] == _where()
+
+
 def process_start(pid: int | None) -> str | None:
     """Who a pid is: boot id and start time (/proc/<pid>/stat field 22), or None when no
     such process runs (zombies included). A recycled pid gets another start time."""
@@ -152,7 +189,7 @@ def process_start(pid: int | None) -> str | None:
     fields = stat[stat.rfind(")") + 2 :].split()  # the name in (...) may hold spaces
     if len(fields) < 20 or fields[0] in ("Z", "X"):
         return None
-    return f"{_boot_id()}:{fields[19]}"
+    return f"{_where()}:{fields[19]}"
 
 
 def _start_without_proc(pid: int) -> str | None:
@@ -163,7 +200,7 @@ def _start_without_proc(pid: int) -> str | None:
         return None
     except PermissionError:
         pass
-    return f"pid:{pid}"
+    return f"{_where()}:pid{pid}"
 
 
 def same_process(pid: int | None, start: str | None) -> bool:
@@ -185,8 +222,11 @@ class JobLock:
     """One retraining job at a time across every process sharing the model directory.
 
     LOCK holds {job_id, pid, start}: the submitting server until the worker starts, then
-    the worker. It is stale once that process is gone. Every read-judge-write of LOCK runs
-    under an exclusive flock on LOCK.guard, which the kernel drops if its holder dies.
+    the worker. It is stale once that process is gone. A holder this process cannot see
+    (another container or host sharing the directory) counts as alive while it touches
+    LOCK every HEARTBEAT_S, and as gone once LOCK is FOREIGN_STALE_S old. Every
+    read-judge-write of LOCK runs under an exclusive flock on LOCK.guard, which the kernel
+    drops if its holder dies.
     """
 
     def __init__(self, jobs_dir: Path) -> None:
@@ -216,6 +256,24 @@ class JobLock:
             return {"job_id": text, "pid": None, "start": None}
         return record
 
+    def _live(self, holder: dict[str, Any]) -> bool:
+        start = holder.get("start")
+        if is_here(start):
+            return same_process(holder.get("pid"), start)
+        if start is None:  # a bare job id, written by an older version: no way to tell
+            return False
+        try:
+            return time.time() - self.path.stat().st_mtime < FOREIGN_STALE_S
+        except OSError:
+            return False
+
+    def beat(self, job_id: str) -> None:
+        """The holder is alive: refresh LOCK's time (for servers that cannot see it)."""
+        with self._guarded():
+            holder = self.holder()
+            if holder is not None and holder.get("job_id") == job_id:
+                os.utime(self.path)
+
     def _write(self, job_id: str, pid: int, start: str | None) -> None:
         record = {"job_id": job_id, "pid": pid, "start": start}
         atomic_write(self.path, json.dumps(record).encode(), mode=0o644)
@@ -224,7 +282,7 @@ class JobLock:
         """Hold the lock for a new job (this process), or 409 while a live job holds it."""
         with self._guarded():
             holder = self.holder()
-            if holder is not None and same_process(holder.get("pid"), holder.get("start")):
+            if holder is not None and self._live(holder):
                 raise Conflict(
                     f"Retraining job {holder['job_id']} is still running; one job runs at a time.",
                     details=[{"job_id": holder["job_id"]}],
@@ -253,18 +311,14 @@ class JobLock:
     def release_if_stale(self) -> None:
         with self._guarded():
             holder = self.holder()
-            if holder is not None and not same_process(holder.get("pid"), holder.get("start")):
+            if holder is not None and not self._live(holder):
                 self.path.unlink(missing_ok=True)
                 logger.warning("removed the stale lock of retraining job %s", holder.get("job_id"))
 
     def held_for(self, job_id: str) -> bool:
         """Is the lock this job's, held by a live process?"""
         holder = self.holder()
-        return (
-            holder is not None
-            and holder.get("job_id") == job_id
-            and same_process(holder.get("pid"), holder.get("start"))
-        )
+        return holder is not None and holder.get("job_id") == job_id and self._live(holder)
 
 
 def release_lock(root: Path, job_id: str) -> None:
@@ -414,10 +468,10 @@ class RetrainJobs:
 
     def _alive(self, job: dict[str, Any]) -> bool:
         """Does a live process still work on this queued or running job?"""
-        if job.get("pid_start"):  # the worker has started and said who it is
+        if is_here(job.get("pid_start")):  # the worker has started here and said who it is
             return same_process(job.get("pid"), job["pid_start"])
-        # Queued (the submitter or the new worker holds the lock), or recorded by an older
-        # version with a bare pid, which cannot tell a reused pid from the worker.
+        # Queued (the submitter or the new worker holds the lock), running elsewhere (its
+        # heartbeat on the lock tells), or recorded by an older version with a bare pid.
         return self.lock.held_for(job["id"])
 
     def _fail(self, job: dict[str, Any], reason: str) -> None:

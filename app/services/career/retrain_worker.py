@@ -13,11 +13,13 @@ if __name__ == "__main__":
     # it, numpy's and BLAS's too: block it before the imports below start them.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
 
+import contextlib
 import json
 import logging
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +27,10 @@ from app.core.exceptions import AppError
 from app.services.career.bundle import BundleError, ModelStore
 from app.services.career.catalog import Career
 from app.services.career.retrain import (
+    HEARTBEAT_S,
     JOBS_DIR,
     SHUTDOWN_REASON,
+    JobLock,
     data_path,
     process_start,
     read_training_rows,
@@ -262,10 +266,16 @@ def _catalog(store: ModelStore) -> list[Career]:
     return []
 
 
-def _watch(job_run: JobRun, server_pid: int | None) -> None:
+def _watch(job_run: JobRun, server_pid: int | None, lock: JobLock) -> None:
     """Stop the job on SIGTERM (blocked in every thread and taken here, so a fit in C code
-    does not delay it) or when the server that started it is gone."""
+    does not delay it) or when the server that started it is gone; meanwhile keep the
+    lock's heartbeat for servers on other hosts."""
+    last_beat = 0.0
     while True:
+        if time.monotonic() - last_beat >= HEARTBEAT_S:
+            with contextlib.suppress(OSError):
+                lock.beat(job_run.job_id)
+            last_beat = time.monotonic()
         if signal.sigtimedwait({signal.SIGTERM}, 0.5) is not None:
             job_run.stop(SHUTDOWN_REASON)
             return  # the job had ended: the training thread is finishing
@@ -280,7 +290,8 @@ def main() -> int:
     root, job_id = Path(sys.argv[1]), sys.argv[2]
     server_pid = int(sys.argv[3]) if len(sys.argv) > 3 else None
     job_run = JobRun(root, job_id)
-    threading.Thread(target=_watch, args=(job_run, server_pid), daemon=True).start()
+    lock = JobLock(root / JOBS_DIR)
+    threading.Thread(target=_watch, args=(job_run, server_pid, lock), daemon=True).start()
     return run(root, job_id, job_run)
 
 

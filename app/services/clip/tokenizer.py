@@ -6,8 +6,10 @@ BPE: ftfy + html clean-up, the same regex, the same merges file shipped with ope
 returning numpy int64 rows; tests check it against open_clip on a varied corpus.
 
 Two differences, neither visible in the ids: the per-word BPE cache is an LRU of bounded
-size (open_clip's grows with every new word it sees), and encoding stops once a text has
-more tokens than fit in the context, since the rest would be truncated anyway.
+size holding short words only (open_clip's grows with every new word it sees), and
+encoding stops once a text has more tokens than fit in the context, since the rest would
+be truncated anyway. A word's merges cost time quadratic in its length, so callers bound
+the text (MAX_TEXT_LENGTH) before tokenising.
 """
 
 import functools
@@ -23,8 +25,11 @@ import ftfy
 import numpy as np
 import regex
 
-# Words whose merges are remembered; tags and captions repeat a small vocabulary.
+# Words whose merges are remembered; tags and captions repeat a small vocabulary. Only
+# words up to CACHED_WORD_LENGTH characters are kept, so the cache stays a few MB
+# whatever is sent (a 1,000-character word's merges take about 73 KB).
 BPE_CACHE_WORDS = 20_000
+CACHED_WORD_LENGTH = 48
 CLEAN_MODES = ("lower", "whitespace", "canonicalize")
 SPECIAL_TOKENS = ("<start_of_text>", "<end_of_text>")
 _MERGES = 49152 - 256 - 2  # merges used by CLIP's vocabulary (as open_clip reads them)
@@ -98,7 +103,7 @@ class ClipTokenizer:
             + r"""|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
             regex.IGNORECASE,
         )
-        self._bpe = functools.lru_cache(maxsize=BPE_CACHE_WORDS)(self._merge)
+        self._cached_merge = functools.lru_cache(maxsize=BPE_CACHE_WORDS)(self._merge)
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> "ClipTokenizer":
@@ -106,6 +111,11 @@ class ClipTokenizer:
 
     def spec(self) -> dict[str, Any]:
         return {"kind": "clip-bpe", "context_length": self.context_length, "clean": self.clean}
+
+    def _bpe(self, word: str) -> tuple[str, ...]:
+        if len(word) <= CACHED_WORD_LENGTH:
+            return self._cached_merge(word)
+        return self._merge(word)
 
     def _merge(self, word: str) -> tuple[str, ...]:
         """Byte-pair merges of one word (already mapped to CLIP's byte characters)."""
