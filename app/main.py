@@ -23,6 +23,7 @@ from app.services.career.bundle import ModelStore
 from app.services.career.recommender import CareerRecommender
 from app.services.career.retrain import RetrainJobs
 from app.services.clip.service import ClipService
+from app.services.served import ServedModel
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.career = recommender
         app.state.clip = clip
         app.state.retrain = RetrainJobs(settings, store)
-        app.state.models = {"career": recommender, "clip": clip}
+        served: list[ServedModel] = [recommender, clip]
+        app.state.models = {model.name: model for model in served}
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(_follow_active_model, recommender, settings.model_poll_seconds)
             yield

@@ -10,6 +10,7 @@ from app.api.responses import errors
 from app.core.envelope import error_response, ok
 from app.models.envelope import Envelope
 from app.models.health import Health, Liveness, ModelHealth, Readiness
+from app.services.served import ServedModel
 from app.utils.text import redact_paths
 
 router = APIRouter(prefix="/health", tags=["health"])
@@ -19,7 +20,8 @@ def _models(request: Request) -> dict[str, ModelHealth]:
     """Each model's status, its error with directories cut (these probes need no key; the
     log has the full message)."""
     models = {}
-    for name, service in request.app.state.models.items():
+    served: dict[str, ServedModel] = request.app.state.models
+    for name, service in served.items():
         status = service.status()
         if status.get("error"):
             status["error"] = redact_paths(status["error"])

@@ -33,6 +33,7 @@ import numpy as np
 from app.core.exceptions import InvalidInput, NotFound
 from app.services.career.catalog import Career, load_catalog
 from app.services.career.features import FeatureSpec
+from app.utils.files import atomic_write
 from app.utils.hashing import sha256_file
 
 ACTIVE_POINTER = "ACTIVE"
@@ -276,22 +277,6 @@ class ModelStore:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return version
-
-
-def atomic_write(path: Path, data: bytes, *, mode: int) -> None:
-    """Replace a file so readers see the old or the new content, never part of either; a
-    failed write (a full disk) leaves the old file and no temporary one."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _read_pointer(path: Path) -> str | None:

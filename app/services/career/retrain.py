@@ -42,7 +42,8 @@ from app.core.exceptions import (
     NotFound,
     PayloadTooLarge,
 )
-from app.services.career.bundle import ModelStore, atomic_write
+from app.services.career.bundle import ModelStore
+from app.utils.files import atomic_write
 
 if TYPE_CHECKING:  # training imports sklearn, which the server loads only with a model
     from app.services.career.training import PreparedData

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from app.config import Settings
+from app.utils.files import atomic_write
 from app.utils.hashing import sha256_file
 
 logger = logging.getLogger(__name__)
@@ -103,9 +104,7 @@ def _write_alias(path: Path, weights: Weights) -> None:
     }
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write(path, (json.dumps(data, indent=2) + "\n").encode())
     except OSError as exc:  # a read-only cache still serves; the next start resolves again
         logger.warning("could not remember CLIP weights in %s: %s", path, exc)
 
