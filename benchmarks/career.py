@@ -29,7 +29,7 @@ from app.config import get_settings
 from app.models.career import AnalyzeRequest, PredictRequest
 from app.services.career.bundle import ModelStore
 from app.services.career.recommender import CareerRecommender
-from benchmarks.common import free_port, timed_ms
+from benchmarks.common import free_port, timed_ms, wait_ready
 
 STUDENT = {
     "academic_scores": {"math": 88, "physics": 79, "computer_science": 93, "english": 71},
@@ -146,15 +146,7 @@ def http_throughput(
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(200):
-            try:
-                if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        else:
-            raise RuntimeError("server did not become ready")
+        wait_ready(base, timeout=20)
         samples: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in HTTP_ROUTES}
         for round_ in range(rounds + 1):  # round 0 warms up
             for name, path, method in HTTP_ROUTES:

@@ -35,6 +35,21 @@ def start_server(settings: dict[str, str]) -> tuple["subprocess.Popen[bytes]", s
     return server, f"http://127.0.0.1:{port}"
 
 
+def wait_ready(base: str, timeout: float = 120) -> None:
+    """Until the server at `base` answers 200 on /health/ready (every model loaded)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{base} did not become ready in {timeout:.0f} s")
+
+
 def timed_ms(fn: Callable[[], object], runs: int, warm: int = 2) -> list[float]:
     """Milliseconds of each of `runs` calls, after `warm` untimed ones."""
     for _ in range(warm):

@@ -35,7 +35,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from benchmarks.common import start_server
+from benchmarks.common import start_server, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -297,7 +297,7 @@ def run(minutes: float, clients: int = 4, seed: int = 7, workdir: Path | None = 
     report = Report(seconds=seconds)
     watched = (uploads, models / ".jobs")
     try:
-        _wait_ready(base)
+        wait_ready(base)
         time.sleep(1)  # the readiness poll's connections closed
         report.probes["start"] = probe(server.pid, *watched)
         csv = _students_csv(600, seed)
@@ -318,18 +318,6 @@ def run(minutes: float, clients: int = 4, seed: int = 7, workdir: Path | None = 
         if workdir is None:
             shutil.rmtree(work, ignore_errors=True)
     return report
-
-
-def _wait_ready(base: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"{base} did not become ready")
 
 
 def main() -> None:

@@ -2,7 +2,6 @@
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
+from benchmarks.common import free_port
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CAREER_MODELS = FIXTURES / "career_models"
@@ -104,12 +104,6 @@ def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
     assert body["meta"]["request_id"] == response.headers["x-request-id"]
     assert "Traceback" not in response.text
     return dict(body["error"])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def serve(model_dir: Path, tmp: Path, **settings: str) -> tuple[subprocess.Popen[bytes], str]:
