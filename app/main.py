@@ -13,7 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
 from app import __version__
-from app.api.v1 import career, clip, health, models
+from app.api.v1 import career, clip, health, registry
 from app.config import Settings, get_settings
 from app.core.handlers import register_exception_handlers
 from app.core.logging import configure_logging
@@ -131,7 +131,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     api = APIRouter(prefix="/api/v1", dependencies=[Depends(require_api_key)])
     api.include_router(career.router)
-    api.include_router(models.router)
+    api.include_router(registry.router)
     api.include_router(clip.router)
     app.include_router(api)
     app.include_router(health.router)

@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 
 from app.config import get_settings
-from app.models.career import AnalyzeRequest, PredictRequest
+from app.schemas.career import AnalyzeRequest, PredictRequest
 from app.services.career.bundle import ModelStore
 from app.services.career.recommender import CareerRecommender
 from benchmarks.common import free_port, timed_ms, wait_ready

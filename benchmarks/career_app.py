@@ -33,7 +33,7 @@ from starlette.types import Message
 
 from app.config import Settings, get_settings
 from app.main import create_app
-from app.models.career import PredictRequest
+from app.schemas.career import PredictRequest
 from benchmarks.career import STUDENT
 
 BODY = json.dumps(STUDENT).encode()

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from app.models.envelope import ErrorEnvelope
+from app.schemas.envelope import ErrorEnvelope
 
 
 def _example(

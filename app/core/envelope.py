@@ -6,7 +6,7 @@ from typing import Any, TypeVar
 from fastapi.responses import JSONResponse, Response
 
 from app.core.context import elapsed_ms, request_id_var
-from app.models.envelope import Envelope, ErrorBody, Meta
+from app.schemas.envelope import Envelope, ErrorBody, Meta
 
 T = TypeVar("T")
 

@@ -8,7 +8,7 @@ class ServedModel(Protocol):
 
     `status()` is what /health shows for it: `state` (`loading`, `loaded`, `unavailable`
     or `disabled`), `version`, `load_seconds`, `error` (why it is not loaded, or what it
-    fell back from), plus model-specific fields that `app/models/health.py` describes.
+    fell back from), plus model-specific fields that `app/schemas/health.py` describes.
     """
 
     name: str

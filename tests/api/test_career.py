@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.models.career import PredictResponse
+from app.schemas.career import PredictResponse
 from tests.conftest import assert_error
 
 PREDICT = "/api/v1/career/predict"

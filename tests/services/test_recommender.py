@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 from pydantic_core import to_json
 
-from app.models.career import PredictRequest, PredictResponse
+from app.schemas.career import PredictRequest, PredictResponse
 from app.services.career.bundle import ModelStore
 from app.services.career.features import INTEREST_KEYWORDS, RIASEC, SUBJECTS
 from app.services.career.recommender import (

@@ -6,7 +6,7 @@ from fastapi.responses import Response
 from app.api.deps import CareerDep
 from app.api.responses import errors
 from app.core.envelope import ok
-from app.models.career import (
+from app.schemas.career import (
     AnalyzeRequest,
     AnalyzeResponse,
     CatalogCareer,
@@ -15,7 +15,7 @@ from app.models.career import (
     PredictRequest,
     PredictResponse,
 )
-from app.models.envelope import Envelope
+from app.schemas.envelope import Envelope
 
 router = APIRouter(prefix="/career", tags=["career"])
 

@@ -9,7 +9,7 @@ from app.api.deps import ClipDep, SettingsDep
 from app.api.responses import errors
 from app.config import Settings
 from app.core.envelope import ok
-from app.models.clip import (
+from app.schemas.clip import (
     MAX_LIST,
     CompareJson,
     CompareResult,
@@ -19,7 +19,7 @@ from app.models.clip import (
     MatchJson,
     MatchResult,
 )
-from app.models.envelope import Envelope
+from app.schemas.envelope import Envelope
 from app.services.clip.service import ImageInput, parse_tags
 from app.utils.images import decode_base64
 

@@ -8,8 +8,8 @@ from fastapi.responses import Response
 from app import __version__
 from app.api.responses import errors
 from app.core.envelope import error_response, ok
-from app.models.envelope import Envelope
-from app.models.health import Health, Liveness, ModelHealth, Readiness
+from app.schemas.envelope import Envelope
+from app.schemas.health import Health, Liveness, ModelHealth, Readiness
 from app.services.served import ServedModel
 from app.utils.text import redact_paths
 

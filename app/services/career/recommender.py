@@ -19,7 +19,7 @@ from app.core.exceptions import (
     ModelLoading,
     ModelUnavailable,
 )
-from app.models.career import (
+from app.schemas.career import (
     AnalyzeRequest,
     AnalyzeResponse,
     CareerAnalysis,

@@ -21,7 +21,7 @@ import numpy as np
 
 from app.config import Settings
 from app.core.exceptions import InvalidInput, ModelLoading, ModelUnavailable
-from app.models.clip import (
+from app.schemas.clip import (
     CompareResult,
     Embedding,
     EmbeddingResult,

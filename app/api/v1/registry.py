@@ -14,8 +14,8 @@ from app.api.responses import errors
 from app.core.envelope import ok
 from app.core.exceptions import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from app.core.security import require_admin_key
-from app.models.envelope import Envelope
-from app.models.retrain import Activation, ModelVersion, RetrainJob, RetrainJson
+from app.schemas.envelope import Envelope
+from app.schemas.retrain import Activation, ModelVersion, RetrainJob, RetrainJson
 from app.services.career.retrain import check_mapping, parse_csv, records_frame
 
 router = APIRouter(prefix="/career", tags=["career models"])
