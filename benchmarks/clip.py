@@ -220,14 +220,15 @@ def runtime_table(device: str, threads: int) -> list[dict[str, Any]]:
     selection code (CLIP_MIN_COSINE=1e-6, so each is built and timed whatever its parity;
     the table says whether it passes at the default threshold)."""
     from app.config import Settings
-    from app.services.clip import selection
+    from app.services.clip import candidates, parity, selection, timing
+    from app.services.clip.preprocess import ImageSpec, to_array
     from app.services.clip.service import _configure_torch
     from research.clip_fixture.shapes import all_captions, all_pairs, render
     from tests.conftest import TINY_CLIP
 
     _configure_torch(threads)
-    flags = selection.cpu_flags()
-    pool = selection.CUDA_CANDIDATES if device == "cuda" else selection.CPU_CANDIDATES
+    flags = candidates.cpu_flags()
+    pool = candidates.CUDA_CANDIDATES if device == "cuda" else candidates.CPU_CANDIDATES
     rows = []
     for backend, precision in pool:
         row: dict[str, Any] = {"name": f"{backend}-{precision}"}
@@ -248,13 +249,13 @@ def runtime_table(device: str, threads: int) -> list[dict[str, Any]]:
         )  # type: ignore[call-arg]
         chosen = selection.select(vit, device, max_batch=8)
         trial = chosen.chosen
-        selection.time_trials([trial], chosen.reference, table_batches(device))
+        timing.time_trials([trial], chosen.reference, table_batches(device))
         row.update(
             ms=trial.ms_per_image,
             min_cosine=trial.min_cosine,
             clear=trial.clear_probes,
             passes=trial.min_cosine is not None
-            and trial.min_cosine >= selection.MIN_COSINE[precision]
+            and trial.min_cosine >= parity.MIN_COSINE[precision]
             and bool(trial.same_best_tag),
         )
         chosen.runtime.close()
@@ -269,13 +270,13 @@ def runtime_table(device: str, threads: int) -> list[dict[str, Any]]:
         )  # type: ignore[call-arg]
         small = selection.select(tiny, device, max_batch=8)
         rng = np.random.default_rng(2024)
-        spec = selection.ImageSpec.from_open_clip(small.meta.preprocess)
+        spec = ImageSpec.from_open_clip(small.meta.preprocess)
         assert spec is not None
         labels, images = [], []
         for i, (color, shape) in enumerate(all_pairs()):
             for _ in range(10):
                 image = render(color, shape, size=int(rng.integers(40, 200)), rng=rng)
-                images.append(selection.to_array(image, spec))
+                images.append(to_array(image, spec))
                 labels.append(i)
         vectors = small.runtime.encode_images([np.stack(images)])
         texts = small.runtime.encode_texts([small.tokenize(all_captions())])
@@ -299,7 +300,7 @@ def print_runtime_table(rows: list[dict[str, Any]], device: str, threads: int) -
                 break
     except OSError:
         pass
-    from app.services.clip.selection import cpu_flags
+    from app.services.clip.candidates import cpu_flags
 
     isa = [
         f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16") if f in cpu_flags()

@@ -7,8 +7,28 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.core import exceptions as domain
 from app.core.envelope import error_response
 from app.core.exceptions import AppError
+
+# The one place where a domain error becomes HTTP: its status and stable error code.
+ERROR_STATUS: dict[type[AppError], tuple[int, str]] = {
+    domain.InvalidInput: (422, "VALIDATION_ERROR"),
+    domain.MalformedBody: (400, "MALFORMED_BODY"),
+    domain.PayloadTooLarge: (413, "PAYLOAD_TOO_LARGE"),
+    domain.Unauthorized: (401, "UNAUTHORIZED"),
+    domain.Forbidden: (403, "FORBIDDEN"),
+    domain.NotFound: (404, "NOT_FOUND"),
+    domain.Conflict: (409, "CONFLICT"),
+    domain.ModelUnavailable: (503, "MODEL_UNAVAILABLE"),
+    domain.ModelLoading: (503, "MODEL_LOADING"),
+    domain.InvalidImage: (400, "INVALID_IMAGE"),
+    domain.UnsupportedMediaType: (415, "UNSUPPORTED_MEDIA_TYPE"),
+    domain.ImageTooLarge: (413, "IMAGE_TOO_LARGE"),
+    domain.Overloaded: (429, "OVERLOADED"),
+    domain.MalformedUpload: (400, "MALFORMED_CSV"),
+    domain.ModelInvalid: (409, "MODEL_INVALID"),
+}
 
 _HTTP_CODES = {
     400: "BAD_REQUEST",
@@ -36,9 +56,19 @@ def validation_details(errors: list[dict[str, Any]] | Any) -> list[dict[str, Any
     return details
 
 
+def app_error_response(exc: AppError) -> JSONResponse:
+    """A domain error as its envelope; an unmapped one is a bug, answered as a 500."""
+    status, code = next(
+        (ERROR_STATUS[kind] for kind in type(exc).__mro__ if kind in ERROR_STATUS),
+        (500, "INTERNAL_ERROR"),
+    )
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+    return error_response(status, code, exc.message, exc.details, headers)
+
+
 async def _app_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    return error_response(exc.status_code, exc.code, exc.message, exc.details, exc.headers)
+    return app_error_response(exc)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.core.context import new_request_id, request_id_var, request_start_var
 from app.core.envelope import error_response
 from app.core.exceptions import AppError, PayloadTooLarge
+from app.core.handlers import app_error_response
 
 logger = logging.getLogger("app.request")
 
@@ -74,9 +75,7 @@ class RequestContextMiddleware:
             await self.app(scope, _limited(receive, limit), send_with_id)
         except AppError as exc:  # raised outside the routes' handlers (limits, body reads)
             if not started:
-                await error_response(
-                    exc.status_code, exc.code, exc.message, exc.details, exc.headers
-                )(scope, receive, send_with_id)
+                await app_error_response(exc)(scope, receive, send_with_id)
         except Exception:
             logger.exception("unhandled error")
             if not started:

@@ -1,17 +1,23 @@
-"""What every model the service serves offers the rest of the app (health, later metrics)."""
+"""What every model the service serves offers the rest of the app (health, metrics)."""
 
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
+
+ModelState = Literal["loading", "loaded", "unavailable", "disabled"]
 
 
 class ServedModel(Protocol):
     """A model with a life cycle: loaded once (in the background), then serving.
 
-    `status()` is what /health shows for it: `state` (`loading`, `loaded`, `unavailable`
-    or `disabled`), `version`, `load_seconds`, `error` (why it is not loaded, or what it
-    fell back from), plus model-specific fields that `app/schemas/health.py` describes.
+    `status()` is what /health shows for it: `state`, `version`, `load_seconds`, `error`
+    (why it is not loaded, or what it fell back from), plus model-specific fields that
+    `app/schemas/health.py` describes.
     """
 
     name: str
+
+    @property
+    def state(self) -> ModelState:
+        """Where the model is in its life cycle."""
 
     def load(self) -> None:
         """Load (or reload) the model here and now; failures are recorded, not raised."""

@@ -7,25 +7,25 @@
 
 Every stage is bounded: admission bounds the work queued, the pool bounds how many images
 are decoded at once (and so the decode memory), the batch size bounds a forward pass.
+The parts live beside it: `admission.py`, `batcher.py`, `embedding_cache.py`.
 """
 
 import asyncio
-import contextlib
 import hashlib
 import logging
-import threading
-import time
-from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
 import numpy as np
 from PIL import Image
 
-from app.core.exceptions import ImageTooLarge, Overloaded
+from app.core.exceptions import ImageTooLarge
+from app.services.clip.admission import Admission, Flow
+from app.services.clip.batcher import IMAGES, TEXTS, Batcher
+from app.services.clip.embedding_cache import EmbeddingCache
 from app.services.clip.preprocess import MIN_DECODED_SIDE, ImageSpec, to_array
 from app.services.clip.runtime import ClipMeta, Runtime
 from app.utils.images import load_image, open_image
@@ -34,14 +34,6 @@ logger = logging.getLogger(__name__)
 
 # Texts are short and repeat (tags): their embeddings are cached in a small LRU of this size.
 TEXT_CACHE_MB = 16.0
-# Seconds a client is told to wait after a 429.
-OVERLOADED_RETRY_AFTER_S = 1
-# How long a peak of work in flight counts as the current demand (a few batch periods).
-DEMAND_WINDOW_S = 2.0
-# Automatic batch wait: this share of the last forward pass of the same tower, so waiting
-# for stragglers costs at most ~20% of the model's time (CPU: tens of ms; GPU: ~1-3 ms).
-AUTO_WAIT_SHARE = 0.2
-AUTO_WAIT_BOUNDS_S = (0.001, 0.1)
 
 
 @dataclass
@@ -51,293 +43,6 @@ class ImageInput:
     data: bytes
     field: str
     filename: str | None = None
-
-
-class Admission:
-    """A per-process budget of work units (images, or texts to encode) in flight.
-
-    A request is admitted whole or refused with 429; one larger than the whole budget is
-    admitted only when nothing else is in flight, so it can never starve.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.in_flight = 0
-        self.refused = 0
-        self._lock = threading.Lock()
-
-    @contextlib.contextmanager
-    def hold(self, units: int) -> Iterator[None]:
-        if units <= 0:
-            yield
-            return
-        with self._lock:
-            if self.in_flight and self.in_flight + units > self.limit:
-                self.refused += 1
-                raise Overloaded(
-                    f"The CLIP model has {self.in_flight} images or texts in flight (limit "
-                    f"{self.limit}); retry in {OVERLOADED_RETRY_AFTER_S} s.",
-                    headers={"Retry-After": str(OVERLOADED_RETRY_AFTER_S)},
-                )
-            self.in_flight += units
-        try:
-            yield
-        finally:
-            with self._lock:
-                self.in_flight -= units
-
-
-class Flow:
-    """The admitted work of one tower, as the batcher needs to see it: units still being
-    prepared (decoded or tokenised), and the most units in flight at once recently."""
-
-    def __init__(self) -> None:
-        self.preparing = 0
-        self.in_flight = 0
-        self._peak = 0
-        self._peak_at = 0.0
-        self._lock = threading.Lock()
-
-    def recent_peak(self) -> int:
-        """The most units in flight at once over the last DEMAND_WINDOW_S seconds: what to
-        expect again while clients keep their pace."""
-        if time.monotonic() - self._peak_at <= DEMAND_WINDOW_S:
-            return self._peak
-        return self.in_flight
-
-    @contextlib.contextmanager
-    def track(self, units: int, wake: Callable[[], None]) -> Iterator[Callable[[], None]]:
-        """Count `units` in flight until the block ends; call the yielded function once
-        they are handed to the batcher (no longer being prepared)."""
-        preparing = units
-
-        def prepared() -> None:
-            nonlocal preparing
-            with self._lock:
-                self.preparing -= preparing
-            preparing = 0
-            wake()
-
-        with self._lock:
-            self.preparing += units
-            self.in_flight += units
-            now = time.monotonic()
-            if self.in_flight >= self._peak or now - self._peak_at > DEMAND_WINDOW_S:
-                self._peak, self._peak_at = self.in_flight, now
-        try:
-            yield prepared
-        finally:
-            if preparing:
-                prepared()
-            with self._lock:
-                self.in_flight -= units
-
-
-class EmbeddingCache:
-    """A thread-safe LRU of embeddings bounded in megabytes (0 disables it)."""
-
-    def __init__(self, max_mb: float) -> None:
-        self.max_bytes = int(max_mb * 1024 * 1024)
-        self.hits = 0
-        self.misses = 0
-        self.bytes = 0
-        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def _cost(key: str, value: np.ndarray) -> int:
-        return value.nbytes + len(key) + 100  # plus the entry's own overhead, roughly
-
-    def get(self, key: str) -> np.ndarray | None:
-        with self._lock:
-            value = self._items.get(key)
-            if value is None:
-                self.misses += 1
-                return None
-            self.hits += 1
-            self._items.move_to_end(key)
-            return value
-
-    def put(self, key: str, value: np.ndarray) -> None:
-        cost = self._cost(key, value)
-        if cost > self.max_bytes:
-            return
-        with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self.bytes -= self._cost(key, old)
-            self._items[key] = value
-            self.bytes += cost
-            while self.bytes > self.max_bytes:
-                evicted_key, evicted = self._items.popitem(last=False)
-                self.bytes -= self._cost(evicted_key, evicted)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            self.bytes = 0
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            "hits": self.hits,
-            "misses": self.misses,
-            "size_mb": round(self.bytes / 2**20, 6),
-            "entries": len(self._items),
-        }
-
-
-IMAGES, TEXTS = "images", "texts"
-
-
-@dataclass
-class _Job:
-    kind: str
-    rows: Any  # numpy array or tensor, first axis = rows
-    count: int
-    future: Future[np.ndarray] = field(default_factory=Future)
-    enqueued: float = field(default_factory=time.monotonic)
-
-
-class Batcher:
-    """Collects rows of concurrent requests into one forward pass per tower.
-
-    A batch starts with the oldest queued job and takes the next jobs of the same kind, up
-    to `max_batch` rows. It waits for more only while fewer rows are queued than
-    `expected(kind)` says are coming (the engine: all it can take while admitted work is
-    still being decoded, else as many as were in flight at once recently, since the clients
-    just answered are about to send again). A lone client never waits, except in the
-    DEMAND_WINDOW_S after a burst. The wait ends `wait_s` after the first job arrived
-    (None: AUTO_WAIT_SHARE of the tower's last forward pass). All forward passes run on
-    this one thread: torch's intra-op pool belongs to it alone.
-    """
-
-    def __init__(
-        self,
-        forward: Callable[[str, list[Any]], np.ndarray],
-        *,
-        max_batch: int,
-        wait_s: float | None,
-        expected: Callable[[str], int],
-        on_start: Callable[[], object] | None = None,
-    ) -> None:
-        self.max_batch = max_batch
-        self.wait_s = wait_s
-        self._forward = forward
-        self._expected = expected
-        self._on_start = on_start
-        self._queue: deque[_Job] = deque()
-        self._cond = threading.Condition()
-        self._closed = False
-        self._last_forward_s = {IMAGES: 0.0, TEXTS: 0.0}
-        self.batches = {IMAGES: 0, TEXTS: 0}
-        self.rows = {IMAGES: 0, TEXTS: 0}
-        self._thread = threading.Thread(target=self._loop, name="clip-batcher", daemon=True)
-        self._thread.start()
-
-    def submit(self, kind: str, rows: Any) -> "Future[np.ndarray]":
-        job = _Job(kind, rows, len(rows))
-        with self._cond:
-            if self._closed:
-                raise RuntimeError("the CLIP batcher is closed")
-            self._queue.append(job)
-            self._cond.notify()
-        return job.future
-
-    def wake(self) -> None:
-        """Re-check the waiting condition (work that was being prepared has gone)."""
-        with self._cond:
-            self._cond.notify()
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-        self._thread.join(timeout=10)
-
-    def stats(self) -> dict[str, Any]:
-        batches, images = self.batches[IMAGES], self.rows[IMAGES]
-        return {
-            "max_batch": self.max_batch,
-            "wait_ms": round(self._wait_s(IMAGES) * 1000, 3),
-            "wait_auto": self.wait_s is None,
-            "batches": batches,
-            "images": images,
-            "mean_batch_size": round(images / batches, 3) if batches else 0.0,
-            "text_batches": self.batches[TEXTS],
-            "texts": self.rows[TEXTS],
-        }
-
-    def _wait_s(self, kind: str) -> float:
-        if self.wait_s is not None:
-            return self.wait_s
-        low, high = AUTO_WAIT_BOUNDS_S
-        return min(high, max(low, AUTO_WAIT_SHARE * self._last_forward_s[kind]))
-
-    def _queued(self, kind: str) -> int:
-        return sum(job.count for job in self._queue if job.kind == kind)
-
-    def _next_batch(self) -> list[_Job] | None:
-        with self._cond:
-            while not self._queue and not self._closed:
-                self._cond.wait()
-            if self._closed:
-                for job in self._queue:
-                    if job.future.set_running_or_notify_cancel():
-                        job.future.set_exception(RuntimeError("the CLIP batcher is closed"))
-                self._queue.clear()
-                return None
-            kind = self._queue[0].kind
-            deadline = self._queue[0].enqueued + self._wait_s(kind)
-            while self._queued(kind) < min(self.max_batch, self._expected(kind)):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._closed:
-                    break
-                self._cond.wait(remaining)
-            jobs: list[_Job] = []
-            rows = 0
-            for job in list(self._queue):
-                if job.kind != kind:
-                    continue
-                if jobs and rows + job.count > self.max_batch:
-                    break
-                self._queue.remove(job)
-                if job.future.set_running_or_notify_cancel():  # False: its caller gave up
-                    jobs.append(job)
-                    rows += job.count
-            return jobs
-
-    def _loop(self) -> None:
-        if self._on_start is not None:
-            self._on_start()
-        while (jobs := self._next_batch()) is not None:
-            if not jobs:  # every job taken had been cancelled
-                continue
-            try:
-                out = self._run(jobs[0].kind, [job.rows for job in jobs])
-            except BaseException as exc:  # hand every error to the waiting requests
-                for job in jobs:
-                    job.future.set_exception(exc)
-                continue
-            start = 0
-            for job in jobs:
-                job.future.set_result(out[start : start + job.count])
-                start += job.count
-
-    def _run(self, kind: str, parts: list[Any]) -> np.ndarray:
-        """One forward pass, or one per `max_batch` rows of a single oversized job."""
-        if len(parts) == 1 and len(parts[0]) > self.max_batch:
-            rows = parts[0]
-            chunks = [[rows[i : i + self.max_batch]] for i in range(0, len(rows), self.max_batch)]
-        else:
-            chunks = [parts]
-        outputs = []
-        for chunk in chunks:
-            started = time.perf_counter()
-            outputs.append(self._forward(kind, chunk))
-            self._last_forward_s[kind] = time.perf_counter() - started
-            self.batches[kind] += 1
-            self.rows[kind] += sum(len(p) for p in chunk)
-        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
 
 
 class ClipEngine:

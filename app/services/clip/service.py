@@ -31,6 +31,7 @@ from app.schemas.clip import (
 )
 from app.services.clip.engine import ClipEngine, ImageInput
 from app.services.clip.selection import Selection, select
+from app.services.served import ModelState
 from app.utils.text import brief_error
 
 logger = logging.getLogger(__name__)
@@ -94,9 +95,7 @@ class ClipService:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.state: Literal["loading", "loaded", "unavailable", "disabled"] = (
-            "loading" if settings.clip_enabled else "disabled"
-        )
+        self.state: ModelState = "loading" if settings.clip_enabled else "disabled"
         self.error: str | None = None if settings.clip_enabled else "disabled by CLIP_ENABLED=false"
         self.load_seconds: float | None = None
         self.engine: ClipEngine | None = None
@@ -219,7 +218,7 @@ class ClipService:
         if self.state == "loading":
             raise ModelLoading(
                 "The CLIP model is still loading; retry shortly.",
-                headers={"Retry-After": str(LOADING_RETRY_AFTER_S)},
+                retry_after=LOADING_RETRY_AFTER_S,
             )
         raise ModelUnavailable(f"The CLIP model is not available: {self.error}")
 

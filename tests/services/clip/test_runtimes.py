@@ -18,16 +18,20 @@ import pytest
 from open_clip.tokenizer import SimpleTokenizer
 
 from app.config import Settings
-from app.services.clip import artifacts, onnx_runtime, selection
+from app.services.clip import artifacts, onnx_runtime, parity, timing
 from app.services.clip.artifacts import ArtifactStore, artifact_name
+from app.services.clip.candidates import Trial, plan
+from app.services.clip.parity import Reference, gate
 from app.services.clip.preprocess import ImageSpec, to_array
 from app.services.clip.runtime import TorchModel
-from app.services.clip.selection import Reference, Trial, gate, plan, select
+from app.services.clip.selection import select
 from app.services.clip.tokenizer import ClipTokenizer
 from research.clip_fixture.shapes import all_captions, all_pairs, caption, render
 from tests.conftest import TINY_CLIP
 
-ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def settings(tmp_path: Path, **overrides: Any) -> Settings:
@@ -188,12 +192,12 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> TorchModel:
 
 
 def test_gate_checks_cosine_and_best_tag(tiny: TorchModel) -> None:
-    reference = selection._reference(tiny)
+    reference = parity.probe_reference(tiny)
     scale = tiny.meta.logit_scale
     trial = Trial("torch", "fp32", runtime=tiny.runtime("fp32"))
     gate(trial, reference, 0.999, scale)
     assert trial.passed and trial.min_cosine is not None and trial.min_cosine > 0.99999
-    assert trial.clear_probes == len(selection.PROBE_SHAPES)  # the fixture knows every probe
+    assert trial.clear_probes == len(parity.PROBE_SHAPES)  # the fixture knows every probe
     wrong = Trial("onnx", "int8", runtime=Shuffled(reference))  # type: ignore[arg-type]
     gate(wrong, reference, -1.0, scale)  # cosines aside: only the tags are wrong
     assert not wrong.passed and wrong.same_best_tag is False
@@ -249,7 +253,7 @@ def test_every_runtime_keeps_zero_shot_accuracy_and_parity(tmp_path: Path) -> No
     assert fp32 >= 0.95
     for name, (cosine, accuracy) in results.items():
         assert abs(accuracy - fp32) <= 0.01, (name, accuracy, fp32)
-        assert cosine is not None and cosine >= selection.MIN_COSINE[name.split("-")[1]]
+        assert cosine is not None and cosine >= parity.MIN_COSINE[name.split("-")[1]]
 
 
 def test_a_candidate_failing_the_gate_is_dropped_with_its_numbers(
@@ -427,10 +431,10 @@ class Failing:
 
 
 def test_a_candidate_failing_while_timed_is_dropped(tiny: TorchModel) -> None:
-    reference = selection._reference(tiny)
+    reference = parity.probe_reference(tiny)
     good = Trial("torch", "fp32", passed=True, runtime=tiny.runtime("fp32"))
     bad = Trial("onnx", "int8", passed=True, runtime=Failing(limit=4))  # type: ignore[arg-type]
-    selection.time_trials([good, bad], reference, [1, 8])
+    timing.time_trials([good, bad], reference, [1, 8])
     assert good.ms_per_image is not None and set(good.ms_per_image) == {"1", "8"}
     assert not bad.passed and bad.ms_per_image is None
     assert bad.error == "failed while timed: MemoryError: out of memory at this batch"

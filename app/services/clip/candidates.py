@@ -1,0 +1,114 @@
+"""The runtimes that may serve CLIP on this machine: each candidate (a backend and a
+precision) as a Trial, listed in preference order for the settings, the device and the
+CPU's flags."""
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.config import Settings
+from app.services.clip.runtime import Backend, Precision, Runtime
+
+logger = logging.getLogger(__name__)
+
+# Preference order: with a forced backend or precision, the first passing candidate serves.
+CPU_CANDIDATES: tuple[tuple[Backend, Precision], ...] = (
+    ("onnx", "int8"),
+    ("torch", "bf16"),
+    ("onnx", "fp32"),
+    ("torch", "fp32"),
+)
+CUDA_CANDIDATES: tuple[tuple[Backend, Precision], ...] = (("torch", "fp16"), ("torch", "fp32"))
+
+
+@dataclass
+class Trial:
+    """One candidate: how it did at the gate and, under `auto`, how fast it ran."""
+
+    backend: Backend
+    precision: Precision
+    threshold: float | None = None
+    min_cosine: float | None = None
+    same_best_tag: bool | None = None
+    clear_probes: int | None = None
+    passed: bool = False
+    ms_per_image: dict[str, float] | None = None
+    error: str | None = None
+    runtime: Runtime | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return f"{self.backend}-{self.precision}"
+
+    def score(self) -> float:
+        """Geometric mean of ms per image over the timed batch sizes (lower is better):
+        each size counts by its ratio, so batch 1's larger numbers do not drown the rest."""
+        if not self.ms_per_image:
+            return math.inf
+        values = list(self.ms_per_image.values())
+        return float(math.prod(values) ** (1 / len(values)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "precision": self.precision,
+            "threshold": self.threshold,
+            "min_cosine": self.min_cosine,
+            "same_best_tag": self.same_best_tag,
+            "clear_probes": self.clear_probes,
+            "passed": self.passed,
+            "ms_per_image": self.ms_per_image,
+            "error": self.error,
+        }
+
+    def summary(self) -> str:
+        if self.error:
+            return f"{self.name} dropped ({self.error})"
+        timing = ""
+        if self.ms_per_image:
+            timing = ", " + ", ".join(f"b{b} {ms:.1f}" for b, ms in self.ms_per_image.items())
+            timing += " ms/img"
+        return f"{self.name} min cosine {self.min_cosine:.5f}{timing}"
+
+    def close(self) -> None:
+        """Release the trial's runtime, if it still has one."""
+        if self.runtime is not None:
+            self.runtime.close()
+            self.runtime = None
+
+
+def plan(settings: Settings, device: str, flags: set[str] | None = None) -> list[Trial]:
+    """The candidates for these settings on this device, in preference order. A bf16
+    candidate the CPU would only emulate is listed as skipped unless bf16 was forced."""
+    backend, precision = settings.clip_backend, settings.clip_precision
+    pool = CUDA_CANDIDATES if device == "cuda" else CPU_CANDIDATES
+    trials = [Trial(b, p) for b, p in pool if backend in ("auto", b) and precision in ("auto", p)]
+    if not trials:
+        offered = ", ".join(f"{b}-{p}" for b, p in pool)
+        raise ValueError(
+            f"CLIP_BACKEND={backend} with CLIP_PRECISION={precision} has no runtime on "
+            f"{device} (available: {offered})"
+        )
+    native_bf16 = bool((cpu_flags() if flags is None else flags) & {"avx512_bf16", "amx_bf16"})
+    for trial in trials:
+        if trial.precision == "bf16" and not native_bf16:
+            if precision == "bf16":
+                logger.warning(
+                    "CLIP_PRECISION=bf16 on a CPU without AVX512-BF16 or AMX: emulated, slow"
+                )
+            else:
+                trial.error = "skipped: the CPU has neither AVX512-BF16 nor AMX"
+    return trials
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
