@@ -11,7 +11,7 @@ WORKDIR /srv
 # Everything the service writes, in three directories the app user owns. With a read-only
 # root filesystem (docker run --read-only), mount them as volumes (uploads: a tmpfs).
 ENV UPLOAD_DIR=/srv/uploads \
-    CAREER_MODEL_DIR=/srv/research/models \
+    CAREER_MODEL_DIR=/srv/ml_models/career \
     CLIP_MODEL_CACHE_DIR=/srv/ml_models/clip
 RUN mkdir -p "$UPLOAD_DIR" "$CAREER_MODEL_DIR" "$CLIP_MODEL_CACHE_DIR" \
     && chown -R app:app /srv
@@ -23,12 +23,11 @@ COPY requirements.txt .
 RUN pip install --extra-index-url "$TORCH_INDEX_URL" -r requirements.txt
 
 COPY --chown=app:app app ./app
-COPY --chown=app:app research ./research
 COPY --chown=app:app ml_models ./ml_models
 
 USER app
 # The default career model is built at image build time, so containers start serving at once.
-RUN python -m research.train_career --if-missing
+RUN python -m app.train --if-missing
 # CLIP weights: fetched at build time where the build has network (PREFETCH_CLIP=1, the
 # default), else the service starts with CLIP degraded and says why in /health.
 ARG PREFETCH_CLIP=1

@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     api_keys: CommaList = []
     admin_api_keys: CommaList = []
 
-    career_model_dir: Path = Path("research/models")
+    career_model_dir: Path = Path("ml_models/career")
     clip_model_cache_dir: Path = Path("ml_models/clip")
     upload_dir: Path = Path("uploads")
 

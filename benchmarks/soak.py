@@ -123,10 +123,10 @@ def _image(fmt: str, color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
 
 
 def _students_csv(rows: int, seed: int) -> bytes:
-    from research.synthetic_students import generate_students
-    from research.train_career import load_default_catalog
+    from app.services.career.catalog import default_catalog
+    from app.services.career.synthetic import generate_students
 
-    frame = generate_students(load_default_catalog(), rows, seed=seed)
+    frame = generate_students(default_catalog(), rows, seed=seed)
     return str(frame.to_csv(index=False)).encode()
 
 

@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
-.venv/bin/python -m research.train_career --if-missing
+.venv/bin/python -m app.train --if-missing
 exec .venv/bin/python -m app "$@"

@@ -32,6 +32,20 @@ TINY_CLIP = {
 }
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test is `unit` or `integration` (a module's `pytestmark`), never both or neither,
+    so `-m unit` is the whole fast suite."""
+    unclassified = [
+        item.nodeid
+        for item in items
+        if len({"unit", "integration"} & {m.name for m in item.iter_markers()}) != 1
+    ]
+    if unclassified:
+        raise pytest.UsageError(
+            "tests need exactly one of the unit/integration markers: " + ", ".join(unclassified)
+        )
+
+
 @pytest.fixture
 def career_model_dir(tmp_path: Path) -> Path:
     """A private copy of the committed career model directory (tests may write to it)."""

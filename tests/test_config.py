@@ -7,6 +7,8 @@ from pydantic import ValidationError
 
 from app.config import Settings
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

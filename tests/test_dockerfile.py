@@ -12,7 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import serve
+
+pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,7 +42,7 @@ def test_image_installs_the_pins_and_builds_the_model_as_a_non_root_user() -> No
     user_at = kinds.index("USER")
     assert steps[user_at][1] not in {"root", "0"}
     assert "USER" not in kinds[user_at + 1 :]  # nothing switches back to root
-    train_at = next(i for i, args in runs if "python -m research.train_career" in args)
+    train_at = next(i for i, args in runs if "python -m app.train" in args)
     assert user_at < train_at < kinds.index("CMD")
     assert json.loads(dict(steps)["CMD"]) == ["python", "-m", "app"]
 

@@ -2,7 +2,11 @@
 
 from pathlib import Path
 
+import pytest
+
 from benchmarks.soak import run
+
+pytestmark = pytest.mark.integration
 
 
 def test_one_minute_soak_holds(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """Dependency accessors: routes reach the services built at start-up through these.
 
-They are `async` on purpose: they only read app state, and a sync dependency would cost a
-thread-pool hop per request (about 1 ms each on a small VM).
+They are `async` on purpose: they only read app state, and a sync dependency would add a
+thread-pool hop to every request.
 """
 
 from typing import Annotated

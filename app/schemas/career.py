@@ -1,8 +1,11 @@
 """Schemas of the career routes: the student profile in, recommendations and analytics out."""
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from app.schemas.retrain import VersionFacts
+from app.services.career.features import RIASEC
 
 # Strict: a string "85" or a boolean is a wrong type, not a number; NaN/Infinity are refused.
 Score = Annotated[float, Field(ge=0, le=100, strict=True, allow_inf_nan=False)]
@@ -18,9 +21,7 @@ class Interests(BaseModel):
         dict[
             Annotated[
                 str,
-                Field(
-                    pattern="^(realistic|investigative|artistic|social|enterprising|conventional)$"
-                ),
+                Field(pattern=f"^({'|'.join(RIASEC)})$"),
             ],
             Score,
         ]
@@ -201,14 +202,6 @@ class InterestVocabulary(BaseModel):
     keywords: list[InterestKeyword]
 
 
-class ModelInfo(BaseModel):
-    version: str
-    created_at: str
-    source: str
-    description: str
-    feature_spec: list[dict[str, Any]]
+class ModelInfo(VersionFacts):
     careers: list[CareerRef]
-    metrics: dict[str, Any]
-    data: dict[str, Any]
-    libraries: dict[str, str]
     model_card: str

@@ -58,11 +58,27 @@ class ClipCache(BaseModel):
     entries: int
 
 
+class CareerPredictor(BaseModel):
+    kind: Literal["compiled", "sklearn"] = Field(
+        description="`compiled`: the numpy predictor verified against sklearn at load; "
+        "`sklearn`: sklearn's own predict_proba (the compiler refused or does not know the model)."
+    )
+    model: str | None = Field(
+        description="The classifier the training chose, e.g. `random_forest`."
+    )
+    problem: str | None = Field(
+        description="Why the compiled predictor is not used, when it was refused."
+    )
+
+
 class ModelHealth(BaseModel):
     state: Literal["loading", "loaded", "unavailable", "disabled"]
     version: str | None = Field(description="Model version or weights tag.")
     load_seconds: float | None
     error: str | None = Field(description="Why the model is not loaded, when it is not.")
+    predictor: CareerPredictor | None = Field(
+        default=None, description="How the career model predicts, once loaded."
+    )
     runtime: ClipRuntime | None = Field(default=None, description="CLIP, once loaded.")
     batching: ClipBatching | None = Field(default=None, description="CLIP's dynamic batcher.")
     cache: ClipCache | None = Field(

@@ -30,7 +30,33 @@ class RetrainJson(BaseModel):
     )
 
 
+class ActiveComparison(BaseModel):
+    """The candidate against the model that was active, on the candidate's held-out rows."""
+
+    version: str
+    compared: bool = Field(description="False when the two could not be compared (`why`).")
+    why: str | None = None
+    holdout: dict[str, Any] | None = Field(
+        default=None, description="The active model's metrics on the same held-out rows."
+    )
+
+
+class GateReport(BaseModel):
+    """The quality gate's verdict on a candidate, with the numbers it was judged on."""
+
+    passed: bool
+    reasons: list[str]
+    min_lift: float
+    tolerance: float
+    lift_over_baseline: float = Field(
+        description="Held-out top-1 minus the majority baseline's top-1."
+    )
+    active_model: ActiveComparison | None = None
+
+
 class RetrainJob(BaseModel):
+    """A retraining job as the API shows it."""
+
     id: str
     state: JobState
     stage: str = Field(description="What the job is doing now.")
@@ -47,7 +73,7 @@ class RetrainJob(BaseModel):
     metrics: dict[str, Any] | None = Field(
         description="Held-out top-1, top-3, macro-F1, log loss and majority baseline; cross-validation per candidate."
     )
-    gate: dict[str, Any] | None = Field(
+    gate: GateReport | None = Field(
         description="Quality-gate numbers and the comparison with the active model."
     )
     reasons: list[str] = Field(description="Why the candidate was rejected or the job failed.")
@@ -67,6 +93,65 @@ class RetrainJob(BaseModel):
         description="Why the job failed: the data, the disk, the training process gone, "
         "or the service shutting down."
     )
+
+
+class JobConfig(BaseModel):
+    """What a job was submitted with, for its worker: the gate's policy and the data."""
+
+    min_lift: float
+    tolerance: float
+    min_rows_per_class: int
+    feature_spec: list[dict[str, Any]]
+    data_sha256: str
+
+
+class JobRecord(RetrainJob):
+    """A job's file in CAREER_MODEL_DIR/.jobs/: the job plus who works on it. Written by
+    the server and the worker; a record from an older version may lack fields."""
+
+    stage: str = "queued"
+    progress: float = Field(default=0.0, ge=0, le=1)
+    created_at: str = ""
+    updated_at: str = ""
+    source: str = "csv"
+    force: bool = False
+    mapping: dict[str, str] = Field(default_factory=dict)
+    rows: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] | None = None
+    gate: GateReport | None = None
+    reasons: list[str] = Field(default_factory=list)
+    candidate_version: str | None = None
+    activated: bool = False
+    error: str | None = None
+    pid: int | None = None
+    pid_start: str | None = None
+    config: JobConfig | None = None
+
+    def public(self) -> RetrainJob:
+        return RetrainJob.model_validate(self.model_dump(include=set(RetrainJob.model_fields)))
+
+
+class VersionFacts(BaseModel):
+    """What a model version is: where it came from, its inputs, data and metrics."""
+
+    version: str
+    created_at: str
+    source: str
+    description: str
+    feature_spec: list[dict[str, Any]]
+    metrics: dict[str, Any]
+    data: dict[str, Any]
+    libraries: dict[str, str]
+
+
+class Manifest(VersionFacts):
+    """A model version's manifest.json: its facts, its careers and the sha256 of every
+    artifact. Written by ModelStore, read by every loader."""
+
+    model_config = ConfigDict(extra="allow")  # newer writers may add fields
+
+    classes: list[str]
+    artifacts: dict[str, str] = Field(default_factory=dict)
 
 
 class ModelVersion(BaseModel):

@@ -19,3 +19,14 @@ def brief_error(exc: BaseException, limit: int = 300) -> str:
     line = f"{type(exc).__name__}: {exc}".splitlines()[0]
     line = redact_paths(line)
     return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+# Words read as booleans in forms and uploaded tables, case-insensitively.
+TRUE_WORDS = frozenset({"true", "1", "yes", "y", "t", "on"})
+FALSE_WORDS = frozenset({"false", "0", "no", "n", "f", "off"})
+
+
+def parse_bool(text: str) -> bool | None:
+    """True or False for a boolean word (`yes`, `0`, `On`...), None for anything else."""
+    word = text.strip().lower()
+    return True if word in TRUE_WORDS else False if word in FALSE_WORDS else None

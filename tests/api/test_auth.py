@@ -5,6 +5,8 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import assert_error
 
+pytestmark = pytest.mark.integration
+
 STUDENT = {"academic_scores": {"math": 80}}
 
 

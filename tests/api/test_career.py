@@ -6,7 +6,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.schemas.career import PredictResponse
+from app.services.career import compiled
 from tests.conftest import assert_error
+
+pytestmark = pytest.mark.integration
 
 PREDICT = "/api/v1/career/predict"
 ANALYZE = "/api/v1/career/analyze"
@@ -60,11 +63,11 @@ def test_predict_returns_ranked_calibrated_careers(client: TestClient) -> None:
     assert "math" in data["features_used"] and "investigative" in data["features_used"]
 
 
-def test_predict_serves_models_without_the_numpy_shortcut(client: TestClient) -> None:
-    """A retrained forest or boosting model predicts through sklearn (in a worker thread):
+def test_predict_serves_models_without_the_compiled_predictor(client: TestClient) -> None:
+    """A model the compiler refuses predicts through sklearn (in a worker thread):
     same answers, and the server keeps serving other requests."""
     fast = predict(client, CODER)
-    client.app.state.career.model.shortcut = None  # type: ignore[attr-defined]
+    client.app.state.career.model.compiled = None  # type: ignore[attr-defined]
     slow = predict(client, CODER)
     assert [r["career"] for r in slow["recommendations"]] == [
         r["career"] for r in fast["recommendations"]
@@ -72,6 +75,31 @@ def test_predict_serves_models_without_the_numpy_shortcut(client: TestClient) ->
     for a, b in zip(slow["recommendations"], fast["recommendations"], strict=True):
         assert a["probability"] == pytest.approx(b["probability"], abs=1e-4)
     assert client.get("/health/live").status_code == 200
+
+
+def test_a_compiled_predictor_that_disagrees_is_refused_and_sklearn_serves(
+    make_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Never wrong numbers: a compiled predictor that does not reproduce sklearn at load is
+    dropped, /health says why, and the answers are sklearn's."""
+    reference = predict(make_client(), CODER)
+
+    def broken(estimator: Any, n_features: int) -> Any:
+        working = real_compile(estimator, n_features)
+        return lambda rows: working(rows)[:, ::-1].copy()  # careers' columns reversed
+
+    real_compile = compiled.compile_predictor
+    monkeypatch.setattr(compiled, "compile_predictor", broken)
+    client = make_client()
+    predictor = client.get("/health").json()["data"]["models"]["career"]["predictor"]
+    assert predictor["kind"] == "sklearn"
+    assert "differ from sklearn" in predictor["problem"]
+    answer = predict(client, CODER)
+    assert [r["career"] for r in answer["recommendations"]] == [
+        r["career"] for r in reference["recommendations"]
+    ]
+    for a, b in zip(answer["recommendations"], reference["recommendations"], strict=True):
+        assert a["probability"] == pytest.approx(b["probability"], abs=1e-4)
 
 
 def test_different_students_get_different_careers(client: TestClient) -> None:

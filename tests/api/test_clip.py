@@ -19,6 +19,8 @@ from app.main import create_app
 from research.clip_fixture.shapes import COLORS, SHAPES, all_captions, all_pairs, caption, render
 from tests.conftest import CAREER_MODELS, FIXTURES, TINY_CLIP, assert_error, wait_for_models
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def clip_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:

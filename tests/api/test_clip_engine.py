@@ -20,6 +20,8 @@ from app.services.clip.runtime import TorchModel, TorchRuntime
 from research.clip_fixture.shapes import all_pairs, render
 from tests.conftest import CAREER_MODELS, TINY_CLIP, assert_error, serve, wait_for_models
 
+pytestmark = pytest.mark.integration
+
 
 def png(image: Image.Image) -> bytes:
     out = io.BytesIO()

@@ -18,6 +18,8 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.conftest import CAREER_MODELS, TINY_CLIP, serve
 
+pytestmark = pytest.mark.integration
+
 CHECKS = [
     not_a_server_error,
     status_code_conformance,

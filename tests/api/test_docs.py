@@ -3,7 +3,10 @@
 import json
 import re
 
+import pytest
 from fastapi.testclient import TestClient
+
+pytestmark = pytest.mark.integration
 
 
 def test_docs_pages_use_local_assets(client: TestClient) -> None:

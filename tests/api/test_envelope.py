@@ -12,6 +12,8 @@ from app.core.exceptions import Conflict
 from app.main import create_app
 from tests.conftest import assert_error
 
+pytestmark = pytest.mark.integration
+
 STUDENT = {"academic_scores": {"math": 80}}
 
 

@@ -16,6 +16,8 @@ from app.main import create_app
 from app.services.clip.service import parse_tags
 from tests.conftest import CAREER_MODELS, TINY_CLIP, assert_error, serve
 
+pytestmark = pytest.mark.integration
+
 STUDENT = {"academic_scores": {"math": 80}}
 
 

@@ -2,9 +2,12 @@
 
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import assert_error
+
+pytestmark = pytest.mark.integration
 
 
 def test_health_ok_with_model_details(client: TestClient) -> None:

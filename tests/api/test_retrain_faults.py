@@ -14,8 +14,10 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.test_models import ADMIN, _second_version, start, students_csv, wait
+from tests.api.test_registry import ADMIN, _second_version, start, students_csv, wait
 from tests.conftest import serve, wait_for_models
+
+pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -29,10 +29,13 @@ from typing import TYPE_CHECKING, Any
 
 import joblib
 import numpy as np
+from pydantic import ValidationError
 
 from app.core.exceptions import InvalidInput, NotFound
+from app.schemas.retrain import Manifest, ModelVersion
 from app.services.career.catalog import Career, load_catalog
 from app.services.career.features import FeatureSpec
+from app.services.career.model_card import model_card
 from app.utils.files import atomic_write
 from app.utils.hashing import sha256_file
 
@@ -49,7 +52,8 @@ MODEL_CARD = "MODEL_CARD.md"
 _VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 if TYPE_CHECKING:  # training imports sklearn, which the server loads only with a model
-    from app.services.career.training import PreparedData, TrainedModel
+    from app.services.career.preparation import PreparedData
+    from app.services.career.training import TrainedModel
 
 
 class BundleError(Exception):
@@ -66,7 +70,7 @@ class CareerBundle:
 
     version: str
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     estimator: Any
     spec: FeatureSpec
     classes: list[str]
@@ -128,41 +132,45 @@ class ModelStore:
             if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file()
         )
 
-    def read_manifest(self, version: str) -> dict[str, Any]:
+    def require(self, version: str) -> Path:
+        """A version's manifest path; NotFound when there is no such version."""
         path = self.version_path(version) / MANIFEST
         if not path.is_file():
             raise NotFound(f"Model version '{version}' does not exist.")
-        manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        return manifest
+        return path
 
-    def describe(self) -> list[dict[str, Any]]:
+    def read_manifest(self, version: str) -> Manifest:
+        """A version's manifest; NotFound when there is no such version, BundleError when
+        its manifest is not one."""
+        return _parse_manifest(version, self.require(version))
+
+    def describe(self) -> list[ModelVersion]:
         """Every version's manifest summary, newest first (unreadable manifests included)."""
         active = self.active_version()
         out = []
         for version in self.versions():
             try:
                 m = self.read_manifest(version)
-                data, metrics = m.get("data") or {}, m.get("metrics") or {}
-                features = [f["name"] for f in m.get("feature_spec") or []]
-            except (OSError, ValueError, AttributeError, TypeError, KeyError):
-                out.append({"version": version, "active": version == active, "readable": False})
+                features = [str(f["name"]) for f in m.feature_spec]
+            except (OSError, BundleError, KeyError):
+                out.append(ModelVersion(version=version, active=version == active, readable=False))
                 continue
             out.append(
-                {
-                    "version": version,
-                    "active": version == active,
-                    "readable": True,
-                    "created_at": m.get("created_at"),
-                    "source": m.get("source"),
-                    "description": m.get("description"),
-                    "data_sha256": data.get("sha256"),
-                    "rows_used": data.get("rows_used"),
-                    "features": features,
-                    "careers": len(m.get("classes") or []),
-                    "metrics": metrics.get("holdout") or {},
-                }
+                ModelVersion(
+                    version=version,
+                    active=version == active,
+                    readable=True,
+                    created_at=m.created_at,
+                    source=m.source,
+                    description=m.description,
+                    data_sha256=m.data.get("sha256"),
+                    rows_used=m.data.get("rows_used"),
+                    features=features,
+                    careers=len(m.classes),
+                    metrics=m.metrics.get("holdout") or {},
+                )
             )
-        return sorted(out, key=lambda v: v.get("created_at") or "", reverse=True)
+        return sorted(out, key=lambda v: v.created_at or "", reverse=True)
 
     @contextmanager
     def _pointer_lock(self) -> Iterator[None]:
@@ -196,21 +204,16 @@ class ModelStore:
     def load(self, version: str) -> CareerBundle:
         """Load a version after checking every artifact against its manifest."""
         path = self.version_path(version)
-        try:
-            manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise BundleError(f"model version '{version}' has no manifest at {path}") from exc
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BundleError(
-                f"model version '{version}' has an unreadable manifest: {exc}"
-            ) from exc
-        for name, expected in manifest.get("artifacts", {}).items():
+        if not (path / MANIFEST).is_file():
+            raise BundleError(f"model version '{version}' has no manifest at {path}")
+        manifest = _parse_manifest(version, path / MANIFEST)
+        for name, expected in manifest.artifacts.items():
             artifact = path / name
             if not artifact.is_file():
                 raise BundleError(f"model version '{version}' is missing {name}")
             if sha256_file(artifact) != expected:
                 raise BundleError(f"model version '{version}': {name} fails its sha256 check")
-        if set(manifest.get("artifacts", {})) != {PIPELINE, REFERENCE, CATALOG, MODEL_CARD}:
+        if set(manifest.artifacts) != {PIPELINE, REFERENCE, CATALOG, MODEL_CARD}:
             raise BundleError(f"model version '{version}' does not list every artifact")
         try:
             estimator = joblib.load(path / PIPELINE)
@@ -222,8 +225,8 @@ class ModelStore:
             path=path,
             manifest=manifest,
             estimator=estimator,
-            spec=FeatureSpec.from_list(manifest["feature_spec"]),
-            classes=list(manifest["classes"]),
+            spec=FeatureSpec.from_list(manifest.feature_spec),
+            classes=list(manifest.classes),
             reference=json.loads((path / REFERENCE).read_text(encoding="utf-8")),
             catalog={c.name: c for c in catalog},
             model_card=(path / MODEL_CARD).read_text(encoding="utf-8"),
@@ -247,28 +250,28 @@ class ModelStore:
             _write_json(staging / REFERENCE, trained.reference)
             _write_json(staging / CATALOG, {"careers": [c.to_dict() for c in catalog]})
             created_at = datetime.now(UTC).isoformat(timespec="seconds")
-            manifest: dict[str, Any] = {
-                "version": version,
-                "created_at": created_at,
-                "source": source,
-                "description": description,
-                "feature_spec": trained.spec.to_list(),
-                "classes": trained.classes,
-                "metrics": trained.metrics,
-                "data": {"sha256": data.data_hash, **data.report},
-                "libraries": {
+            manifest = Manifest(
+                version=version,
+                created_at=created_at,
+                source=source,
+                description=description,
+                feature_spec=trained.spec.to_list(),
+                classes=trained.classes,
+                metrics=trained.metrics,
+                data={"sha256": data.data_hash, **data.report},
+                libraries={
                     "python": platform.python_version(),
                     "scikit-learn": _sklearn_version(),
                     "numpy": np.__version__,
                     "joblib": joblib.__version__,
                 },
-            }
+            )
             (staging / MODEL_CARD).write_text(model_card(manifest), encoding="utf-8")
-            manifest["artifacts"] = {
+            manifest.artifacts = {
                 name: sha256_file(staging / name)
                 for name in (PIPELINE, REFERENCE, CATALOG, MODEL_CARD)
             }
-            _write_json(staging / MANIFEST, manifest)
+            _write_json(staging / MANIFEST, manifest.model_dump(mode="json"))
             for item in staging.iterdir():
                 _fsync(item)
             staging.chmod(0o755)  # mkdtemp makes it private; readers may be other users
@@ -299,6 +302,19 @@ def _read_pointer(path: Path) -> str | None:
     return name
 
 
+def _parse_manifest(version: str, path: Path) -> Manifest:
+    try:
+        return Manifest.model_validate_json(path.read_bytes())
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'manifest'}: {e['msg']}"
+            for e in exc.errors(include_url=False)[:3]
+        )
+        raise BundleError(
+            f"model version '{version}' has an unreadable manifest: {problems}"
+        ) from exc
+
+
 def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
@@ -306,55 +322,6 @@ def _write_json(path: Path, data: Any) -> None:
 def _fsync(path: Path) -> None:
     with path.open("rb") as fh:
         os.fsync(fh.fileno())
-
-
-def model_card(manifest: dict[str, Any]) -> str:
-    """A short human-readable card: what the model is, what data, how well, caveats."""
-    holdout = manifest["metrics"]["holdout"]
-    data = manifest["data"]
-    synthetic = manifest["source"] == "synthetic"
-    lines = [
-        f"# Career model {manifest['version']}",
-        "",
-        manifest["description"],
-        "",
-        "## Data",
-    ]
-    if synthetic:
-        lines += [
-            "**The training data is synthetic.** It was generated by `research/synthetic_students.py`",
-            "from the career catalog; no real student is in it. The model shows how the service",
-            "works; real deployments retrain on their own outcomes (`POST /api/v1/career/retrain`).",
-        ]
-    lines += [
-        "",
-        f"- rows received: {data['rows_received']}, used (one per student): {data['rows_used']}",
-        f"- data sha256: `{data['sha256']}`",
-        f"- features: {', '.join(data['features'])}",
-        f"- careers: {len(manifest['classes'])}",
-        "",
-        "## Model",
-        f"- chosen by grouped cross-validation (log loss): {manifest['metrics']['chosen_model']}",
-        "- probabilities calibrated by temperature scaling on cross-validated predictions",
-        "",
-        "## Held-out metrics",
-        f"Measured on {holdout['rows']} students the model never saw (no student on both sides):",
-        "",
-        "| metric | value |",
-        "|---|---|",
-        f"| top-1 accuracy | {holdout['top1_accuracy']} |",
-        f"| top-3 accuracy | {holdout['top3_accuracy']} |",
-        f"| macro F1 | {holdout['macro_f1']} |",
-        f"| log loss | {holdout['log_loss']} |",
-        f"| majority-class baseline (top-1) | {holdout['baseline_top1_accuracy']} |",
-        "",
-        "## Use and limits",
-        "- Suggestions for a conversation with a counsellor, not a decision about a student.",
-        "- Names, emails, ids and gender are never features.",
-        "- Probabilities describe students like those in the training data; they do not",
-        "  transfer to populations the data does not represent.",
-    ]
-    return "\n".join(lines) + "\n"
 
 
 def _sklearn_version() -> str:

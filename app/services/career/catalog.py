@@ -1,12 +1,17 @@
 """Career catalog entries: what a career is, its RIASEC code and the subjects that matter."""
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 from app.services.career.features import RIASEC
 
+# The default catalog: 25 careers, each with its Holland code and key subjects.
+CATALOG_PATH = Path(__file__).with_name("careers.json")
 _LETTER_TO_DIM = {dim[0].upper(): dim for dim in RIASEC}
 # Weight of the 1st, 2nd and 3rd letter of a Holland code in a career's interest profile.
 _CODE_WEIGHTS = (1.0, 0.66, 0.33)
@@ -64,3 +69,13 @@ class Career:
 def load_catalog(data: Mapping[str, Any]) -> list[Career]:
     """Careers from a catalog document `{"careers": [...]}`."""
     return [Career.from_dict(item) for item in data["careers"]]
+
+
+@cache
+def _default_catalog() -> tuple[Career, ...]:
+    return tuple(load_catalog(json.loads(CATALOG_PATH.read_text(encoding="utf-8"))))
+
+
+def default_catalog() -> list[Career]:
+    """The catalog the default model is generated from, read once per process."""
+    return list(_default_catalog())

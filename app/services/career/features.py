@@ -5,7 +5,7 @@ A model's spec travels in its bundle's manifest: requests are validated against 
 """
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -181,7 +181,7 @@ class FeatureSpec:
         return [f.to_dict() for f in self.features]
 
     @classmethod
-    def from_list(cls, data: list[Mapping[str, Any]]) -> "FeatureSpec":
+    def from_list(cls, data: Sequence[Mapping[str, Any]]) -> "FeatureSpec":
         return cls([Feature.from_dict(item) for item in data])
 
 

@@ -14,7 +14,6 @@ if __name__ == "__main__":
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
 
 import contextlib
-import json
 import logging
 import os
 import sys
@@ -24,86 +23,24 @@ from pathlib import Path
 from typing import Any
 
 from app.core.exceptions import AppError
+from app.schemas.retrain import JobRecord
 from app.services.career.bundle import BundleError, ModelStore
 from app.services.career.catalog import Career
+from app.services.career.gate import quality_gate
+from app.services.career.job_lock import HEARTBEAT_S, JobLock, process_start
 from app.services.career.retrain import (
-    HEARTBEAT_S,
     JOBS_DIR,
     SHUTDOWN_REASON,
-    JobLock,
     data_path,
-    process_start,
+    read_job,
     read_training_rows,
-    release_lock,
     write_job,
 )
-from app.services.career.training import (
-    TrainedModel,
-    TrainingConfig,
-    evaluate,
-    train_model,
-)
+from app.services.career.training import TrainedModel, TrainingConfig, train_model
 
 logger = logging.getLogger("app.retrain")
 
 WRITING = "writing the version"
-
-
-def quality_gate(
-    trained: TrainedModel, store: ModelStore, *, min_lift: float, tolerance: float
-) -> dict[str, Any]:
-    """Does the candidate clearly beat the baseline and, comparably, the active model?"""
-    holdout = trained.metrics["holdout"]
-    reasons = []
-    lift = holdout["top1_accuracy"] - holdout["baseline_top1_accuracy"]
-    if lift < min_lift:
-        reasons.append(
-            f"top-1 accuracy {holdout['top1_accuracy']:.4f} beats the majority baseline "
-            f"{holdout['baseline_top1_accuracy']:.4f} by {lift:.4f}, less than the required {min_lift}"
-        )
-    active_report: dict[str, Any] | None = None
-    active = store.active_version()
-    if active:
-        try:
-            bundle = store.load(active)
-        except BundleError as exc:
-            active_report = {
-                "version": active,
-                "compared": False,
-                "why": f"active model does not load: {exc}",
-            }
-        else:
-            if bundle.spec.names != trained.spec.names:
-                active_report = {
-                    "version": active,
-                    "compared": False,
-                    "why": "feature specs differ, so the models answer different questions",
-                }
-            else:
-                majority = max(
-                    set(trained.holdout_y.tolist()), key=trained.holdout_y.tolist().count
-                )
-                theirs = evaluate(
-                    bundle.estimator,
-                    trained.holdout_X,
-                    trained.holdout_y,
-                    trained.classes,
-                    majority,
-                )
-                active_report = {"version": active, "compared": True, "holdout": theirs}
-                if holdout["top1_accuracy"] < theirs["top1_accuracy"] - tolerance:
-                    reasons.append(
-                        f"top-1 accuracy {holdout['top1_accuracy']:.4f} is worse than the active model's "
-                        f"{theirs['top1_accuracy']:.4f} on the same held-out rows by more than {tolerance}"
-                    )
-    return {
-        "passed": not reasons,
-        "reasons": reasons,
-        "min_lift": min_lift,
-        "tolerance": tolerance,
-        "lift_over_baseline": round(lift, 4),
-        "active_model": active_report,
-    }
 
 
 class JobRun:
@@ -116,14 +53,21 @@ class JobRun:
         self.job_id = job_id
         self.path = root / JOBS_DIR / f"{job_id}.json"
         self.data = data_path(root, job_id)
-        self.job: dict[str, Any] = json.loads(self.path.read_text(encoding="utf-8"))
+        job = read_job(self.path)
+        if job is None or job.config is None:
+            raise RuntimeError(f"retrain job {job_id} has no readable record")
+        self.job: JobRecord = job
         self.lock = threading.Lock()
         self.finished = False
 
     def save(self, **changes: Any) -> None:
         with self.lock:
-            self.job.update(changes)
+            self._update(changes)
             write_job(self.path, self.job)
+
+    def _update(self, changes: dict[str, Any]) -> None:
+        for name, value in changes.items():
+            setattr(self.job, name, value)
 
     def finish(self, **changes: Any) -> None:
         """The job's last word: its data goes first (it frees the space a full disk needs
@@ -131,7 +75,7 @@ class JobRun:
         if self.finished:
             return
         self.finished = True
-        self.job.update(changes)
+        self._update(changes)
         try:
             self.data.unlink(missing_ok=True)
         except OSError:
@@ -141,7 +85,7 @@ class JobRun:
         except OSError:  # the server's reaper or the next start-up records it instead
             logger.exception("retrain job %s: could not record its end", self.job_id)
         try:
-            release_lock(self.root, self.job_id)
+            JobLock(self.root / JOBS_DIR).release(self.job_id)
         except OSError:
             logger.exception("retrain job %s: could not release the lock", self.job_id)
 
@@ -165,7 +109,8 @@ def run(root: Path, job_id: str, job_run: JobRun | None = None) -> int:
         pid=os.getpid(),
         pid_start=process_start(os.getpid()),
     )
-    config = job["config"]
+    config = job.config
+    assert config is not None  # JobRun refuses a record without one
     try:
         data = read_training_rows(job_run.data, job)
 
@@ -173,16 +118,14 @@ def run(root: Path, job_id: str, job_run: JobRun | None = None) -> int:
             job_run.save(stage=stage, progress=round(fraction, 2))
 
         trained = train_model(data, config=TrainingConfig(), progress=progress)
-        job["metrics"] = trained.metrics
+        job.metrics = trained.metrics
         progress("quality gate", 0.95)
-        gate = quality_gate(
-            trained, store, min_lift=config["min_lift"], tolerance=config["tolerance"]
-        )
-        job["gate"] = gate
-        job["reasons"] = gate["reasons"]
-        if gate["passed"] or job["force"]:
+        gate = quality_gate(trained, store, min_lift=config.min_lift, tolerance=config.tolerance)
+        job.gate = gate
+        job.reasons = gate.reasons
+        if gate.passed or job.force:
             with job_run.lock:  # a shutdown waits for the version and the pointer
-                _promote(store, job_run, trained, data, gate_passed=gate["passed"])
+                _promote(store, job_run, trained, data, gate_passed=gate.passed)
         else:
             with job_run.lock:
                 job_run.finish(state="rejected", stage="done", progress=1.0)
@@ -218,13 +161,13 @@ def _promote(
         f"({data.report['unique_students']} unique students)"
         + (" with force despite the quality gate." if not gate_passed else ".")
     )
-    job["stage"] = WRITING
+    job.stage = WRITING
     version = store.write(
         trained, data, catalog=_catalog(store), source="retrain", description=description
     )
-    job["candidate_version"] = version
+    job.candidate_version = version
     store.load(version)  # only a version that loads is activated (and becomes LAST_GOOD)
-    base = job.get("base_version")
+    base = job.base_version
     if store.compare_and_set_active(base, version):
         job_run.finish(activated=True, state="succeeded", stage="done", progress=1.0)
         return
@@ -241,17 +184,17 @@ def _promote(
     )
 
 
-def _os_error(exc: OSError, job: dict[str, Any]) -> str:
+def _os_error(exc: OSError, job: JobRecord) -> str:
     """What the OS refused (a full disk, a read-only directory), in its words, no paths."""
     reason = exc.strerror or type(exc).__name__
-    if job.get("candidate_version"):
+    if job.candidate_version:
         return (
-            f"version {job['candidate_version']} was written but could not be activated: "
+            f"version {job.candidate_version} was written but could not be activated: "
             f"{reason}; the active model is unchanged"
         )
-    if job.get("stage") == WRITING:
+    if job.stage == WRITING:
         return f"the new version could not be written: {reason}; the active model is unchanged"
-    return f"{reason} (while {job.get('stage')})"
+    return f"{reason} (while {job.stage})"
 
 
 def _catalog(store: ModelStore) -> list[Career]:

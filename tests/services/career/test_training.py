@@ -5,22 +5,29 @@ import pandas as pd
 import pytest
 
 from app.core.exceptions import InvalidInput
-from app.services.career.training import TrainingConfig, prepare_frame, train_model
-from research.synthetic_students import generate_students
-from research.train_career import load_default_catalog
+from app.services.career.catalog import default_catalog
+from app.services.career.evaluation import expected_calibration_error
+from app.services.career.preparation import prepare_frame
+from app.services.career.synthetic import generate_students
+from app.services.career.training import (
+    TrainingConfig,
+    train_model,
+)
+
+pytestmark = pytest.mark.unit
 
 FAST = TrainingConfig(seed=1, candidates=("logistic_regression",), cv_folds=3)
 
 
 @pytest.fixture(scope="module")
 def students() -> pd.DataFrame:
-    return generate_students(load_default_catalog(), 1500, seed=11)
+    return generate_students(default_catalog(), 1500, seed=11)
 
 
 def test_generator_is_seeded_and_realistic(students: pd.DataFrame) -> None:
-    again = generate_students(load_default_catalog(), 1500, seed=11)
+    again = generate_students(default_catalog(), 1500, seed=11)
     pd.testing.assert_frame_equal(students, again)
-    other = generate_students(load_default_catalog(), 1500, seed=12)
+    other = generate_students(default_catalog(), 1500, seed=12)
     assert not students.equals(other)
     assert students["label"].nunique() >= 17
     assert students["math"].dropna().between(0, 100).all()
@@ -59,7 +66,7 @@ def test_probabilities_are_calibrated_enough(students: pd.DataFrame) -> None:
 
 
 def test_repeated_students_count_once_and_never_straddle_the_split() -> None:
-    base = generate_students(load_default_catalog(), 600, seed=5)
+    base = generate_students(default_catalog(), 600, seed=5)
     base["email"] = [f"s{i}@school.test" for i in range(len(base))]
     tripled = pd.concat([base, base, base], ignore_index=True)
     tripled["id"] = range(len(tripled))  # different row ids, same student
@@ -121,3 +128,32 @@ def test_unusable_tables_are_refused(
 ) -> None:
     with pytest.raises(InvalidInput, match=message):
         prepare_frame(frame, mapping=mapping)
+
+
+def test_expected_calibration_error_follows_its_definition() -> None:
+    classes = ["a", "b"]
+    y = np.array(["a", "a", "b", "b"], dtype=object)
+    # Confidence 0.75 on every row, right on three of four: calibrated, ECE 0.
+    honest = np.array([[0.75, 0.25], [0.75, 0.25], [0.25, 0.75], [0.75, 0.25]])
+    assert expected_calibration_error(y, honest, classes) == pytest.approx(0.0)
+    # Confidence 0.95, right on half: off by 0.45.
+    bold = np.array([[0.95, 0.05], [0.05, 0.95], [0.05, 0.95], [0.95, 0.05]])
+    assert expected_calibration_error(y, bold, classes) == pytest.approx(0.45)
+
+
+def test_two_careers_train_and_report_every_metric(students: pd.DataFrame) -> None:
+    two = students[students["label"].isin(["Doctor", "Artist"])]
+    trained = train_model(prepare_frame(two), config=FAST)
+    holdout = trained.metrics["holdout"]
+    assert holdout["top3_accuracy"] == holdout["top1_accuracy"]  # k is 1 with two careers
+    assert 0 <= holdout["expected_calibration_error"] <= 1
+    assert set(trained.metrics["per_career"]) == {"Doctor", "Artist"}
+
+
+def test_the_baseline_is_the_training_splits_majority(students: pd.DataFrame) -> None:
+    trained = train_model(prepare_frame(students), config=FAST)
+    share = float(np.mean(trained.holdout_y == trained.majority))
+    assert trained.metrics["holdout"]["baseline_top1_accuracy"] == round(share, 4)
+    per_career = trained.metrics["per_career"]
+    assert sum(m["support"] for m in per_career.values()) == len(trained.holdout_y)
+    assert all(0 <= m["precision"] <= 1 and 0 <= m["recall"] <= 1 for m in per_career.values())

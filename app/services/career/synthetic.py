@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from app.services.career.catalog import Career
+from app.services.career.catalog import Career, default_catalog
 from app.services.career.features import HABITS, RIASEC, SUBJECTS
+from app.services.career.training import DEFAULT_SEED
 
 # Which interests lift which subjects (points per interest point above 50).
 INTEREST_SUBJECT_LINKS: dict[str, dict[str, float]] = {
@@ -42,6 +43,8 @@ INTEREST_SUBJECT_LINKS: dict[str, dict[str, float]] = {
     "enterprising": {"economics": 0.2, "english": 0.05},
     "conventional": {"math": 0.1, "economics": 0.12, "computer_science": 0.05},
 }
+# The default model's training data: this many students from this seed.
+DEFAULT_STUDENTS = 8000
 ACADEMIC_WEIGHT = 1.4
 INTEREST_WEIGHT = 3.0
 NOISE_SCALE = 0.6
@@ -112,14 +115,12 @@ def generate_students(catalog: list[Career], n: int, *, seed: int) -> pd.DataFra
 
 
 def main() -> None:
-    from research.train_career import load_default_catalog
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=8000)
-    parser.add_argument("--seed", type=int, default=7)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--n", type=int, default=DEFAULT_STUDENTS)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--out", type=Path, required=True, help="CSV file to write")
     args = parser.parse_args()
-    frame = generate_students(load_default_catalog(), args.n, seed=args.seed)
+    frame = generate_students(default_catalog(), args.n, seed=args.seed)
     frame.to_csv(args.out, index=False)
     print(f"wrote {len(frame)} students to {args.out}")
 

@@ -16,19 +16,21 @@ from app.services.career.bundle import (
     validate_version_name,
 )
 
+pytestmark = pytest.mark.unit
+
 
 def test_loads_active_and_verifies(career_model_dir: Path) -> None:
     store = ModelStore(career_model_dir)
     bundle = store.load(store.active_version())  # type: ignore[arg-type]
     assert bundle.version == store.active_version()
-    assert set(bundle.manifest["artifacts"]) == {
+    assert set(bundle.manifest.artifacts) == {
         "pipeline.joblib",
         "reference.json",
         "catalog.json",
         "MODEL_CARD.md",
     }
-    assert bundle.manifest["libraries"]["scikit-learn"]
-    assert len(bundle.manifest["data"]["sha256"]) == 64
+    assert bundle.manifest.libraries["scikit-learn"]
+    assert len(bundle.manifest.data["sha256"]) == 64
     assert "synthetic" in bundle.model_card.lower()
 
 

@@ -9,6 +9,8 @@ from PIL import Image
 from app.core.exceptions import ImageTooLarge, InvalidImage
 from app.utils.images import decode_base64, load_image, open_image
 
+pytestmark = pytest.mark.unit
+
 
 def decode_image(data: bytes, *, max_pixels: int, min_side: int | None = None) -> Image.Image:
     return load_image(open_image(data, max_pixels=max_pixels), min_side=min_side).image

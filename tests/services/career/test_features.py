@@ -14,6 +14,8 @@ from app.services.career.features import (
     interests_from_keywords,
 )
 
+pytestmark = pytest.mark.unit
+
 SPEC = FeatureSpec(default_features())
 
 

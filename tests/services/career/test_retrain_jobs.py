@@ -23,27 +23,29 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from app.config import Settings
 from app.core.exceptions import Conflict
-from app.services.career import retrain
+from app.schemas.retrain import JobConfig, JobRecord
+from app.services.career import job_lock, retrain
 from app.services.career.bundle import ModelStore
+from app.services.career.catalog import default_catalog
+from app.services.career.job_lock import JobLock, process_start
+from app.services.career.preparation import prepare_frame
 from app.services.career.retrain import (
     SHUTDOWN_REASON,
-    JobLock,
     RetrainJobs,
     child_environment,
-    process_start,
     read_training_rows,
     write_training_rows,
 )
-from app.services.career.training import prepare_frame
-from research.synthetic_students import generate_students
-from research.train_career import load_default_catalog
+from app.services.career.synthetic import generate_students
+
+pytestmark = pytest.mark.integration
 
 PERSONAL = ("Zebulon", "Quiggley", "@example.test", "+44 7700", "S-0")
 
 
 def students(n: int = 300, seed: int = 21) -> pd.DataFrame:
     """Synthetic students with the personal columns a real export has."""
-    frame = generate_students(load_default_catalog(), n, seed=seed)
+    frame = generate_students(default_catalog(), n, seed=seed)
     frame["student_id"] = [f"S-{i:05d}" for i in range(n)]
     frame["first_name"] = "Zebulon"
     frame["last_name"] = "Quiggley"
@@ -96,7 +98,7 @@ def test_data_file_holds_features_and_label_only_with_mode_0600(
     (path,) = data_files(career_model_dir)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     text = path.read_text()
-    assert text.splitlines()[0].split(",") == [*job["rows"]["features"], "label", "_group"]
+    assert text.splitlines()[0].split(",") == [*job.rows["features"], "label", "_group"]
     for personal in PERSONAL:
         assert personal not in text, personal
 
@@ -109,10 +111,18 @@ def test_training_rows_read_back_exactly() -> None:
     path = Path(os.environ.get("TMPDIR", "/tmp")) / f"rows-{os.getpid()}.csv"
     try:
         write_training_rows(path, data)
-        job = {
-            "rows": data.report,
-            "config": {"feature_spec": data.spec.to_list(), "data_sha256": data.data_hash},
-        }
+        job = JobRecord(
+            id="0123456789abcdef",
+            state="queued",
+            rows=data.report,
+            config=JobConfig(
+                min_lift=0,
+                tolerance=0,
+                min_rows_per_class=10,
+                feature_spec=data.spec.to_list(),
+                data_sha256=data.data_hash,
+            ),
+        )
         back = read_training_rows(path, job)
     finally:
         path.unlink(missing_ok=True)
@@ -145,11 +155,11 @@ def test_popen_failure_deletes_the_data_and_frees_the_lock(
 def test_reaper_records_a_killed_worker_and_deletes_its_data(
     jobs: RetrainJobs, career_model_dir: Path
 ) -> None:
-    job_id = jobs.submit(students(n=1500), mapping=None, force=False, source="csv")["id"]
+    job_id = jobs.submit(students(n=1500), mapping=None, force=False, source="csv").id
     wait_for(lambda: job_file(career_model_dir, job_id)["state"] == "running")
     os.kill(job_file(career_model_dir, job_id)["pid"], signal.SIGKILL)
     wait_for(lambda: job_file(career_model_dir, job_id)["state"] == "failed")
-    assert "code -9" in jobs.get(job_id)["error"]
+    assert "code -9" in jobs.get(job_id).error
     assert data_files(career_model_dir) == []
     assert jobs.lock.holder() is None
 
@@ -174,7 +184,7 @@ def test_start_up_fails_dead_jobs_and_recovers_the_lock(
 ) -> None:
     job_id = "0123456789abcdef"
     me = os.getpid()  # a live process that is not the job's worker: a reused pid
-    here = retrain._where()  # this boot and pid namespace, where /proc can judge
+    here = job_lock.namespace_id()  # this boot and pid namespace, where /proc can judge
     if case == "running, pid reused":
         stale = {"job_id": job_id, "pid": me, "start": f"{here}:1"}
         _leave_job(career_model_dir, job_id, stale, pid=me, pid_start=f"{here}:1")
@@ -218,15 +228,15 @@ def test_taking_over_a_stale_lock_is_atomic(
 ) -> None:
     JobLock(tmp_path).take("0" * 16)
     (tmp_path / "LOCK").write_text(
-        json.dumps({"job_id": "0" * 16, "pid": dead_pid(), "start": f"{retrain._where()}:9"})
+        json.dumps({"job_id": "0" * 16, "pid": dead_pid(), "start": f"{job_lock.namespace_id()}:9"})
     )
-    judge = retrain.same_process
+    judge = job_lock.same_process
 
     def slow_judge(pid: int | None, start: str | None) -> bool:
         time.sleep(0.05)  # widens the gap between "it is stale" and "it is mine"
         return judge(pid, start)
 
-    monkeypatch.setattr(retrain, "same_process", slow_judge)
+    monkeypatch.setattr(job_lock, "same_process", slow_judge)
     barrier = threading.Barrier(6)
     winners: list[str] = []
 
@@ -274,7 +284,7 @@ def test_worker_gets_no_secrets(jobs: RetrainJobs, monkeypatch: pytest.MonkeyPat
     for name, value in secrets.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("SKILL_COMPASS_MARKER", "kept")
-    job_id = jobs.submit(students(), mapping=None, force=False, source="csv")["id"]
+    job_id = jobs.submit(students(), mapping=None, force=False, source="csv").id
     pid = jobs._children[job_id].pid
     environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     names = {item.split(b"=", 1)[0].decode() for item in environ if item}
@@ -287,7 +297,7 @@ def test_worker_gets_no_secrets(jobs: RetrainJobs, monkeypatch: pytest.MonkeyPat
 def test_close_stops_the_worker_and_records_the_job(
     jobs: RetrainJobs, career_model_dir: Path
 ) -> None:
-    job_id = jobs.submit(students(n=1500), mapping=None, force=False, source="csv")["id"]
+    job_id = jobs.submit(students(n=1500), mapping=None, force=False, source="csv").id
     process = jobs._children[job_id]
     wait_for(lambda: job_file(career_model_dir, job_id)["state"] == "running")
     started = time.monotonic()
@@ -295,7 +305,7 @@ def test_close_stops_the_worker_and_records_the_job(
     assert time.monotonic() - started < 5
     assert process.returncode == 1  # it recorded the job and exited; no SIGKILL was needed
     job = jobs.get(job_id)
-    assert job["state"] == "failed" and job["error"] == SHUTDOWN_REASON
+    assert job.state == "failed" and job.error == SHUTDOWN_REASON
     assert data_files(career_model_dir) == []
     assert jobs.lock.holder() is None
 
@@ -305,7 +315,7 @@ def test_repeated_columns_are_found_in_linear_time() -> None:
     import pytest
 
     from app.core.exceptions import MalformedUpload
-    from app.services.career.retrain import parse_csv
+    from app.services.career.tables import parse_csv
 
     header = ",".join([f"c{i}" for i in range(40_000)] + ["c7", "c9"])
     started = time.perf_counter()
@@ -323,7 +333,7 @@ def test_a_lock_held_on_another_host_is_respected_until_its_heartbeat_stops(
     over once the lock has not been touched for FOREIGN_STALE_S."""
     job_id = "0123456789abcdef"
     elsewhere = "another-boot/pid:[1]:12345"
-    assert not retrain.is_here(elsewhere) and retrain.is_here(process_start(os.getpid()))
+    assert not job_lock.is_here(elsewhere) and job_lock.is_here(process_start(os.getpid()))
     holder = {"job_id": job_id, "pid": os.getpid(), "start": elsewhere}
     _leave_job(career_model_dir, job_id, holder, pid=7, pid_start=elsewhere)
 
@@ -334,7 +344,7 @@ def test_a_lock_held_on_another_host_is_respected_until_its_heartbeat_stops(
     with pytest.raises(Conflict, match=job_id):
         jobs.lock.take("fedcba9876543210")
     jobs.lock.beat(job_id)
-    old = time.time() - retrain.FOREIGN_STALE_S - 5
+    old = time.time() - job_lock.FOREIGN_STALE_S - 5
     os.utime(jobs.lock.path, (old, old))  # the heartbeat stopped: that host is gone
     jobs.lock.take("fedcba9876543210")
     assert jobs.lock.holder()["job_id"] == "fedcba9876543210"  # type: ignore[index]
@@ -343,7 +353,7 @@ def test_a_lock_held_on_another_host_is_respected_until_its_heartbeat_stops(
 def test_json_records_with_ever_new_keys_are_refused_in_linear_time() -> None:
     """6,000 records with a key each made a 6,000 x 6,000 table (2.4 s, +276 MB)."""
     from app.core.exceptions import InvalidInput
-    from app.services.career.retrain import MAX_RECORD_COLUMNS, records_frame
+    from app.services.career.tables import MAX_RECORD_COLUMNS, records_frame
 
     records = [{f"k{i}": 1} for i in range(20_000)]
     started = time.perf_counter()

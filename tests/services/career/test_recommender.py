@@ -13,17 +13,15 @@ from pydantic import ValidationError
 from pydantic_core import to_json
 
 from app.schemas.career import PredictRequest, PredictResponse
+from app.services.career.active import ActiveModel
 from app.services.career.bundle import ModelStore
+from app.services.career.cohorts import CohortScale, percentile
+from app.services.career.explain import GAP_PERCENTILE, STRENGTH_PERCENTILE
 from app.services.career.features import INTEREST_KEYWORDS, RIASEC, SUBJECTS
-from app.services.career.recommender import (
-    GAP_PERCENTILE,
-    STRENGTH_PERCENTILE,
-    ActiveModel,
-    CareerRecommender,
-    CohortScale,
-    _percentile,
-)
+from app.services.career.recommender import CareerRecommender
 from tests.conftest import CAREER_MODELS
+
+pytestmark = pytest.mark.unit
 
 GRID = [5.0, 25.0, 50.0, 75.0, 95.0]
 COHORT = [10.0, 20.0, 30.0, 60.0, 90.0]  # the cohort's values at the GRID percentiles
@@ -45,15 +43,15 @@ COHORT = [10.0, 20.0, 30.0, 60.0, 90.0]  # the cohort's values at the GRID perce
 def test_percentile_interpolates_and_splits_ties(
     cohort: list[float], value: float, expected: float
 ) -> None:
-    assert _percentile(cohort, GRID, value) == expected
+    assert percentile(cohort, GRID, value) == expected
 
 
 @pytest.mark.parametrize("cohort", [COHORT, [10.0, 40.0, 40.0, 40.0, 90.0], [0.0] * 4 + [100.0]])
-def test_cohort_scale_table_agrees_with_the_exact_percentile(cohort: list[float]) -> None:
+def test_cohort_scale_table_agrees_with_the_exactpercentile(cohort: list[float]) -> None:
     scale = CohortScale(cohort, GRID)
     values = [v / 4 for v in range(-8, 500)] + [-0.0, 1e-9, 99.999, 365.0, 0, 40, 100, 101]
     for value in values:
-        assert scale.percentile(value) == _percentile(cohort, GRID, value), value
+        assert scale.percentile(value) == percentile(cohort, GRID, value), value
 
 
 @pytest.fixture(scope="module")
@@ -230,8 +228,11 @@ def test_imputed_subjects_do_not_count_towards_academic_fit(
     for r in only_art:
         features = {p["feature"] for p in r["strengths"] + r["gaps"]}
         assert features <= {"art"}
-        if r["compatibility"]["academic_fit"] is None:
-            assert r["compatibility"]["overall"] is None  # no interests given either
+    # Careers without art among their key subjects have no academic fit, and with no
+    # interests given either, no overall fit.
+    unfit = [r["compatibility"] for r in only_art if r["compatibility"]["academic_fit"] is None]
+    assert unfit
+    assert all(c["overall"] is None for c in unfit)
 
 
 CODER = {
@@ -241,29 +242,30 @@ CODER = {
 }
 
 
-def test_predict_async_runs_inline_only_with_the_numpy_shortcut() -> None:
-    """Sub-millisecond shortcut predictions stay on the event loop; sklearn's own
-    predict_proba (a retrained forest or boosting model: 2-40 ms) goes to a thread."""
+def test_predict_async_runs_inline_only_with_the_compiled_predictor() -> None:
+    """Predictions through the verified compiled predictor stay on the event loop; sklearn's
+    own predict_proba, far slower per row, goes to a worker thread."""
     service = CareerRecommender(ModelStore(CAREER_MODELS))
     service.load()
     request = PredictRequest.model_validate(CODER)
     threads: list[int] = []
-    original = service._predict
+    model = service.model
+    original = model.proba
 
-    def spy(model: ActiveModel, body: PredictRequest) -> Any:
+    def spy(rows: Any) -> Any:
         threads.append(threading.get_ident())
-        return original(model, body)
+        return original(rows)
 
-    service._predict = spy  # type: ignore[method-assign,assignment]
+    model.proba = spy  # type: ignore[method-assign]
 
     async def run() -> tuple[Any, int]:
         return await service.predict_async(request), threading.get_ident()
 
-    assert service.model.shortcut is not None
+    assert service.model.compiled is not None
     fast, loop_thread = anyio.run(run)
     assert threads == [loop_thread]
 
-    service.model.shortcut = None
+    service.model.compiled = None
     slow, loop_thread = anyio.run(run)
     assert threads[1] != loop_thread
     slow_recs, fast_recs = slow["recommendations"], fast["recommendations"]
@@ -288,7 +290,7 @@ def test_cohorts_without_reference_data_still_get_answers(
     catalog = {name: c for name, c in bundle.catalog.items() if name != second}
     model = ActiveModel(dataclasses.replace(bundle, reference=reference, catalog=catalog))
     service = CareerRecommender(ModelStore(CAREER_MODELS))
-    service._model = model
+    service.install(model)
     body = {**CODER, "top_k": len(bundle.classes)}
     by_name = {r["career"]["name"]: r for r in predict(service, body)}
 

@@ -1,8 +1,8 @@
-"""Offline career-model training: synthetic students (or a CSV) through the service's pipeline.
+"""Career-model training from the command line: synthetic students (or a CSV).
 
-    python -m research.train_career                      # default synthetic model, activated
-    python -m research.train_career --csv data.csv --mapping '{"career_aspiration": "label"}'
-    python -m research.train_career --if-missing         # what the run command does
+    python -m app.train                      # default synthetic model, activated
+    python -m app.train --csv data.csv --mapping '{"career_aspiration": "label"}'
+    python -m app.train --if-missing         # what the run command and the Dockerfile do
 
 It calls the same `prepare_frame` / `train_model` / `ModelStore.write` that the retrain
 endpoint runs, so there is one way to train.
@@ -18,22 +18,15 @@ import pandas as pd
 
 from app.config import get_settings
 from app.services.career.bundle import ModelStore
-from app.services.career.catalog import Career, load_catalog
+from app.services.career.catalog import default_catalog
+from app.services.career.preparation import prepare_frame
+from app.services.career.synthetic import DEFAULT_STUDENTS, generate_students
 from app.services.career.training import (
     DEFAULT_CANDIDATES,
+    DEFAULT_SEED,
     TrainingConfig,
-    prepare_frame,
     train_model,
 )
-from research.synthetic_students import generate_students
-
-CATALOG_PATH = Path(__file__).parent / "catalog" / "careers.json"
-DEFAULT_STUDENTS = 8000
-DEFAULT_SEED = 7
-
-
-def load_default_catalog() -> list[Career]:
-    return load_catalog(json.loads(CATALOG_PATH.read_text(encoding="utf-8")))
 
 
 def build(
@@ -46,7 +39,7 @@ def build(
     config: TrainingConfig,
     activate: bool,
 ) -> str:
-    catalog = load_default_catalog()
+    catalog = default_catalog()
     data = prepare_frame(frame, mapping=mapping, min_rows_per_class=config.min_rows_per_class)
     trained = train_model(
         data, config=config, progress=lambda stage, _f: print(f"- {stage}", flush=True)
@@ -90,11 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         frame = pd.read_csv(args.csv)
         source, description = "csv", f"Trained offline on {args.csv.name}."
     else:
-        frame = generate_students(load_default_catalog(), args.students, seed=args.seed)
+        frame = generate_students(default_catalog(), args.students, seed=args.seed)
         source = "synthetic"
         description = (
             f"Default model: {args.students} synthetic students (seed {args.seed}) generated from "
-            f"the {len(load_default_catalog())}-career catalog."
+            f"the {len(default_catalog())}-career catalog."
         )
     mapping = json.loads(args.mapping) if args.mapping else None
     build(

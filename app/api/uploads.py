@@ -1,0 +1,101 @@
+"""The retraining upload, parsed from the request before the service sees it.
+
+Multipart (a CSV `file`, optional `mapping` and `force` fields) or JSON (`records`,
+`mapping`, `force`): either way the service gets a table of raw values, a mapping and a flag.
+"""
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pandas as pd
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from app.api.deps import SettingsDep
+from app.core.exceptions import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from app.schemas.retrain import RetrainJson
+from app.services.career.tables import check_mapping, parse_csv, records_frame
+from app.utils.text import parse_bool
+
+# The OpenAPI request body of the retrain route: the body is parsed here, not by FastAPI.
+RETRAIN_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "UTF-8 CSV with a header row.",
+                        },
+                        "mapping": {
+                            "type": "string",
+                            "description": "JSON object: column -> feature or `label`.",
+                        },
+                        "force": {"type": "boolean", "default": False},
+                    },
+                }
+            },
+            # Inline: FastAPI does not list a hand-parsed body in components.
+            "application/json": {"schema": RetrainJson.model_json_schema()},
+        },
+    }
+}
+
+
+@dataclass(frozen=True)
+class RetrainUpload:
+    frame: pd.DataFrame
+    mapping: dict[str, str] | None
+    force: bool
+    source: Literal["csv", "json"]
+
+
+async def retrain_upload(request: Request, settings: SettingsDep) -> RetrainUpload:
+    """The upload as a table, a mapping and `force`; 4xx for anything unreadable."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form(max_files=1, max_fields=10)
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise InvalidInput(
+                "A CSV `file` field is required.", details=[{"field": "file", "message": "missing"}]
+            )
+        data = await upload.read(settings.max_training_upload_bytes + 1)
+        if len(data) > settings.max_training_upload_bytes:
+            raise PayloadTooLarge(f"The file is larger than {settings.max_training_upload_mb} MB.")
+        frame = await run_in_threadpool(parse_csv, data, max_rows=settings.max_training_rows)
+        force = _form_bool(form.get("force"), "force")
+        return RetrainUpload(frame, check_mapping(form.get("mapping")), force, "csv")
+    if content_type.startswith("application/json"):
+        raw = await request.body()
+        try:  # validating a large body takes a while: off the event loop
+            body = await run_in_threadpool(RetrainJson.model_validate_json, raw)
+        except ValidationError as exc:
+            raise RequestValidationError(_body_errors(exc)) from exc
+        frame = await run_in_threadpool(
+            records_frame, body.records, max_rows=settings.max_training_rows
+        )
+        return RetrainUpload(frame, body.mapping, body.force, "json")
+    raise UnsupportedMediaType("Send multipart/form-data (CSV file) or application/json (records).")
+
+
+def _form_bool(value: object, field: str) -> bool:
+    parsed = parse_bool(str(value or "false"))
+    if parsed is None:
+        raise InvalidInput(f"{field} must be true or false.", details=[{"field": field}])
+    return parsed
+
+
+def _body_errors(exc: ValidationError) -> list[Any]:
+    return [
+        {**e, "loc": ("body", *e["loc"])}
+        for e in exc.errors(include_url=False, include_input=False)
+    ]
