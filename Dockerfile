@@ -19,8 +19,11 @@ RUN mkdir -p "$UPLOAD_DIR" "$CAREER_MODEL_DIR" "$CLIP_MODEL_CACHE_DIR" \
 # CPU wheels of torch by default (the pinned release, without CUDA: a far smaller image).
 # Pass --build-arg TORCH_INDEX_URL=https://pypi.org/simple for the default (CUDA) wheels.
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-COPY requirements.txt .
+COPY requirements.txt requirements-otel.txt ./
 RUN pip install --extra-index-url "$TORCH_INDEX_URL" -r requirements.txt
+# OpenTelemetry export (OTEL_EXPORTER_OTLP_ENDPOINT): --build-arg WITH_OTEL=1.
+ARG WITH_OTEL=0
+RUN if [ "$WITH_OTEL" = "1" ]; then pip install -r requirements-otel.txt; fi
 
 COPY --chown=app:app app ./app
 COPY --chown=app:app ml_models ./ml_models

@@ -1,12 +1,47 @@
-"""`python -m app`: serve on FASTAPI_HOST:FASTAPI_PORT with WORKERS processes."""
+"""`python -m app`: serve on FASTAPI_HOST:FASTAPI_PORT with WORKERS processes.
+
+With several workers, /metrics must add up what every worker counted: each start gets a
+fresh PROMETHEUS_MULTIPROC_DIR (or the one given, emptied), set before the workers start.
+On SIGTERM uvicorn stops accepting, waits up to SHUTDOWN_GRACE_SECONDS for the requests in
+flight, runs the app's shutdown (CLIP closes, a retraining job is stopped and recorded)
+and exits 0.
+"""
+
+import atexit
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from pathlib import Path
 
 import uvicorn
 
 from app.config import get_settings
 
 
+def _metrics_dir() -> None:
+    """A per-start directory for the workers' metric files; stale files never count."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        folder = Path(given)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.db"):
+            stale.unlink()
+        return
+    folder = Path(tempfile.mkdtemp(prefix="skill-compass-metrics-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+
+
 def main() -> None:
     settings = get_settings()
+    given = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+    if given or (settings.workers > 1 and settings.metrics_enabled):
+        _metrics_dir()
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again with the handler
+    # it found installed: this one, so a clean shutdown exits 0, not "killed by SIGTERM".
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
         "app.main:app",
         host=settings.fastapi_host,
@@ -15,6 +50,7 @@ def main() -> None:
         log_config=None,
         access_log=False,
         proxy_headers=True,
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
     )
 
 

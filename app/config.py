@@ -22,6 +22,12 @@ class Settings(BaseSettings):
     debug: bool = False
     log_format: Literal["text", "json"] = "text"
     docs_enabled: bool = True
+    # Operations: Prometheus metrics at /metrics; how long SIGTERM waits for requests in
+    # flight; OpenTelemetry export (needs requirements-otel.txt) when an endpoint is set.
+    metrics_enabled: bool = True
+    shutdown_grace_seconds: int = Field(default=30, ge=1, le=3600)
+    otel_exporter_otlp_endpoint: str = ""
+    otel_service_name: str = "skill-compass-ml"
 
     api_keys: CommaList = []
     admin_api_keys: CommaList = []

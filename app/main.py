@@ -13,12 +13,16 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
 from app import __version__
+from app.api import metrics as metrics_route
 from app.api.v1 import career, clip, health, registry
 from app.config import Settings, get_settings
+from app.core import metrics
 from app.core.handlers import register_exception_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import RequestContextMiddleware
+from app.core.routes import RouteTemplates
 from app.core.security import KeyPolicy, document_bearer_alternative, require_api_key
+from app.core.telemetry import instrument
 from app.services.career.bundle import ModelStore
 from app.services.career.recommender import CareerRecommender
 from app.services.career.retrain import RetrainJobs
@@ -57,12 +61,16 @@ def _body_limit(settings: Settings) -> Callable[[str], int]:
     return limit
 
 
-async def _follow_active_model(recommender: CareerRecommender, every: float) -> None:
+async def _follow_active_model(
+    recommender: CareerRecommender, every: float, served: list[ServedModel]
+) -> None:
     """Load the career model in a worker thread (the process is live meanwhile), then poll
     the shared ACTIVE pointer, so every process converges after an activation or a retrain
-    elsewhere, without restarts."""
+    elsewhere, without restarts. Each poll also records the models' states for /metrics
+    (every worker, not only the one a scrape reaches)."""
     await anyio.to_thread.run_sync(recommender.load)
     while True:
+        metrics.observe_models((model.name, model.status()) for model in served)
         await anyio.sleep(every)
         try:
             await anyio.to_thread.run_sync(recommender.sync)
@@ -94,11 +102,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         served: list[ServedModel] = [recommender, clip]
         app.state.models = {model.name: model for model in served}
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(_follow_active_model, recommender, settings.model_poll_seconds)
+            tasks.start_soon(_follow_active_model, recommender, settings.model_poll_seconds, served)
             yield
             tasks.cancel_scope.cancel()
+        # Here on SIGTERM once the requests in flight have been answered (uvicorn waits up
+        # to SHUTDOWN_GRACE_SECONDS for them), CLIP batches included.
         clip.close()
         app.state.retrain.close()  # a running retrain child is stopped and recorded
+        if stop_tracing is not None:
+            stop_tracing()  # flushes the spans still buffered
 
     common: dict[str, Any] = {
         "title": "Skill Compass ML service",
@@ -118,13 +130,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         RequestContextMiddleware,
         body_limit=_body_limit(settings),
         key_check=KeyPolicy(app).problem,
+        route_name=RouteTemplates(app),
     )
     # Added last, so outermost: the request middleware's own 413s and 500s get CORS headers.
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
         allow_methods=["GET", "POST"],
-        allow_headers=["Content-Type", "Authorization", "X-API-Key", "X-Request-ID"],
+        allow_headers=[
+            "Content-Type",
+            "Authorization",
+            "X-API-Key",
+            "X-Request-ID",
+            "traceparent",
+            "tracestate",
+        ],
         expose_headers=["X-Request-ID"],
     )
     register_exception_handlers(app)
@@ -135,7 +155,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(clip.router)
     app.include_router(api)
     app.include_router(health.router)
+    if settings.metrics_enabled:
+        app.include_router(metrics_route.router)
     document_bearer_alternative(app)
+    stop_tracing = instrument(app, settings)
     return app
 
 

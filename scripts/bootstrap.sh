@@ -8,7 +8,7 @@ reqs=requirements.txt
 [[ "${1:-}" == "--dev" ]] && reqs=requirements-dev.txt
 python=${PYTHON:-$(command -v python3.11 || command -v python3)}
 stamp=.venv/.installed-$(basename "$reqs" .txt)
-wanted=$(cat requirements.txt "$reqs" | sha256sum | cut -d' ' -f1)
+wanted=$(cat requirements*.txt "$reqs" | sha256sum | cut -d' ' -f1)
 
 if [[ ! -x .venv/bin/python ]]; then
   echo "creating .venv with $("$python" --version)" >&2

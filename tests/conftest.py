@@ -120,9 +120,12 @@ def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
     return dict(body["error"])
 
 
-def serve(model_dir: Path, tmp: Path, **settings: str) -> tuple[subprocess.Popen[bytes], str]:
+def serve(
+    model_dir: Path, tmp: Path, log: Path | None = None, **settings: str
+) -> tuple[subprocess.Popen[bytes], str]:
     """The real server (`python -m app`) on a free port, once ready: its process and URL.
-    `settings` are environment variables on top of the defaults here (CLIP off)."""
+    `settings` are environment variables on top of the defaults here (CLIP off); `log`
+    receives the server's log lines."""
     port = free_port()
     env = {
         **os.environ,
@@ -141,7 +144,7 @@ def serve(model_dir: Path, tmp: Path, **settings: str) -> tuple[subprocess.Popen
         env=env,
         cwd=Path(__file__).resolve().parents[1],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL if log is None else log.open("wb"),
     )
     base = f"http://127.0.0.1:{port}"
     for _ in range(300):

@@ -1,11 +1,33 @@
-"""Per-request facts (id, start time) that the envelope builder and logs read."""
+"""Per-request facts (id, trace id, start time) that the envelope builder and logs read."""
 
+import re
 import time
 import uuid
 from contextvars import ContextVar
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
+trace_id_var: ContextVar[str] = ContextVar("trace_id", default="-")
 request_start_var: ContextVar[float] = ContextVar("request_start", default=0.0)
+
+# W3C Trace Context: version 00 is `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`;
+# later versions may append fields after the flags.
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
+
+
+def trace_id_from(traceparent: str) -> str | None:
+    """The trace id of a valid `traceparent` header, None for anything else."""
+    match = _TRACEPARENT.fullmatch(traceparent.strip())
+    if match is None:
+        return None
+    version, trace_id, parent_id, _, rest = match.groups()
+    if (
+        version == "ff"
+        or (version == "00" and rest)
+        or trace_id == "0" * 32
+        or parent_id == "0" * 16
+    ):
+        return None
+    return trace_id
 
 
 def new_request_id() -> str:

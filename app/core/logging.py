@@ -6,12 +6,16 @@ import sys
 
 from pythonjsonlogger.json import JsonFormatter
 
-from app.core.context import request_id_var
+from app.core.context import request_id_var, trace_id_var
 
 
 class _RequestIdFilter(logging.Filter):
+    """Every line carries its request's id and, when the gateway sent a `traceparent`,
+    its trace id, so one request is found across the gateway's logs and these."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
+        record.trace_id = trace_id_var.get()
         return True
 
 
@@ -40,13 +44,15 @@ def configure_logging(*, fmt: str, debug: bool) -> None:
     if fmt == "json":
         handler.setFormatter(
             JsonFormatter(
-                "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
+                "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s %(trace_id)s",
                 rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
             )
         )
     else:
         handler.setFormatter(
-            _OneLineFormatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+            _OneLineFormatter(
+                "%(asctime)s %(levelname)s %(name)s [%(request_id)s %(trace_id)s] %(message)s"
+            )
         )
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -1,4 +1,5 @@
-"""Request middleware: request ids, body size limits, one log line, last-resort 500s.
+"""Request middleware: request and trace ids, body size limits, one log line, HTTP metrics,
+last-resort 500s.
 
 Written as plain ASGI (not BaseHTTPMiddleware) so it adds microseconds, not a task hop,
 and so the request id context is visible to the handlers it wraps.
@@ -13,7 +14,14 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.context import new_request_id, request_id_var, request_start_var
+from app.core import metrics
+from app.core.context import (
+    new_request_id,
+    request_id_var,
+    request_start_var,
+    trace_id_from,
+    trace_id_var,
+)
 from app.core.envelope import error_response
 from app.core.exceptions import AppError, PayloadTooLarge
 from app.core.handlers import app_error_response
@@ -24,16 +32,20 @@ _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 BodyLimit = Callable[[str], int]
 KeyCheck = Callable[[Scope], AppError | None]
+RouteName = Callable[[Scope], str]
 
 
 class RequestContextMiddleware:
     """Per request: id in and out, the API key and the body's byte limit checked before any
     body byte is read, timing log, envelope for crashes."""
 
-    def __init__(self, app: ASGIApp, *, body_limit: BodyLimit, key_check: KeyCheck) -> None:
+    def __init__(
+        self, app: ASGIApp, *, body_limit: BodyLimit, key_check: KeyCheck, route_name: RouteName
+    ) -> None:
         self.app = app
         self.body_limit = body_limit
         self.key_check = key_check
+        self.route_name = route_name
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -44,7 +56,9 @@ class RequestContextMiddleware:
         supplied = headers.get("x-request-id", "")
         request_id = supplied if _SAFE_REQUEST_ID.fullmatch(supplied) else new_request_id()
         request_id_var.set(request_id)
+        trace_id_var.set(trace_id_from(headers.get("traceparent", "")) or "-")
         start = time.perf_counter()
+        metrics.HTTP_IN_FLIGHT.inc()
         request_start_var.set(start)
         status = 500
         started = False
@@ -83,17 +97,22 @@ class RequestContextMiddleware:
                     500, "INTERNAL_ERROR", "An unexpected error occurred; it has been logged."
                 )(scope, receive, send_with_id)
         finally:
+            seconds = time.perf_counter() - start
+            metrics.HTTP_IN_FLIGHT.dec()
+            route = self.route_name(scope)
+            metrics.HTTP_REQUESTS.labels(route, scope["method"], str(status)).inc()
+            metrics.HTTP_DURATION.labels(route, scope["method"]).observe(seconds)
             logger.info(
                 "%s %s %s %.1fms",
                 scope["method"],
                 scope["path"],
                 status,
-                (time.perf_counter() - start) * 1000,
+                seconds * 1000,
                 extra={
                     "method": scope["method"],
                     "path": scope["path"],
                     "status": status,
-                    "duration_ms": round((time.perf_counter() - start) * 1000, 3),
+                    "duration_ms": round(seconds * 1000, 3),
                 },
             )
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from app.core import metrics
 from app.core.exceptions import (
     AppError,
     InvalidInput,
@@ -203,6 +204,7 @@ class ModelHolder:
     def install(self, model: ActiveModel, started: float | None = None) -> None:
         """Serve this prepared model from now on (`started`: when its loading began)."""
         started = time.perf_counter() if started is None else started
+        _observe(model)
         with self._lock:
             self._model = model
             self.error = None
@@ -225,6 +227,7 @@ class ModelHolder:
                     with self._lock:
                         self._model = served
                         self.load_seconds = round(time.perf_counter() - started, 3)
+                    _observe(served)
         if served is not None:
             reason = f"{reason}. Serving the last good version, {served.bundle.version}."
         self._failed(failed, reason)
@@ -300,3 +303,9 @@ class ModelHolder:
             "error": self.error,
             "predictor": model.predictor_status() if model else None,
         }
+
+
+def _observe(model: ActiveModel) -> None:
+    """The served version and its held-out top-1, for /metrics."""
+    holdout = model.bundle.manifest.metrics.get("holdout") or {}
+    metrics.observe_career_model(model.bundle.version, holdout.get("top1_accuracy"))

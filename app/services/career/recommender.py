@@ -9,6 +9,7 @@ from typing import Any, TypedDict
 import anyio
 import numpy as np
 
+from app.core import metrics
 from app.schemas.career import (
     AnalyzeRequest,
     AnalyzeResponse,
@@ -80,6 +81,7 @@ class CareerRecommender(ModelHolder):
         return await anyio.to_thread.run_sync(self._predict, model, request)
 
     def _predict(self, model: ActiveModel, request: PredictRequest) -> PredictAnswer:
+        metrics.CAREER_PREDICTIONS.labels("predict").inc()
         row, warnings = self._row(model, request)
         proba = model.proba(row.values[None, :])[0]
         top: list[int] = np.argsort(-proba, kind="stable")[: request.top_k].tolist()
@@ -109,6 +111,7 @@ class CareerRecommender(ModelHolder):
     def analyze(self, request: AnalyzeRequest) -> AnalyzeResponse:
         """Per-career contributions, cohort comparison and the most useful improvements."""
         model = self.model
+        metrics.CAREER_PREDICTIONS.labels("analyze").inc()
         careers = model.resolve(request.careers)
         row, warnings = self._row(model, request)
         effects = what_if(model.proba, model.spec, model.baseline, row.values)

@@ -28,6 +28,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from app.config import Settings
+from app.core import metrics
 from app.core.exceptions import NotFound
 from app.schemas.retrain import JobConfig, JobRecord, RetrainJob
 from app.services.career.bundle import ModelStore
@@ -78,7 +79,12 @@ def child_environment(environ: Mapping[str, str] | None = None) -> dict[str, str
     """The server's environment less anything named like a secret (API_KEYS,
     ADMIN_API_KEYS, *_TOKEN, *_PASSWORD, ...)."""
     source = os.environ if environ is None else environ
-    return {name: value for name, value in source.items() if not _SECRET_NAME.search(name)}
+    return {
+        name: value
+        for name, value in source.items()
+        # The worker is not a server worker: its (empty) metrics must not join theirs.
+        if not _SECRET_NAME.search(name) and name != "PROMETHEUS_MULTIPROC_DIR"
+    }
 
 
 # -- the rows a job trains on -----------------------------------------------------------------
@@ -250,6 +256,7 @@ class RetrainJobs:
         job = self._read(job_id)
         if job and job.state in ACTIVE_STATES:
             self._fail(job, f"the training process exited with code {code}")
+        _count_end(self._read(job_id))
 
     def close(self, timeout: float = STOP_SECONDS) -> None:
         """On shutdown: stop this process's workers and record their jobs as failed."""
@@ -267,6 +274,7 @@ class RetrainJobs:
             job = self._read(job_id)
             if job and job.state in ACTIVE_STATES:
                 self._fail(job, SHUTDOWN_REASON)
+            _count_end(self._read(job_id))
 
     def _read(self, job_id: str) -> JobRecord | None:
         if not _JOB_ID.fullmatch(job_id):
@@ -296,3 +304,15 @@ def _try_write_job(path: Path, job: JobRecord) -> None:
         write_job(path, job)
     except OSError:
         logger.exception("could not record the state of retrain job %s", job.id)
+
+
+def _count_end(job: JobRecord | None) -> None:
+    """A job this process started has ended: its final state and duration, for /metrics."""
+    if job is None or job.state in ACTIVE_STATES:
+        return
+    metrics.RETRAIN_JOBS.labels(job.state).inc()
+    try:
+        took = datetime.fromisoformat(job.updated_at) - datetime.fromisoformat(job.created_at)
+    except ValueError:  # a record without times
+        return
+    metrics.RETRAIN_DURATION.observe(max(0.0, took.total_seconds()))

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+from app.core import metrics
 from app.core.exceptions import Overloaded
 
 # Seconds a client is told to wait after a 429.
@@ -39,17 +40,20 @@ class Admission:
         with self._lock:
             if self.in_flight and self.in_flight + units > self.limit:
                 self.refused += 1
+                metrics.CLIP_OVERLOADED.inc()
                 raise Overloaded(
                     f"The CLIP model has {self.in_flight} images or texts in flight (limit "
                     f"{self.limit}); retry in {OVERLOADED_RETRY_AFTER_S} s.",
                     retry_after=OVERLOADED_RETRY_AFTER_S,
                 )
             self.in_flight += units
+        metrics.CLIP_IMAGES_WAITING.inc(units)
         try:
             yield
         finally:
             with self._lock:
                 self.in_flight -= units
+            metrics.CLIP_IMAGES_WAITING.dec(units)
 
 
 class Flow:

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from app.core import metrics
+
 # Automatic batch wait: this share of the last forward pass of the same tower. Scaling the
 # wait with the model's own time keeps waiting for stragglers a fixed fraction of the work
 # on any machine, a slow CPU or a fast GPU, with nothing to tune per host; the bounds keep
@@ -18,6 +20,7 @@ AUTO_WAIT_SHARE = 0.2
 AUTO_WAIT_BOUNDS_S = (0.001, 0.1)
 
 IMAGES, TEXTS = "images", "texts"
+TOWERS = {IMAGES: "image", TEXTS: "text"}  # the `tower` label of the metrics
 
 
 @dataclass
@@ -71,6 +74,7 @@ class Batcher:
             if self._closed:
                 raise RuntimeError("the CLIP batcher is closed")
             self._queue.append(job)
+            metrics.CLIP_QUEUE_DEPTH.inc()
             self._cond.notify()
         return job.future
 
@@ -115,6 +119,7 @@ class Batcher:
                 for job in self._queue:
                     if job.future.set_running_or_notify_cancel():
                         job.future.set_exception(RuntimeError("the CLIP batcher is closed"))
+                metrics.CLIP_QUEUE_DEPTH.dec(len(self._queue))
                 self._queue.clear()
                 return None
             kind = self._queue[0].kind
@@ -132,6 +137,7 @@ class Batcher:
                 if jobs and rows + job.count > self.max_batch:
                     break
                 self._queue.remove(job)
+                metrics.CLIP_QUEUE_DEPTH.dec()
                 if job.future.set_running_or_notify_cancel():  # False: its caller gave up
                     jobs.append(job)
                     rows += job.count
@@ -165,7 +171,12 @@ class Batcher:
         for chunk in chunks:
             started = time.perf_counter()
             outputs.append(self._forward(kind, chunk))
-            self._last_forward_s[kind] = time.perf_counter() - started
+            seconds = time.perf_counter() - started
+            self._last_forward_s[kind] = seconds
+            rows = sum(len(p) for p in chunk)
             self.batches[kind] += 1
-            self.rows[kind] += sum(len(p) for p in chunk)
+            self.rows[kind] += rows
+            tower = TOWERS[kind]
+            metrics.CLIP_BATCH_SIZE.labels(tower).observe(rows)
+            metrics.CLIP_INFERENCE.labels(tower).observe(seconds)
         return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)

@@ -13,6 +13,7 @@ The parts live beside it: `admission.py`, `batcher.py`, `embedding_cache.py`.
 import asyncio
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import anyio.to_thread
 import numpy as np
 from PIL import Image
 
+from app.core import metrics
 from app.core.exceptions import ImageTooLarge
 from app.services.clip.admission import Admission, Flow
 from app.services.clip.batcher import IMAGES, TEXTS, Batcher
@@ -136,6 +138,9 @@ class ClipEngine:
         cache keys, cached vectors (None where missing), and (index, opened image) to do."""
         keys = [f"{self.identity}:{hashlib.sha256(item.data).hexdigest()}" for item in items]
         found = [self.images_cache.get(key) for key in keys]
+        hits = sum(vector is not None for vector in found)
+        metrics.CLIP_CACHE_HITS.inc(hits)
+        metrics.CLIP_CACHE_MISSES.inc(len(found) - hits)
         pending = [
             (i, open_image(item.data, max_pixels=self.max_pixels, name=item.field))
             for i, (item, vector) in enumerate(zip(items, found, strict=True))
@@ -184,6 +189,7 @@ class ClipEngine:
 
     def _preprocess_one(self, image: Image.Image, field: str) -> np.ndarray:
         """Decode and preprocess one image; its bitmap is released as soon as it is done."""
+        started = time.perf_counter()
         try:
             if self.spec is None:  # a resize mode preprocess.py does not reproduce: open_clip's
                 assert self.fallback_preprocess is not None
@@ -192,6 +198,7 @@ class ClipEngine:
             return to_array(load_image(image, min_side=self.spec.min_side, name=field), self.spec)
         finally:
             image.close()
+            metrics.CLIP_PREPROCESS.observe(time.perf_counter() - started)
 
     def _decode_jpegs(self, jpegs: list[tuple[Image.Image, ImageInput]]) -> list[Any]:
         """JPEGs decoded, resized and normalised as a batch on `jpeg_device`. JPEGs with an

@@ -1,0 +1,42 @@
+"""The route template a request matched (`/api/v1/career/models/{version}/activate`), for
+metrics labels: one series per route, whatever paths are requested."""
+
+from fastapi import FastAPI
+from starlette.routing import compile_path
+from starlette.types import Scope
+
+UNMATCHED = "unmatched"
+
+
+class RouteTemplates:
+    """Routers included with a prefix give the matched route its own path only
+    (`/career/predict`); the full template is the OpenAPI path that ends with it and
+    matches the request. Resolved once per route and cached."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self._templates: list[tuple[str, object]] | None = None
+        self._cache: dict[tuple[int, str], str] = {}
+
+    def __call__(self, scope: Scope) -> str:
+        route = scope.get("route")
+        own = getattr(route, "path", None)
+        if route is None or not isinstance(own, str):
+            return UNMATCHED
+        key = (id(route), own)
+        found = self._cache.get(key)
+        if found is None:
+            found = self._resolve(own, scope["path"])
+            self._cache[key] = found
+        return found
+
+    def _resolve(self, own: str, path: str) -> str:
+        if self._templates is None:
+            self._templates = [
+                (template, compile_path(template)[0])
+                for template in self.app.openapi().get("paths", {})
+            ]
+        for template, regex in self._templates:
+            if template.endswith(own) and regex.match(path):  # type: ignore[attr-defined]
+                return template
+        return own  # a route outside OpenAPI (/metrics, /docs) is mounted at the root
