@@ -15,6 +15,12 @@ def meta() -> Meta:
     return Meta(request_id=request_id_var.get(), duration_ms=elapsed_ms())
 
 
+# Parametrised once: each Envelope[Any] lookup in pydantic's generic cache costs more than
+# serialising a small answer.
+_ANY = Envelope[Any]
+_NONE = Envelope[None]
+
+
 def ok(data: T, status_code: int = 200) -> Response:
     """Wrap a route's result in the success envelope, serialised once by pydantic-core.
 
@@ -22,7 +28,7 @@ def ok(data: T, status_code: int = 200) -> Response:
     Response skips FastAPI's dump-validate-encode round trip, which would validate every
     answer a second time.
     """
-    body = Envelope[Any](success=True, data=data, meta=meta())
+    body = _ANY(success=True, data=data, meta=meta())
     return Response(body.model_dump_json(), status_code=status_code, media_type="application/json")
 
 
@@ -34,7 +40,7 @@ def error_response(
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     """The error envelope as a ready response."""
-    body = Envelope[None](
+    body = _NONE(
         success=False,
         error=ErrorBody(code=code, message=message, details=details or []),
         meta=meta(),

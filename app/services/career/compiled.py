@@ -31,6 +31,7 @@ from app.services.career.trees import (
     Response,
     decision_logits,
     forest_response,
+    hgb_folds_response,
     hgb_response,
 )
 
@@ -63,21 +64,30 @@ def compile_predictor(estimator: object, n_features: int) -> Proba | None:
         and len(estimator.calibrated_classifiers_) > 0
     ):
         return None
+    n_classes = len(estimator.classes_)
     parts = []
     for calibrated in estimator.calibrated_classifiers_:
-        part = _compile_calibrated(calibrated, n_features, estimator.classes_)
+        part = _part(calibrated, n_features, estimator.classes_)
         if part is None:
             return None
         parts.append(part)
-    if len(parts) == 1:
-        return parts[0]
+    if len(parts) > 1:
+        folds = _compile_boosting_folds(parts, n_features, n_classes)
+        if folds is not None:
+            return folds
+    compiled = [_compile_calibrated(part, n_features, n_classes) for part in parts]
+    if any(c is None for c in compiled):
+        return None
+    singles: list[Proba] = [c for c in compiled if c is not None]
+    if len(singles) == 1:
+        return singles[0]
 
     def mean_proba(rows: np.ndarray) -> np.ndarray:
         # ensemble=True: CalibratedClassifierCV averages its calibrated classifiers.
-        total = parts[0](rows)
-        for part in parts[1:]:
-            total += part(rows)
-        total /= len(parts)
+        total = singles[0](rows)
+        for single in singles[1:]:
+            total += single(rows)
+        total /= len(singles)
         return total
 
     return mean_proba
@@ -125,8 +135,18 @@ def _rejected(problem: str) -> Verification:
     return Verification(None, problem)
 
 
-def _compile_calibrated(calibrated: Any, n_features: int, classes: np.ndarray) -> Proba | None:
-    """One `_CalibratedClassifier`: imputer -> scaler -> model -> temperature softmax."""
+class _Part(NamedTuple):
+    """One calibrated fold model: imputer fill values, scaler, classifier, temperature."""
+
+    fill: np.ndarray
+    mean: np.ndarray | None
+    scale: np.ndarray | None
+    model: Any
+    beta: float
+
+
+def _part(calibrated: Any, n_features: int, classes: np.ndarray) -> _Part | None:
+    """The pieces of one `_CalibratedClassifier` (imputer -> scaler -> model), or None."""
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
@@ -156,29 +176,64 @@ def _compile_calibrated(calibrated: Any, n_features: int, classes: np.ndarray) -
         return None
     mean = np.asarray(scaler.mean_, dtype=float) if scaler.with_mean else None
     scale = np.asarray(scaler.scale_, dtype=float) if scaler.with_std else None
-    response = _compile_response(model, mean, scale, n_features, n_classes)
+    return _Part(fill, mean, scale, model, float(calibrated.calibrators[0].beta_))
+
+
+def _imputed(rows: np.ndarray, fill: np.ndarray, n_features: int) -> np.ndarray:
+    """Missing values filled; with `fill` of shape (folds, 1, features), once per fold."""
+    if rows.ndim != 2 or rows.shape[1] != n_features:
+        raise ValueError(f"expected rows of shape (n, {n_features}), got {rows.shape}")
+    filled = np.where(np.isnan(rows), fill, rows)
+    # sklearn's imputer rejects infinity; so does this, which also means no NaN can
+    # reach the trees (their missing-value branches never matter after imputation).
+    if not np.logical_and.reduce(np.isfinite(filled), axis=None):
+        raise ValueError("Input contains infinity or a value too large for float64.")
+    return filled
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    """sklearn.utils.extmath.softmax over the last axis, in place. Ufuncs are called
+    directly: the ndarray.max/.sum methods add a Python wrapper each, which for one row
+    costs as much as the arithmetic. (sklearn then clips values in (1, 1 + 1e-5] to 1; a
+    softmax never has any: its largest entry is exp(0) divided by a sum >= 1.)"""
+    logits -= np.maximum.reduce(logits, axis=-1, keepdims=True)
+    np.exp(logits, out=logits)
+    logits /= np.add.reduce(logits, axis=-1, keepdims=True)
+    return logits
+
+
+def _compile_calibrated(part: _Part, n_features: int, n_classes: int) -> Proba | None:
+    """One fold model: imputer -> scaler -> model -> temperature softmax."""
+    response = _compile_response(part.model, part.mean, part.scale, n_features, n_classes)
     if response is None:
         return None
-    beta = float(calibrated.calibrators[0].beta_)
 
     def proba(rows: np.ndarray) -> np.ndarray:
-        if rows.ndim != 2 or rows.shape[1] != n_features:
-            raise ValueError(f"expected rows of shape (n, {n_features}), got {rows.shape}")
-        filled = np.where(np.isnan(rows), fill, rows)
-        # sklearn's imputer rejects infinity; so does this, which also means no NaN can
-        # reach the trees (their missing-value branches never matter after imputation).
-        if not np.logical_and.reduce(np.isfinite(filled), axis=None):
-            raise ValueError("Input contains infinity or a value too large for float64.")
-        logits = response(filled)
-        logits *= beta
-        # sklearn.utils.extmath.softmax, in place. Ufuncs are called directly: the
-        # ndarray.max/.sum methods add a Python wrapper each, which for one row costs as
-        # much as the arithmetic. (sklearn then clips values in (1, 1 + 1e-5] to 1; a
-        # softmax never has any: its largest entry is exp(0) divided by a sum >= 1.)
-        logits -= np.maximum.reduce(logits, axis=1, keepdims=True)
-        np.exp(logits, out=logits)
-        logits /= np.add.reduce(logits, axis=1, keepdims=True)
-        return logits
+        logits = response(_imputed(rows, part.fill, n_features))
+        logits *= part.beta
+        return _softmax(logits)
+
+    return proba
+
+
+def _compile_boosting_folds(parts: list[_Part], n_features: int, n_classes: int) -> Proba | None:
+    """Fold models that are all gradient boosting: every fold's trees walked together."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    if not all(type(p.model) is HistGradientBoostingClassifier for p in parts):
+        return None
+    response = hgb_folds_response(
+        [p.model for p in parts], [p.mean for p in parts], [p.scale for p in parts], n_classes
+    )
+    if response is None:
+        return None
+    betas = np.array([p.beta for p in parts]).reshape(-1, 1, 1)
+    fills = np.stack([p.fill for p in parts])[:, None, :]
+
+    def proba(rows: np.ndarray) -> np.ndarray:
+        logits = response(_imputed(rows, fills, n_features))
+        logits *= betas
+        return np.add.reduce(_softmax(logits), axis=0) / len(parts)
 
     return proba
 

@@ -67,24 +67,36 @@ class _Stack:
     roots: np.ndarray  # arange(n_trees), intp
     active: tuple[int, ...]
     n_features: int
+    # Which block of input rows each sorted tree reads: the fold it belongs to, when the
+    # trees of several fold models are walked together (each fold scales its input).
+    block: np.ndarray
+    n_blocks: int
+    # For one row per block: each node's feature as an index into the blocks laid end
+    # to end (feature + block * n_features), so a level needs no per-call offsets.
+    feature_in_blocks: np.ndarray
 
     def leaves(self, z: np.ndarray) -> np.ndarray:
-        """Leaf node of every (tree, row): shape (n_trees, n_rows)."""
-        n_rows = z.shape[0]
+        """Leaf node of every (tree, row): shape (n_trees, n_rows). With several blocks,
+        `z` holds each block's rows one after the other."""
+        n_rows = z.shape[0] // self.n_blocks
         flat = z.ravel()
         node = np.repeat(self.roots, n_rows).reshape(-1, n_rows)
-        base = np.arange(n_rows) * self.n_features if n_rows > 1 else None
+        feature = self.feature_in_blocks if n_rows == 1 else self.feature
+        base: np.ndarray | None = None
+        if n_rows > 1:
+            base = (self.block[:, None] * n_rows + np.arange(n_rows)) * self.n_features
+        # ndarray methods, not np.take: the wrapper's overhead is felt at one row.
         for count in self.active:
             current = node[:count]
-            index = np.take(self.feature, current)
+            index = feature.take(current)
             if base is not None:
-                index += base
-            right = np.take(flat, index) > np.take(self.threshold, current)
-            np.add(np.take(self.left, current), right, out=current)
+                index += base[:count]
+            right = flat.take(index) > self.threshold.take(current)
+            np.add(self.left.take(current), right, out=current)
         return node
 
 
-def _stack(trees: Sequence[_Tree], n_features: int) -> _Stack:
+def _stack(trees: Sequence[_Tree], n_features: int, blocks: Sequence[int] | None = None) -> _Stack:
     sizes = np.array([len(t.feature) for t in trees])
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
     feature = np.concatenate([t.feature for t in trees]).astype(np.intp)
@@ -125,6 +137,8 @@ def _stack(trees: Sequence[_Tree], n_features: int) -> _Stack:
     new_feature = np.where(leaf, 0, feature[old])
     new_threshold = np.where(leaf, np.inf, threshold[old])
     sorted_depth = depth[order]
+    tree_blocks = np.zeros(len(trees), np.intp) if blocks is None else np.asarray(blocks)
+    node_block = np.repeat(tree_blocks, sizes)[old]
     return _Stack(
         feature=new_feature,
         threshold=new_threshold,
@@ -134,6 +148,9 @@ def _stack(trees: Sequence[_Tree], n_features: int) -> _Stack:
         roots=np.arange(len(trees), dtype=np.intp),
         active=tuple(int((sorted_depth > d).sum()) for d in range(int(depth.max(initial=0)))),
         n_features=n_features,
+        block=tree_blocks[order],
+        n_blocks=int(tree_blocks.max(initial=0)) + 1,
+        feature_in_blocks=new_feature + node_block * n_features,
     )
 
 
@@ -155,9 +172,8 @@ def _standardizer(
     return standardize
 
 
-def hgb_response(
-    model: Any, mean: np.ndarray | None, scale: np.ndarray | None, n_classes: int
-) -> Response | None:
+def _hgb_trees(model: Any, n_classes: int) -> tuple[list[_Tree], list[int]] | None:
+    """A gradient-boosting model's trees and the class of each, or None if not supported."""
     per_iteration = model.n_trees_per_iteration_
     multiclass = per_iteration == n_classes > 2
     if (
@@ -183,24 +199,69 @@ def hgb_response(
                 )
             )
             tree_class.append(k)
-    stack = _stack(trees, model.n_features_in_)
-    values = stack.value[:, 0].copy()
-    # The stack sorts trees by depth; regrouping them by class lets one reduceat sum each
-    # class's leaves (a BLAS product would do too, but its threads fight over busy cores).
-    sorted_class = np.asarray(tree_class)[stack.order]
-    by_class = np.argsort(sorted_class, kind="stable")
-    class_starts = np.searchsorted(sorted_class[by_class], np.arange(per_iteration))
-    baseline = np.asarray(model._baseline_prediction, dtype=float).reshape(1, per_iteration)
-    standardize = _standardizer(mean, scale, to_float32=False)
+    return trees, tree_class
 
-    def response(x: np.ndarray) -> np.ndarray:
+
+def hgb_response(
+    model: Any, mean: np.ndarray | None, scale: np.ndarray | None, n_classes: int
+) -> Response | None:
+    folds = hgb_folds_response([model], [mean], [scale], n_classes)
+    if folds is None:
+        return None
+    return lambda x: folds(x[None])[0]
+
+
+def hgb_folds_response(
+    models: Sequence[Any],
+    means: Sequence[np.ndarray | None],
+    scales: Sequence[np.ndarray | None],
+    n_classes: int,
+) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The decision functions of several gradient-boosting models (the folds of one
+    calibrated ensemble) from one walk over all their trees: given each fold's imputed
+    rows (folds, rows, features), an array (folds, rows, classes) of logits for the
+    temperature scaler."""
+    trees: list[_Tree] = []
+    tree_class: list[int] = []
+    tree_fold: list[int] = []
+    per_iteration = models[0].n_trees_per_iteration_
+    for fold, model in enumerate(models):
+        found = _hgb_trees(model, n_classes)
+        if found is None or model.n_trees_per_iteration_ != per_iteration:
+            return None
+        trees += found[0]
+        tree_class += found[1]
+        tree_fold += [fold] * len(found[0])
+    stack = _stack(trees, models[0].n_features_in_, blocks=tree_fold)
+    values = stack.value[:, 0].copy()
+    # Each sorted tree's (fold, class): one bincount sums every group's leaves, in the
+    # stack's order, which within a fold is the fold's own (so the sums are the same).
+    group = np.asarray(tree_fold)[stack.order] * per_iteration + np.asarray(tree_class)[stack.order]
+    n_groups = len(models) * per_iteration
+    baselines = np.stack(
+        [np.asarray(m._baseline_prediction, dtype=float).reshape(per_iteration) for m in models]
+    )[:, None, :]
+    n_features = models[0].n_features_in_
+    fold_means = np.stack([np.zeros(n_features) if m is None else m for m in means])[:, None]
+    fold_scales = np.stack([np.ones(n_features) if s is None else s for s in scales])[:, None]
+    multiclass = per_iteration > 1
+
+    def response(filled: np.ndarray) -> np.ndarray:
         # HistGradientBoostingClassifier.decision_function: baseline + sum of leaves.
-        leaves = np.take(stack.leaves(standardize(x)), by_class, axis=0)
-        raw = np.add.reduceat(np.take(values, leaves), class_starts, axis=0).T
-        raw += baseline
-        if multiclass:
-            return decision_logits(raw)
-        return np.concatenate([-raw, raw], axis=1)
+        # `filled` is (folds, rows, features); StandardScaler's arithmetic, every fold at once.
+        n_rows = filled.shape[1]
+        z = (filled - fold_means) / fold_scales
+        leaf_values = np.take(values, stack.leaves(z.reshape(-1, z.shape[2])))
+        slots = group[:, None] * n_rows + np.arange(n_rows) if n_rows > 1 else group
+        summed = np.bincount(slots.ravel(), leaf_values.ravel(), minlength=n_groups * n_rows)
+        raw = summed.reshape(len(models), per_iteration, n_rows).transpose(0, 2, 1) + baselines
+        if not multiclass:
+            return np.concatenate([-raw, raw], axis=2)
+        # decision_logits per fold; most decision values are negative somewhere, which no
+        # probability is, so one reduction usually settles every fold.
+        if (np.minimum.reduce(raw, axis=(1, 2)) < 0).all():
+            return raw
+        return np.stack([decision_logits(fold) for fold in raw])
 
     return response
 
