@@ -87,10 +87,14 @@ def test_metric_names_labels_and_exact_counts(make_client: Callable[..., TestCli
         if family is not None:
             expected = METRICS[family][1] | ({"le"} if name.endswith("_bucket") else set())
             assert {k for k, _ in labels} == expected, (name, labels)
-    assert requests_of(after, *PREDICT) - requests_of(before, *PREDICT) == 3
-    assert value(after, "career_predictions_total", route="predict") == 3
+
+    def grew(name: str, **labels: str) -> float:  # counters are per process: compare
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert grew("http_requests_total", route=PREDICT[0], method="POST", status="200") == 3
+    assert grew("career_predictions_total", route="predict") == 3
     # Route templates, never raw paths: an unknown path does not make a new series.
-    assert requests_of(after, "unmatched", "GET", "404") == 1
+    assert grew("http_requests_total", route="unmatched", method="GET", status="404") == 1
     assert not any(("/api/v1/nowhere" in str(labels)) for _, labels in after)
     assert value(after, "model_state", model="career", state="loaded") == 1
     assert value(after, "model_state", model="clip", state="loaded") == 1
@@ -98,11 +102,11 @@ def test_metric_names_labels_and_exact_counts(make_client: Callable[..., TestCli
     assert value(after, "clip_runtime_info", backend="torch", precision="fp32", device="cpu") == 1
     # The two images of the first compare are looked up together, both missing: one forward
     # pass of two rows. The second compare finds both in the cache.
-    assert value(after, "clip_cache_misses_total") == 2
-    assert value(after, "clip_cache_hits_total") == 2
-    assert value(after, "clip_batch_size_count", tower="image") == 1
-    assert value(after, "clip_batch_size_sum", tower="image") == 2
-    assert value(after, "clip_preprocess_seconds_count") == 2
+    assert grew("clip_cache_misses_total") == 2
+    assert grew("clip_cache_hits_total") == 2
+    assert grew("clip_batch_size_count", tower="image") == 1
+    assert grew("clip_batch_size_sum", tower="image") == 2
+    assert grew("clip_preprocess_seconds_count") == 2
     model = client.get("/api/v1/career/model").json()["data"]
     assert value(after, "career_model_info", version=model["version"]) == 1
     assert value(after, "career_model_holdout_top1") == model["metrics"]["holdout"]["top1_accuracy"]
@@ -125,6 +129,13 @@ def test_counters_add_up_over_workers(career_model_dir: Path, tmp_path: Path, wo
         PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
     )
     try:
+        # /health/ready answered from one worker; the other may still be loading its model.
+        ready, deadline = 0, time.monotonic() + 60
+        while ready < 10 and time.monotonic() < deadline:
+            response = httpx.post(
+                base + "/api/v1/career/predict", json=STUDENT, headers={"Connection": "close"}
+            )
+            ready = ready + 1 if response.status_code == 200 else 0
         before = scrape(lambda path: httpx.get(base + path))
         for _ in range(40):  # a new connection each time, so the workers share them
             response = httpx.post(
@@ -136,7 +147,10 @@ def test_counters_add_up_over_workers(career_model_dir: Path, tmp_path: Path, wo
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
     assert requests_of(after, *PREDICT) - requests_of(before, *PREDICT) == 40
-    assert value(after, "career_predictions_total", route="predict") == 40
+    grew = value(after, "career_predictions_total", route="predict") - value(
+        before, "career_predictions_total", route="predict"
+    )
+    assert grew == 40
     assert value(after, "model_state", model="career", state="loaded") == 1
     if workers > 1:
         # Each worker wrote its own samples; a stale file from an earlier start is gone.
