@@ -44,7 +44,7 @@ from app.services.career.training import (
     TrainingConfig,
     train_model,
 )
-from benchmarks.common import free_port, timed_ms, wait_ready
+from benchmarks.common import PUBLIC_CSV, PUBLIC_MAPPING, free_port, timed_ms, wait_ready
 
 STUDENT = {
     # Subjects both the synthetic model and one trained on the public CSV know.
@@ -226,24 +226,6 @@ def latency_during_training(model_dir: Path, runs: int) -> tuple[float, float, f
         statistics.median(busy),
         percentile(busy, 99),
     )
-
-
-PUBLIC_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "student-scores.csv"
-# The public table's columns -> the service's feature names (and the label).
-PUBLIC_MAPPING = {
-    "math_score": "math",
-    "history_score": "history",
-    "physics_score": "physics",
-    "chemistry_score": "chemistry",
-    "biology_score": "biology",
-    "english_score": "english",
-    "geography_score": "geography",
-    "weekly_self_study_hours": "weekly_self_study_hours",
-    "absence_days": "absence_days",
-    "part_time_job": "part_time_job",
-    "extracurricular_activities": "extracurricular_activities",
-    "career_aspiration": "label",
-}
 
 
 def candidate_models(store: ModelStore) -> tuple[str, dict[str, str]]:

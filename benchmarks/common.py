@@ -74,3 +74,22 @@ def photo_jpeg(seed: int, size: tuple[int, int] = (640, 480), quality: int = 90)
     out = io.BytesIO()
     Image.fromarray(pixels).save(out, format="JPEG", quality=quality)
     return out.getvalue()
+
+
+# The public table the project stays compatible with (../shared/data/README.md).
+PUBLIC_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "student-scores.csv"
+# The public table's columns -> the service's feature names (and the label).
+PUBLIC_MAPPING = {
+    "math_score": "math",
+    "history_score": "history",
+    "physics_score": "physics",
+    "chemistry_score": "chemistry",
+    "biology_score": "biology",
+    "english_score": "english",
+    "geography_score": "geography",
+    "weekly_self_study_hours": "weekly_self_study_hours",
+    "absence_days": "absence_days",
+    "part_time_job": "part_time_job",
+    "extracurricular_activities": "extracurricular_activities",
+    "career_aspiration": "label",
+}

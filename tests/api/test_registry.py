@@ -19,26 +19,13 @@ from fastapi.testclient import TestClient
 
 from app.services.career.catalog import default_catalog
 from app.services.career.synthetic import generate_students
+from benchmarks.common import PUBLIC_CSV, PUBLIC_MAPPING
 from tests.conftest import assert_error, serve
 
 pytestmark = pytest.mark.integration
 
 ADMIN = {"X-API-Key": "admin-key"}
-SHARED_CSV = Path(__file__).resolve().parents[3] / "shared" / "data" / "student-scores.csv"
-CSV_MAPPING = {
-    "math_score": "math",
-    "history_score": "history",
-    "physics_score": "physics",
-    "chemistry_score": "chemistry",
-    "biology_score": "biology",
-    "english_score": "english",
-    "geography_score": "geography",
-    "weekly_self_study_hours": "weekly_self_study_hours",
-    "absence_days": "absence_days",
-    "part_time_job": "part_time_job",
-    "extracurricular_activities": "extracurricular_activities",
-    "career_aspiration": "label",
-}
+SHARED_CSV, CSV_MAPPING = PUBLIC_CSV, PUBLIC_MAPPING
 
 
 @pytest.fixture
