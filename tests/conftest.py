@@ -30,6 +30,8 @@ TINY_CLIP = {
     "clip_backend": "torch",
     "clip_precision": "fp32",
 }
+# The same as environment variables, for a real server (`serve`).
+TINY_CLIP_ENV = {key.upper(): str(value) for key, value in TINY_CLIP.items()}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -16,18 +16,16 @@ class RouteTemplates:
     def __init__(self, app: FastAPI) -> None:
         self.app = app
         self._templates: list[tuple[str, object]] | None = None
-        self._cache: dict[tuple[int, str], str] = {}
+        self._cache: dict[int, str] = {}  # id of the matched route -> its template
 
     def __call__(self, scope: Scope) -> str:
         route = scope.get("route")
         own = getattr(route, "path", None)
         if route is None or not isinstance(own, str):
             return UNMATCHED
-        key = (id(route), own)
-        found = self._cache.get(key)
+        found = self._cache.get(id(route))
         if found is None:
-            found = self._resolve(own, scope["path"])
-            self._cache[key] = found
+            found = self._cache[id(route)] = self._resolve(own, scope["path"])
         return found
 
     def _resolve(self, own: str, path: str) -> str:

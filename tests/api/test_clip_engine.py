@@ -18,7 +18,14 @@ from PIL import Image
 
 from app.services.clip.runtime import TorchModel, TorchRuntime
 from research.clip_fixture.shapes import all_pairs, render
-from tests.conftest import CAREER_MODELS, TINY_CLIP, assert_error, serve, wait_for_models
+from tests.conftest import (
+    CAREER_MODELS,
+    TINY_CLIP,
+    TINY_CLIP_ENV,
+    assert_error,
+    serve,
+    wait_for_models,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -295,13 +302,8 @@ def test_flood_of_huge_pngs_stays_within_memory_bound(tmp_path: Path) -> None:
     server, base = serve(
         CAREER_MODELS,
         tmp_path,
-        CLIP_ENABLED="true",
+        **TINY_CLIP_ENV,
         CLIP_CACHE_MB="0",
-        CLIP_MODEL_NAME=TINY_CLIP["clip_model_name"],
-        CLIP_PRETRAINED=TINY_CLIP["clip_pretrained"],
-        CLIP_MODEL_CONFIG=TINY_CLIP["clip_model_config"],
-        CLIP_BACKEND=TINY_CLIP["clip_backend"],
-        CLIP_PRECISION=TINY_CLIP["clip_precision"],
     )
     try:
         blobs = _forty_megapixel_pngs()

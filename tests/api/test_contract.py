@@ -16,7 +16,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.conftest import CAREER_MODELS, TINY_CLIP, serve
+from tests.conftest import CAREER_MODELS, TINY_CLIP_ENV, serve
 
 pytestmark = pytest.mark.integration
 
@@ -40,12 +40,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         models,
         tmp,
         API_KEYS="user-key",
-        CLIP_ENABLED="true",
-        CLIP_MODEL_NAME=TINY_CLIP["clip_model_name"],
-        CLIP_PRETRAINED=TINY_CLIP["clip_pretrained"],
-        CLIP_MODEL_CONFIG=TINY_CLIP["clip_model_config"],
-        CLIP_BACKEND="torch",
-        CLIP_PRECISION="fp32",
+        **TINY_CLIP_ENV,
     )
     yield base
     process.terminate()

@@ -17,7 +17,7 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.api.test_registry import ADMIN, students_csv
-from tests.conftest import TINY_CLIP, serve
+from tests.conftest import TINY_CLIP, TINY_CLIP_ENV, serve
 from tests.deploy.test_manifests import METRICS
 
 pytestmark = pytest.mark.integration
@@ -184,11 +184,10 @@ def test_the_trace_id_of_traceparent_is_in_every_log_line(
 def test_sigterm_finishes_the_request_in_flight_and_records_the_retrain(
     career_model_dir: Path, tmp_path: Path
 ) -> None:
-    clip_env = {key.upper(): str(v) for key, v in TINY_CLIP.items()}
     process, base = serve(
         career_model_dir,
         tmp_path,
-        **clip_env,
+        **TINY_CLIP_ENV,
         CLIP_BATCH_WAIT_MS="1000",  # the batcher holds a lone request for a second
         CLIP_MAX_BATCH="64",
         SHUTDOWN_GRACE_SECONDS="20",
