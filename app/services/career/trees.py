@@ -2,8 +2,10 @@
 
 Every tree of an ensemble is stacked into one set of node arrays, and all trees and all
 rows descend one level per numpy step: the per-tree Python loop of sklearn's predict is
-what costs the time for the few rows of a request. The responses returned here are in the
-form the temperature calibrator scales (see `compiled.py`).
+what costs the time for the few rows of a request. Trees of depth 3 at most (the default
+gradient boosting) skip even the level steps: each becomes a complete 8-slot heap whose
+split outcomes, packed into one byte, index a table of leaves. The responses returned here
+are in the form the temperature calibrator scales (see `compiled.py`).
 """
 
 from collections.abc import Callable, Sequence
@@ -94,6 +96,115 @@ class _Stack:
             right = flat.take(index) > self.threshold.take(current)
             np.add(self.left.take(current), right, out=current)
         return node
+
+    def leaf_values(self, z: np.ndarray) -> np.ndarray:
+        """The single-output leaf value of every (tree, row), trees in `order`."""
+        return np.take(self.value[:, 0], self.leaves(z))
+
+
+# A shallow tree is a complete heap of depth 3: slots 0-6 are splits (slot s has children
+# 2s+1 and 2s+2), slot 7 is padding, and 8 leaves follow. A real leaf above depth 3 fills
+# every leaf below it, under splits that always go left (threshold +inf).
+SHALLOW_DEPTH = 3
+_SPLIT_SLOTS = 2**SHALLOW_DEPTH - 1
+_SLOTS = _SPLIT_SLOTS + 1
+# Packs the 8 one-byte split outcomes of a slot block, viewed as one uint64, into one byte:
+# the product puts outcome byte j at bit 7 - j of the top byte, with no carries between.
+_PACK = np.uint64(0x8040201008040201)
+_SHIFT = np.uint64(56)
+
+
+def _packed(outcomes: np.ndarray) -> np.ndarray:
+    """One code per block of 8 bool split outcomes (the last axis)."""
+    return (outcomes.view(np.uint64)[..., 0] * _PACK) >> _SHIFT
+
+
+def _leaf_table() -> np.ndarray:
+    """The leaf (0-7) a heap's descent reaches, for each packed code of its outcomes."""
+    patterns = ((np.arange(256)[:, None] >> np.arange(_SLOTS)) & 1).astype(bool)
+    codes = _packed(patterns)
+    if len(np.unique(codes)) != 256:
+        raise RuntimeError("split outcomes do not pack into distinct codes")
+    table = np.zeros(256, dtype=np.intp)
+    for pattern, code in zip(patterns, codes.tolist(), strict=True):
+        slot = 0
+        for _ in range(SHALLOW_DEPTH):
+            slot = 2 * slot + 1 + int(pattern[slot])
+        table[code] = slot - _SPLIT_SLOTS
+    return table
+
+
+_LEAF_OF_CODE = _leaf_table()
+
+
+@dataclass(frozen=True)
+class _Shallow:
+    """Single-output trees of depth <= 3 as heaps: every split of every tree is compared
+    in one numpy step, and a table lookup replaces the descent. Trees keep their order."""
+
+    feature_in_blocks: np.ndarray  # (n_trees * 8,) intp, as in _Stack
+    threshold: np.ndarray  # (n_trees * 8,)
+    value: np.ndarray  # (n_trees * 8,): leaf values, 8 per tree
+    leaf_base: np.ndarray  # (n_trees,) intp: 8 * tree
+    order: np.ndarray
+    n_blocks: int
+    n_features: int
+
+    def leaf_values(self, z: np.ndarray) -> np.ndarray:
+        """Leaf value of every (tree, row); `z` holds each block's rows one after the other."""
+        n_rows = z.shape[0] // self.n_blocks
+        # Each row's blocks side by side, as `feature_in_blocks` indexes them.
+        blocks = z.reshape(self.n_blocks, n_rows, self.n_features)
+        if n_rows > 1:
+            blocks = blocks.transpose(1, 0, 2)
+        rows = blocks.reshape(n_rows, self.n_blocks * self.n_features)
+        right = rows.take(self.feature_in_blocks, axis=1) > self.threshold
+        leaf = _LEAF_OF_CODE.take(_packed(right.reshape(n_rows, -1, _SLOTS)))
+        leaf += self.leaf_base
+        return self.value.take(leaf).T
+
+
+def _heap(tree: _Tree) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(feature, threshold, leaf values) of a tree as a depth-3 heap, or None if deeper."""
+    feature = np.zeros(_SLOTS, dtype=np.intp)
+    threshold = np.full(_SLOTS, np.inf)
+    value = np.zeros(_SLOTS)
+    pending = [(0, 0)]  # (node, slot)
+    while pending:
+        node, slot = pending.pop()
+        leaf = bool(tree.is_leaf[node])
+        if slot >= _SPLIT_SLOTS:
+            if not leaf:
+                return None
+            value[slot - _SPLIT_SLOTS] = tree.value[node, 0]
+        elif leaf:
+            pending += [(node, 2 * slot + 1), (node, 2 * slot + 2)]
+        else:
+            feature[slot] = tree.feature[node]
+            threshold[slot] = tree.threshold[node]
+            pending += [(int(tree.left[node]), 2 * slot + 1), (int(tree.right[node]), 2 * slot + 2)]
+    return feature, threshold, value
+
+
+def _shallow(trees: Sequence[_Tree], n_features: int, blocks: Sequence[int]) -> _Shallow | None:
+    """The heaps of single-output trees, or None if any is deeper than SHALLOW_DEPTH."""
+    heaps = []
+    for tree in trees:
+        heap = _heap(tree)
+        if heap is None or tree.value.shape[1] != 1:
+            return None
+        heaps.append(heap)
+    feature, threshold, value = (np.concatenate(parts) for parts in zip(*heaps, strict=True))
+    tree_blocks = np.asarray(blocks, dtype=np.intp)
+    return _Shallow(
+        feature_in_blocks=feature + np.repeat(tree_blocks, _SLOTS) * n_features,
+        threshold=threshold,
+        value=value,
+        leaf_base=np.arange(len(trees), dtype=np.intp) * _SLOTS,
+        order=np.arange(len(trees)),
+        n_blocks=int(tree_blocks.max(initial=0)) + 1,
+        n_features=n_features,
+    )
 
 
 def _stack(trees: Sequence[_Tree], n_features: int, blocks: Sequence[int] | None = None) -> _Stack:
@@ -232,8 +343,10 @@ def hgb_folds_response(
         trees += found[0]
         tree_class += found[1]
         tree_fold += [fold] * len(found[0])
-    stack = _stack(trees, models[0].n_features_in_, blocks=tree_fold)
-    values = stack.value[:, 0].copy()
+    n_features = models[0].n_features_in_
+    stack: _Shallow | _Stack | None = _shallow(trees, n_features, tree_fold)
+    if stack is None:
+        stack = _stack(trees, n_features, blocks=tree_fold)
     # Each sorted tree's (fold, class): one bincount sums every group's leaves, in the
     # stack's order, which within a fold is the fold's own (so the sums are the same).
     group = np.asarray(tree_fold)[stack.order] * per_iteration + np.asarray(tree_class)[stack.order]
@@ -241,7 +354,6 @@ def hgb_folds_response(
     baselines = np.stack(
         [np.asarray(m._baseline_prediction, dtype=float).reshape(per_iteration) for m in models]
     )[:, None, :]
-    n_features = models[0].n_features_in_
     fold_means = np.stack([np.zeros(n_features) if m is None else m for m in means])[:, None]
     fold_scales = np.stack([np.ones(n_features) if s is None else s for s in scales])[:, None]
     multiclass = per_iteration > 1
@@ -251,7 +363,7 @@ def hgb_folds_response(
         # `filled` is (folds, rows, features); StandardScaler's arithmetic, every fold at once.
         n_rows = filled.shape[1]
         z = (filled - fold_means) / fold_scales
-        leaf_values = np.take(values, stack.leaves(z.reshape(-1, z.shape[2])))
+        leaf_values = stack.leaf_values(z.reshape(-1, z.shape[2]))
         slots = group[:, None] * n_rows + np.arange(n_rows) if n_rows > 1 else group
         summed = np.bincount(slots.ravel(), leaf_values.ravel(), minlength=n_groups * n_rows)
         raw = summed.reshape(len(models), per_iteration, n_rows).transpose(0, 2, 1) + baselines

@@ -25,7 +25,15 @@ from app.services.career.compiled import compile_predictor, verified_predictor
 pytestmark = pytest.mark.unit
 
 N_FEATURES = 7
-KINDS = ("logistic_regression", "neural_network", "hist_gradient_boosting", "random_forest")
+# Two gradient-boosting shapes: deep trees take the level-by-level walk, trees of depth <= 3
+# (the training default) the lookup-table heaps.
+KINDS = (
+    "logistic_regression",
+    "neural_network",
+    "hist_gradient_boosting",
+    "hist_gradient_boosting_depth3",
+    "random_forest",
+)
 
 
 def _model(kind: str) -> Any:
@@ -37,6 +45,9 @@ def _model(kind: str) -> Any:
         ),
         "hist_gradient_boosting": HistGradientBoostingClassifier(
             learning_rate=0.1, max_iter=25, max_leaf_nodes=15, l2_regularization=1.0, random_state=0
+        ),
+        "hist_gradient_boosting_depth3": HistGradientBoostingClassifier(
+            learning_rate=0.1, max_iter=25, max_depth=3, min_samples_leaf=10, random_state=0
         ),
         "random_forest": RandomForestClassifier(
             n_estimators=25, min_samples_leaf=3, max_features="sqrt", random_state=0, n_jobs=1
@@ -127,6 +138,32 @@ def test_binary_models_are_compiled(kind: str) -> None:
     assert predictor is not None
     rows = _rows(100, seed=4)
     np.testing.assert_allclose(predictor(rows), estimator.predict_proba(rows), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("kind", "shallow"),
+    [("hist_gradient_boosting", False), ("hist_gradient_boosting_depth3", True)],
+)
+def test_gradient_boosting_takes_the_heap_path_only_for_shallow_trees(
+    multiclass: dict[str, CalibratedClassifierCV], kind: str, shallow: bool
+) -> None:
+    model = multiclass[kind].calibrated_classifiers_[0].estimator[-1]
+    found = trees._hgb_trees(model, n_classes=6)
+    assert found is not None
+    heaps = trees._shallow(found[0], N_FEATURES, [0] * len(found[0]))
+    assert (heaps is not None) is shallow
+
+
+def test_boosting_folds_walked_together_equal_sklearn() -> None:
+    for kind in ("hist_gradient_boosting", "hist_gradient_boosting_depth3"):
+        estimator = _fit(kind, n_classes=5, ensemble=True)
+        assert len(estimator.calibrated_classifiers_) == 3
+        predictor, problem = verified_predictor(estimator, _rows(10, seed=11))
+        assert predictor is not None, problem
+        rows = _rows(60, seed=12)
+        np.testing.assert_allclose(
+            predictor(rows), estimator.predict_proba(rows), rtol=0, atol=1e-6
+        )
 
 
 def test_ensemble_of_calibrated_classifiers_is_averaged() -> None:
