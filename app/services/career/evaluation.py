@@ -55,7 +55,7 @@ def expected_calibration_error(
         in_bin = which == b
         if in_bin.any():
             total += in_bin.sum() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
-    return total / len(y)
+    return float(total / len(y))
 
 
 def per_career(

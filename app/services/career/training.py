@@ -132,6 +132,32 @@ def _pipeline(model: ClassifierMixin) -> Pipeline:
     )
 
 
+def cv_splits(
+    X: np.ndarray, y: np.ndarray, groups: np.ndarray, config: TrainingConfig
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The grouped, stratified folds that compare the candidates and calibrate the winner."""
+    inner = StratifiedGroupKFold(
+        n_splits=_folds(y, config.cv_folds), shuffle=True, random_state=config.seed
+    )
+    return list(inner.split(X, y, groups))
+
+
+def calibrated(
+    name: str, splits: list[tuple[np.ndarray, np.ndarray]], seed: int
+) -> CalibratedClassifierCV:
+    """Candidate `name`, unfitted, wrapped for temperature scaling over `splits`.
+
+    Temperature scaling: one parameter for all careers, so serving pays for one calibrator
+    instead of one per career, and the compiled predictor folds it in.
+    """
+    return CalibratedClassifierCV(
+        _pipeline(_candidates(seed)[name]),
+        method="temperature",
+        cv=splits,
+        ensemble=name not in NOT_FOLD_ENSEMBLED,
+    )
+
+
 def train_model(
     data: PreparedData,
     *,
@@ -152,10 +178,7 @@ def train_model(
     X_test, y_test = X[test_idx], y[test_idx]
     majority = majority_label(y_train)
 
-    inner = StratifiedGroupKFold(
-        n_splits=_folds(y_train, config.cv_folds), shuffle=True, random_state=config.seed
-    )
-    splits = list(inner.split(X_train, y_train, g_train))
+    splits = cv_splits(X_train, y_train, g_train, config)
     cv_results: dict[str, dict[str, float]] = {}
     models = _candidates(config.seed)
     for i, name in enumerate(config.candidates):
@@ -180,14 +203,7 @@ def train_model(
     chosen = min(cv_results, key=lambda n: cv_results[n]["log_loss"])
 
     report(f"calibrating {chosen}", 0.75)
-    # Temperature scaling: one parameter for all careers, so serving pays for one
-    # calibrator instead of one per career, and the compiled predictor folds it in.
-    estimator = CalibratedClassifierCV(
-        _pipeline(models[chosen]),
-        method="temperature",
-        cv=splits,
-        ensemble=chosen not in NOT_FOLD_ENSEMBLED,
-    ).fit(X_train, y_train)
+    estimator = calibrated(chosen, splits, config.seed).fit(X_train, y_train)
 
     report("evaluating on held-out students", 0.9)
     holdout = evaluate(estimator, X_test, y_test, classes, majority)
