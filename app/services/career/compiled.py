@@ -9,8 +9,10 @@ arithmetic on them:
 
 - logistic regression: imputer, scaler and linear model fold into one affine map;
 - MLP: the scaler folds into the first layer, then the same forward pass;
-- gradient boosting and random forest: every tree is stacked into flat node arrays and
-  all trees (and all rows) descend one level per numpy step.
+- gradient boosting and random forest: trees of depth 3 at most (the default gradient
+  boosting) become heaps evaluated by one comparison step and a leaf table; deeper ones
+  are stacked into flat node arrays and all trees (and all rows) descend one level per
+  numpy step (`trees.py`).
 
 Temperature scaling then calibrates the model's response the way sklearn does: a
 decision_function (logistic regression, gradient boosting) is used as logits, a
