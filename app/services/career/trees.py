@@ -139,11 +139,15 @@ _LEAF_OF_CODE = _leaf_table()
 
 @dataclass(frozen=True)
 class _Shallow:
-    """Single-output trees of depth <= 3 as heaps: every split of every tree is compared
-    in one numpy step, and a table lookup replaces the descent. Trees keep their order."""
+    """Single-output trees of depth <= 3 as heaps: every distinct split is compared once,
+    in one numpy step, each heap slot picks up its outcome, and a table lookup replaces the
+    descent. Trees keep their order."""
 
-    feature_in_blocks: np.ndarray  # (n_trees * 8,) intp, as in _Stack
-    threshold: np.ndarray  # (n_trees * 8,)
+    # The distinct (feature, threshold) splits; features index the blocks laid end to end
+    # (feature + block * n_features), as in _Stack. Padding slots are splits at +inf.
+    split_feature: np.ndarray  # intp
+    split_threshold: np.ndarray
+    split_of_slot: np.ndarray  # (n_trees * 8,) intp: each slot's distinct split
     value: np.ndarray  # (n_trees * 8,): leaf values, 8 per tree
     leaf_base: np.ndarray  # (n_trees,) intp: 8 * tree
     order: np.ndarray
@@ -158,7 +162,8 @@ class _Shallow:
         if n_rows > 1:
             blocks = blocks.transpose(1, 0, 2)
         rows = blocks.reshape(n_rows, self.n_blocks * self.n_features)
-        right = rows.take(self.feature_in_blocks, axis=1) > self.threshold
+        split_right = rows.take(self.split_feature, axis=1) > self.split_threshold
+        right = split_right.take(self.split_of_slot, axis=1)
         leaf = _LEAF_OF_CODE.take(_packed(right.reshape(n_rows, -1, _SLOTS)))
         leaf += self.leaf_base
         return self.value.take(leaf).T
@@ -196,9 +201,15 @@ def _shallow(trees: Sequence[_Tree], n_features: int, blocks: Sequence[int]) -> 
         heaps.append(heap)
     feature, threshold, value = (np.concatenate(parts) for parts in zip(*heaps, strict=True))
     tree_blocks = np.asarray(blocks, dtype=np.intp)
+    feature_in_blocks = feature + np.repeat(tree_blocks, _SLOTS) * n_features
+    # Gradient boosting splits on bin edges, so a few thousand heaps share ~1,500 splits.
+    splits, split_of_slot = np.unique(
+        np.stack([feature_in_blocks.astype(float), threshold], axis=1), axis=0, return_inverse=True
+    )
     return _Shallow(
-        feature_in_blocks=feature + np.repeat(tree_blocks, _SLOTS) * n_features,
-        threshold=threshold,
+        split_feature=splits[:, 0].astype(np.intp),
+        split_threshold=splits[:, 1].copy(),
+        split_of_slot=split_of_slot.reshape(-1).astype(np.intp),
         value=value,
         leaf_base=np.arange(len(trees), dtype=np.intp) * _SLOTS,
         order=np.arange(len(trees)),
