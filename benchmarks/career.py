@@ -303,6 +303,13 @@ def main() -> None:
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     client = "wrk" if shutil.which("wrk") else "httpx (install wrk: it needs far less CPU)"
+    if parts & {"service", "training", "http"} and not ModelStore(args.model_dir).active_version():
+        # A fresh checkout has no model until the service first starts: build it the same way.
+        print(f"No active model in {args.model_dir}: building the default one first.")
+        subprocess.run(
+            [sys.executable, "-m", "app.train", "--if-missing", "--model-dir", str(args.model_dir)],
+            check=True,
+        )
 
     if "service" in parts:
         print(f"\nService layer ({args.model_dir}), in-process, ms:\n")
