@@ -25,6 +25,7 @@ from app.core.context import (
 from app.core.envelope import error_response
 from app.core.exceptions import AppError, PayloadTooLarge
 from app.core.handlers import app_error_response
+from app.core.routes import route_path
 
 logger = logging.getLogger("app.request")
 
@@ -75,7 +76,7 @@ class RequestContextMiddleware:
                 ]
             await send(message)
 
-        limit = self.body_limit(scope["path"])
+        limit = self.body_limit(route_path(scope))
         try:
             declared = int(headers.get("content-length", "0") or 0)
         except ValueError:

@@ -2,10 +2,18 @@
 metrics labels: one series per route, whatever paths are requested."""
 
 from fastapi import FastAPI
+from starlette._utils import get_route_path
 from starlette.routing import compile_path
 from starlette.types import Scope
 
 UNMATCHED = "unmatched"
+
+
+def route_path(scope: Scope) -> str:
+    """The path as the router matches it: without the root path a proxy mounts the app
+    under (`uvicorn --root-path /ml`). Starlette's own helper, so that the key policy and
+    the body limits always judge the route the router will pick."""
+    return get_route_path(scope)
 
 
 class RouteTemplates:
@@ -25,7 +33,7 @@ class RouteTemplates:
             return UNMATCHED
         found = self._cache.get(id(route))
         if found is None:
-            found = self._cache[id(route)] = self._resolve(own, scope["path"])
+            found = self._cache[id(route)] = self._resolve(own, route_path(scope))
         return found
 
     def _resolve(self, own: str, path: str) -> str:

@@ -13,6 +13,7 @@ from starlette.routing import compile_path
 from starlette.types import Scope
 
 from app.core.exceptions import AppError, Forbidden, Unauthorized
+from app.core.routes import route_path
 
 
 def key_matches(presented: str | None, allowed: list[str]) -> bool:
@@ -127,7 +128,7 @@ class KeyPolicy:
 
     def problem(self, scope: Scope) -> AppError | None:
         """The 401/403 this request gets, from its path, method and headers."""
-        level = self.level(scope["method"], scope["path"])
+        level = self.level(scope["method"], route_path(scope))
         if level is None:
             return None
         return key_problem(self.app.state.settings, level, Headers(scope=scope))

@@ -3,7 +3,8 @@
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import assert_error
+from app.main import create_app
+from tests.conftest import assert_error, wait_for_models
 
 pytestmark = pytest.mark.integration
 
@@ -64,3 +65,40 @@ def test_health_and_docs_stay_open(make_client) -> None:  # type: ignore[no-unty
     client: TestClient = make_client(api_keys="secret")
     for path in ("/health", "/health/live", "/health/ready", "/docs", "/redoc", "/openapi.json"):
         assert client.get(path).status_code == 200, path
+
+
+def test_keys_and_limits_are_judged_on_the_route_behind_a_root_path(make_settings) -> None:  # type: ignore[no-untyped-def]
+    """Behind a proxy that mounts the service under a prefix (`uvicorn --root-path /ml`),
+    the key is still checked before the body is read, admin routes still need an admin
+    key, and each route keeps its own body limit."""
+    settings = make_settings(api_keys="k-one", admin_api_keys="a-one")
+    app = create_app(settings)
+    with TestClient(app, root_path="/ml", raise_server_exceptions=False) as client:
+        wait_for_models(client)
+        oversized = b"x" * (settings.max_json_body_bytes + 1)
+        json_type = {"content-type": "application/json"}
+        # Refused for the key, not for the size: the body was never read.
+        assert_error(
+            client.post("/ml/api/v1/career/predict", content=oversized, headers=json_type),
+            401,
+            "UNAUTHORIZED",
+        )
+        key = {"X-API-Key": "k-one"}
+        assert (
+            client.post("/ml/api/v1/career/predict", json=STUDENT, headers=key).status_code == 200
+        )
+        error = assert_error(
+            client.post("/ml/api/v1/career/models/any-version/activate", headers=key),
+            401,
+            "UNAUTHORIZED",
+        )
+        assert "admin key" in error["message"]
+        # The retrain route's limit is the training upload's, far above the JSON limit: a
+        # body just over the JSON limit is judged as a (bad) upload, not refused as too large.
+        response = client.post(
+            "/ml/api/v1/career/retrain",
+            files={"file": ("students.csv", oversized, "text/csv")},
+            headers={"X-API-Key": "a-one"},
+        )
+        assert response.status_code != 413
+        assert response.json()["success"] is False
