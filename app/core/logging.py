@@ -3,6 +3,7 @@
 import logging
 import re
 import sys
+from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -21,12 +22,27 @@ class _RequestIdFilter(logging.Filter):
 
 class _OneLineFormatter(logging.Formatter):
     """Text logs with every control character in the message escaped: a request path
-    holding %0A would otherwise start a new, forged log line. Tracebacks, which the
-    formatter appends after the message, keep their lines."""
+    holding %0A would otherwise start a new, forged log line. Tracebacks and stacks keep
+    their lines, each behind TRACE_MARGIN, so that an exception message carrying a line
+    break cannot start a line that reads as a log line either."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = escape_controls(record.message)
         return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:
+        return _in_margin(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return _in_margin(super().formatStack(stack_info))
+
+
+# Starts every line of a traceback in text logs.
+TRACE_MARGIN = "  | "
+
+
+def _in_margin(text: str) -> str:
+    return "\n".join(TRACE_MARGIN + escape_controls(line) for line in text.splitlines())
 
 
 def escape_controls(text: str) -> str:
