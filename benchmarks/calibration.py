@@ -27,7 +27,11 @@ from sklearn.metrics import log_loss
 from sklearn.model_selection import StratifiedGroupKFold
 
 from app.services.career.catalog import default_catalog
-from app.services.career.evaluation import aligned_proba, expected_calibration_error
+from app.services.career.evaluation import (
+    aligned_proba,
+    expected_calibration_error,
+    perfect_calibration_ece,
+)
 from app.services.career.preparation import PreparedData, prepare_frame
 from app.services.career.synthetic import generate_students
 from app.services.career.training import (
@@ -64,24 +68,6 @@ def out_of_fold(data: PreparedData, chosen: str, seed: int) -> tuple[np.ndarray,
     return proba, classes
 
 
-def perfectly_calibrated(proba: np.ndarray, draws: int, seed: int) -> np.ndarray:
-    """ECE on HOLDOUT_STUDENTS students whose top-1 is right with exactly its confidence,
-    scored by the card's own `expected_calibration_error`."""
-    rng = np.random.default_rng(seed)
-    n_classes = proba.shape[1]
-    classes = [f"c{k}" for k in range(n_classes)]
-    scores = np.empty(draws)
-    for i in range(draws):
-        confidence = rng.choice(proba.max(axis=1), HOLDOUT_STUDENTS, replace=False)
-        # Top-1 in the first column, the rest shared evenly (never more than the top-1).
-        rows = np.repeat(((1 - confidence) / (n_classes - 1))[:, None], n_classes, axis=1)
-        rows[:, 0] = confidence
-        correct = rng.random(HOLDOUT_STUDENTS) < confidence
-        labels = np.where(correct, classes[0], classes[1]).astype(object)
-        scores[i] = expected_calibration_error(labels, rows, classes)
-    return scores
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
@@ -113,7 +99,7 @@ def main() -> None:
     ece = expected_calibration_error(y, proba, classes)
     print(f"| all students, out of fold | {len(y)} | {top1:.4f} | {loss:.4f} | {ece:.4f} |")
 
-    noise = perfectly_calibrated(proba, args.draws, args.seed)
+    noise = perfect_calibration_ece(proba.max(axis=1), HOLDOUT_STUDENTS, args.draws, args.seed)
     print(
         f"\nA perfectly calibrated model with these confidences, {HOLDOUT_STUDENTS} students, "
         f"{args.draws} draws: ECE median {statistics.median(noise):.4f}, "

@@ -523,6 +523,7 @@ def test_retrain_on_public_student_scores(admin: TestClient) -> None:
     assert any(analysis["improvements"] for analysis in analyses)
     card = admin.get("/api/v1/career/model").json()["data"]["model_card"]
     assert "expected calibration error" in card and "| precision | recall |" in card
+    assert "perfectly calibrated model on 400 students" in card
 
 
 def test_personal_fields_are_never_logged(

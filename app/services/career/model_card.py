@@ -60,7 +60,15 @@ def _calibration_row(holdout: dict[str, Any]) -> list[str]:
     ece = holdout.get("expected_calibration_error")
     if ece is None:  # written before calibration was measured
         return []
-    return [f"| expected calibration error (15 bins, top-1 confidence) | {ece} |"]
+    row = f"| expected calibration error (15 bins, top-1 confidence) | {ece} |"
+    noise = holdout.get("perfect_calibration_ece")
+    if noise is None:
+        return [row]
+    return [
+        row,
+        f"| the same for a perfectly calibrated model on {holdout['rows']} students "
+        f"(sampling noise alone, median) | {noise} |",
+    ]
 
 
 def _per_career_table(per_career: dict[str, dict[str, Any]] | None) -> list[str]:

@@ -6,7 +6,7 @@ import pytest
 
 from app.core.exceptions import InvalidInput
 from app.services.career.catalog import default_catalog
-from app.services.career.evaluation import expected_calibration_error
+from app.services.career.evaluation import expected_calibration_error, perfect_calibration_ece
 from app.services.career.preparation import prepare_frame
 from app.services.career.synthetic import generate_students
 from app.services.career.training import (
@@ -141,12 +141,26 @@ def test_expected_calibration_error_follows_its_definition() -> None:
     assert expected_calibration_error(y, bold, classes) == pytest.approx(0.45)
 
 
+def test_perfect_calibration_ece_is_the_noise_of_a_finite_sample() -> None:
+    confidence = np.random.default_rng(0).uniform(0.1, 0.9, size=4000)
+    on_400 = perfect_calibration_ece(confidence, students=400, draws=300)
+    on_4000 = perfect_calibration_ece(confidence, draws=300)
+    assert (on_400 > 0).all()
+    # Noise, so it shrinks with the sample: roughly as one over the square root.
+    assert 2 < np.median(on_400) / np.median(on_4000) < 4.5
+    # Repeatable, like every metric of a seeded run.
+    np.testing.assert_array_equal(on_400, perfect_calibration_ece(confidence, 400, draws=300))
+    # A model that is always sure and always right has nothing to be off by.
+    assert (perfect_calibration_ece(np.ones(50), draws=20) == 0).all()
+
+
 def test_two_careers_train_and_report_every_metric(students: pd.DataFrame) -> None:
     two = students[students["label"].isin(["Doctor", "Artist"])]
     trained = train_model(prepare_frame(two), config=FAST)
     holdout = trained.metrics["holdout"]
     assert holdout["top3_accuracy"] == holdout["top1_accuracy"]  # k is 1 with two careers
     assert 0 <= holdout["expected_calibration_error"] <= 1
+    assert 0 < holdout["perfect_calibration_ece"] < 1
     assert set(trained.metrics["per_career"]) == {"Doctor", "Artist"}
 
 
