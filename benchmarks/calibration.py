@@ -23,14 +23,13 @@ import statistics
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import log_loss
 from sklearn.model_selection import StratifiedGroupKFold
 
 from app.services.career.catalog import default_catalog
 from app.services.career.evaluation import (
     aligned_proba,
-    expected_calibration_error,
     perfect_calibration_ece,
+    scores,
 )
 from app.services.career.preparation import PreparedData, prepare_frame
 from app.services.career.synthetic import generate_students
@@ -54,18 +53,30 @@ def load() -> tuple[str, PreparedData]:
     return "2,000 synthetic students", prepare_frame(students)
 
 
-def out_of_fold(data: PreparedData, chosen: str, seed: int) -> tuple[np.ndarray, list[str]]:
-    """Every student's probabilities from the recipe fitted without their fifth."""
+def out_of_fold(
+    data: PreparedData, chosen: str, seed: int
+) -> tuple[np.ndarray, list[str], list[np.ndarray]]:
+    """Every student's probabilities from the recipe fitted without their fifth, the
+    classes, and the fifths (the first is the default run's held-out split)."""
     X, y, groups = data.X, data.y, data.groups
     classes = sorted(set(y.tolist()))
     config = TrainingConfig(seed=seed, candidates=(chosen,))
     proba = np.zeros((len(y), len(classes)))
+    fifths = []
     outer = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=seed)
     for fit_idx, test_idx in outer.split(X, y, groups):
         splits = cv_splits(X[fit_idx], y[fit_idx], groups[fit_idx], config)
         model = calibrated(chosen, splits, seed).fit(X[fit_idx], y[fit_idx])
         proba[test_idx] = aligned_proba(model, X[test_idx], classes)
-    return proba, classes
+        fifths.append(test_idx)
+    return proba, classes, fifths
+
+
+def row(name: str, metrics: dict[str, float]) -> str:
+    return (
+        f"| {name} | {metrics['rows']} | {metrics['top1_accuracy']:.4f} "
+        f"| {metrics['log_loss']:.4f} | {metrics['expected_calibration_error']:.4f} |"
+    )
 
 
 def main() -> None:
@@ -77,27 +88,16 @@ def main() -> None:
     source, data = load()
     trained = train_model(data, config=TrainingConfig(seed=args.seed))
     chosen = trained.metrics["chosen_model"]
-    holdout = trained.metrics["holdout"]
-    proba, classes = out_of_fold(data, chosen, args.seed)
-    labels = np.asarray(classes, dtype=object)
+    proba, classes, fifths = out_of_fold(data, chosen, args.seed)
     y = data.y
 
     print(f"\n{source}, {len(y)} students, seed {args.seed}, chosen model {chosen}:\n")
     print("| measured on | students | top-1 | log-loss | ECE |\n|---|---|---|---|---|")
-    print(
-        f"| the default run's held-out split | {holdout['rows']} | {holdout['top1_accuracy']:.4f} "
-        f"| {holdout['log_loss']:.4f} | {holdout['expected_calibration_error']:.4f} |"
-    )
-    outer = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=args.seed)
-    for k, (_, idx) in enumerate(outer.split(data.X, y, data.groups), start=1):
-        top1 = float(np.mean(labels[proba[idx].argmax(1)] == y[idx]))
-        loss = log_loss(y[idx], proba[idx], labels=classes)
-        ece = expected_calibration_error(y[idx], proba[idx], classes)
-        print(f"| fifth {k}, out of fold | {len(idx)} | {top1:.4f} | {loss:.4f} | {ece:.4f} |")
-    top1 = float(np.mean(labels[proba.argmax(1)] == y))
-    loss = log_loss(y, proba, labels=classes)
-    ece = expected_calibration_error(y, proba, classes)
-    print(f"| all students, out of fold | {len(y)} | {top1:.4f} | {loss:.4f} | {ece:.4f} |")
+    print(row("the default run's held-out split", trained.metrics["holdout"]))
+    for k, idx in enumerate(fifths, start=1):
+        metrics = scores(y[idx], proba[idx], classes, trained.majority)
+        print(row(f"fifth {k}, out of fold", metrics))
+    print(row("all students, out of fold", scores(y, proba, classes, trained.majority)))
 
     noise = perfect_calibration_ece(proba.max(axis=1), HOLDOUT_STUDENTS, args.draws, args.seed)
     print(

@@ -22,7 +22,11 @@ def evaluate(
 ) -> dict[str, float]:
     """Top-1, top-3, macro-F1, log loss and calibration error of a fitted model, with the
     majority baseline."""
-    proba = aligned_proba(estimator, X, classes)
+    return scores(y, aligned_proba(estimator, X, classes), classes, majority)
+
+
+def scores(y: np.ndarray, proba: np.ndarray, classes: list[str], majority: str) -> dict[str, float]:
+    """`evaluate`'s metrics of probabilities already predicted, in `classes` order."""
     predicted = np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
     k = min(3, len(classes) - 1) or 1
     return {

@@ -157,7 +157,7 @@ class _Shallow:
     def leaf_values(self, z: np.ndarray) -> np.ndarray:
         """Leaf value of every (tree, row); `z` holds each block's rows one after the other."""
         n_rows = z.shape[0] // self.n_blocks
-        # Each row's blocks side by side, as `feature_in_blocks` indexes them.
+        # Each row's blocks side by side, as `split_feature` indexes them.
         blocks = z.reshape(self.n_blocks, n_rows, self.n_features)
         if n_rows > 1:
             blocks = blocks.transpose(1, 0, 2)
@@ -195,8 +195,8 @@ def _shallow(trees: Sequence[_Tree], n_features: int, blocks: Sequence[int]) -> 
     """The heaps of single-output trees, or None if any is deeper than SHALLOW_DEPTH."""
     heaps = []
     for tree in trees:
-        heap = _heap(tree)
-        if heap is None or tree.value.shape[1] != 1:
+        heap = _heap(tree) if tree.value.shape[1] == 1 else None
+        if heap is None:
             return None
         heaps.append(heap)
     feature, threshold, value = (np.concatenate(parts) for parts in zip(*heaps, strict=True))
