@@ -65,7 +65,7 @@ class _Stack:
     threshold: np.ndarray  # float64
     left: np.ndarray  # intp
     value: np.ndarray  # (n_nodes, n_outputs)
-    order: np.ndarray  # original index of sorted tree i
+    rank: np.ndarray  # position of tree i in the sorted order
     roots: np.ndarray  # arange(n_trees), intp
     active: tuple[int, ...]
     n_features: int
@@ -98,8 +98,8 @@ class _Stack:
         return node
 
     def leaf_values(self, z: np.ndarray) -> np.ndarray:
-        """The single-output leaf value of every (tree, row), trees in `order`."""
-        return np.take(self.value[:, 0], self.leaves(z))
+        """The single-output leaf value of every (tree, row), trees in the order given."""
+        return np.take(self.value[:, 0], self.leaves(z)[self.rank])
 
 
 # A shallow tree is a complete heap of depth 3: slots 0-6 are splits (slot s has children
@@ -141,7 +141,7 @@ _LEAF_OF_CODE = _leaf_table()
 class _Shallow:
     """Single-output trees of depth <= 3 as heaps: every distinct split is compared once,
     in one numpy step, each heap slot picks up its outcome, and a table lookup replaces the
-    descent. Trees keep their order."""
+    descent. Trees keep the order given."""
 
     # The distinct (feature, threshold) splits; features index the blocks laid end to end
     # (feature + block * n_features), as in _Stack. Padding slots are splits at +inf.
@@ -150,7 +150,6 @@ class _Shallow:
     split_of_slot: np.ndarray  # (n_trees * 8,) intp: each slot's distinct split
     value: np.ndarray  # (n_trees * 8,): leaf values, 8 per tree
     leaf_base: np.ndarray  # (n_trees,) intp: 8 * tree
-    order: np.ndarray
     n_blocks: int
     n_features: int
 
@@ -212,7 +211,6 @@ def _shallow(trees: Sequence[_Tree], n_features: int, blocks: Sequence[int]) -> 
         split_of_slot=split_of_slot.reshape(-1).astype(np.intp),
         value=value,
         leaf_base=np.arange(len(trees), dtype=np.intp) * _SLOTS,
-        order=np.arange(len(trees)),
         n_blocks=int(tree_blocks.max(initial=0)) + 1,
         n_features=n_features,
     )
@@ -266,7 +264,7 @@ def _stack(trees: Sequence[_Tree], n_features: int, blocks: Sequence[int] | None
         threshold=new_threshold,
         left=new_left,
         value=value[old],
-        order=order,
+        rank=np.argsort(order),
         roots=np.arange(len(trees), dtype=np.intp),
         active=tuple(int((sorted_depth > d).sum()) for d in range(int(depth.max(initial=0)))),
         n_features=n_features,
@@ -294,8 +292,9 @@ def _standardizer(
     return standardize
 
 
-def _hgb_trees(model: Any, n_classes: int) -> tuple[list[_Tree], list[int]] | None:
-    """A gradient-boosting model's trees and the class of each, or None if not supported."""
+def _hgb_trees(model: Any, n_classes: int) -> list[list[_Tree]] | None:
+    """A gradient-boosting model's trees of each class (one list for a binary model),
+    iterations in order, or None if the model is not supported."""
     per_iteration = model.n_trees_per_iteration_
     multiclass = per_iteration == n_classes > 2
     if (
@@ -304,13 +303,13 @@ def _hgb_trees(model: Any, n_classes: int) -> tuple[list[_Tree], list[int]] | No
         or not model._predictors
     ):
         return None
-    trees, tree_class = [], []
+    trees: list[list[_Tree]] = [[] for _ in range(per_iteration)]
     for iteration in model._predictors:
         for k, predictor in enumerate(iteration):
             nodes = predictor.nodes
             if nodes["is_categorical"].any():
                 return None
-            trees.append(
+            trees[k].append(
                 _Tree(
                     feature=nodes["feature_idx"],
                     threshold=nodes["num_threshold"],
@@ -320,8 +319,7 @@ def _hgb_trees(model: Any, n_classes: int) -> tuple[list[_Tree], list[int]] | No
                     value=nodes["value"][:, None],
                 )
             )
-            tree_class.append(k)
-    return trees, tree_class
+    return trees
 
 
 def hgb_response(
@@ -344,24 +342,24 @@ def hgb_folds_response(
     rows (folds, rows, features), an array (folds, rows, classes) of logits for the
     temperature scaler."""
     trees: list[_Tree] = []
-    tree_class: list[int] = []
     tree_fold: list[int] = []
+    group_sizes: list[int] = []
     per_iteration = models[0].n_trees_per_iteration_
     for fold, model in enumerate(models):
         found = _hgb_trees(model, n_classes)
         if found is None or model.n_trees_per_iteration_ != per_iteration:
             return None
-        trees += found[0]
-        tree_class += found[1]
-        tree_fold += [fold] * len(found[0])
+        # Grouped by (fold, class), iterations in order: one reduceat then sums each
+        # group's leaves in the order sklearn adds them.
+        for class_trees in found:
+            trees += class_trees
+            group_sizes.append(len(class_trees))
+            tree_fold += [fold] * len(class_trees)
     n_features = models[0].n_features_in_
     stack: _Shallow | _Stack | None = _shallow(trees, n_features, tree_fold)
     if stack is None:
         stack = _stack(trees, n_features, blocks=tree_fold)
-    # Each sorted tree's (fold, class): one bincount sums every group's leaves, in the
-    # stack's order, which within a fold is the fold's own (so the sums are the same).
-    group = np.asarray(tree_fold)[stack.order] * per_iteration + np.asarray(tree_class)[stack.order]
-    n_groups = len(models) * per_iteration
+    group_starts = np.concatenate([[0], np.cumsum(group_sizes)[:-1]]).astype(np.intp)
     baselines = np.stack(
         [np.asarray(m._baseline_prediction, dtype=float).reshape(per_iteration) for m in models]
     )[:, None, :]
@@ -375,8 +373,7 @@ def hgb_folds_response(
         n_rows = filled.shape[1]
         z = (filled - fold_means) / fold_scales
         leaf_values = stack.leaf_values(z.reshape(-1, z.shape[2]))
-        slots = group[:, None] * n_rows + np.arange(n_rows) if n_rows > 1 else group
-        summed = np.bincount(slots.ravel(), leaf_values.ravel(), minlength=n_groups * n_rows)
+        summed = np.add.reduceat(leaf_values, group_starts, axis=0)
         raw = summed.reshape(len(models), per_iteration, n_rows).transpose(0, 2, 1) + baselines
         if not multiclass:
             return np.concatenate([-raw, raw], axis=2)

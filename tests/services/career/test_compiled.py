@@ -150,7 +150,8 @@ def test_gradient_boosting_takes_the_heap_path_only_for_shallow_trees(
     model = multiclass[kind].calibrated_classifiers_[0].estimator[-1]
     found = trees._hgb_trees(model, n_classes=6)
     assert found is not None
-    heaps = trees._shallow(found[0], N_FEATURES, [0] * len(found[0]))
+    every_tree = [tree for class_trees in found for tree in class_trees]
+    heaps = trees._shallow(every_tree, N_FEATURES, [0] * len(every_tree))
     assert (heaps is not None) is shallow
 
 
