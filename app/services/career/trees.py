@@ -286,7 +286,12 @@ def _standardizer(
         if to_float32:
             # sklearn trees cast their input to float32 and compare it with float64
             # thresholds; the float64 copy of the float32 value compares the same way.
-            z = z.astype(np.float32).astype(float)
+            # Like sklearn's, a value float32 cannot hold is refused, not read as inf.
+            with np.errstate(over="ignore"):
+                z = z.astype(np.float32)
+            if not np.logical_and.reduce(np.isfinite(z), axis=None):
+                raise ValueError("Input contains a value too large for dtype('float32').")
+            z = z.astype(float)
         return z
 
     return standardize
@@ -350,7 +355,8 @@ def hgb_folds_response(
         if found is None or model.n_trees_per_iteration_ != per_iteration:
             return None
         # Grouped by (fold, class), iterations in order: one reduceat then sums each
-        # group's leaves in the order sklearn adds them.
+        # group's leaves in sklearn's order (which starts from the baseline, added here
+        # last: the sums agree to rounding).
         for class_trees in found:
             trees += class_trees
             group_sizes.append(len(class_trees))
@@ -423,7 +429,8 @@ def forest_response(
         proba = np.add.reduce(np.take(values, leaves, axis=0), axis=0)
         proba /= n_trees
         if n_classes == 2:
-            # The calibrator keeps p of the positive class and rebuilds (1 - p, p).
+            # sklearn's _get_response_values keeps p of the positive class only, and the
+            # temperature calibrator rebuilds (1 - p, p) from it.
             proba[:, 0] = 1 - proba[:, 1]
         proba += EPS
         return np.log(proba, out=proba)

@@ -214,10 +214,11 @@ def test_a_failing_predictor_falls_back_to_sklearn(
     assert problem is not None and "boom" in problem
 
 
+@pytest.mark.parametrize("kind", ["hist_gradient_boosting", "random_forest"])
 def test_invalid_rows_are_rejected_like_sklearn(
-    multiclass: dict[str, CalibratedClassifierCV],
+    multiclass: dict[str, CalibratedClassifierCV], kind: str
 ) -> None:
-    estimator = multiclass["hist_gradient_boosting"]
+    estimator = multiclass[kind]
     predictor = compile_predictor(estimator, N_FEATURES)
     assert predictor is not None
     infinite = _rows(2, seed=10)
@@ -228,6 +229,17 @@ def test_invalid_rows_are_rejected_like_sklearn(
         predictor(infinite)
     with pytest.raises(ValueError):
         predictor(np.zeros((1, N_FEATURES + 1)))
+    # Finite, but beyond float32: the forest's trees read float32 and sklearn refuses the
+    # row; gradient boosting reads float64 and answers it.
+    huge = _rows(2, seed=11)
+    huge[1, 2] = 1e39
+    if kind == "random_forest":
+        with np.errstate(over="ignore"), pytest.raises(ValueError):
+            estimator.predict_proba(huge)
+        with pytest.raises(ValueError, match="float32"):
+            predictor(huge)
+    else:
+        np.testing.assert_allclose(predictor(huge), estimator.predict_proba(huge), atol=1e-6)
 
 
 def test_decision_values_that_look_like_probabilities_are_logged_as_sklearn_does() -> None:
