@@ -1,5 +1,7 @@
 """Career routes through HTTP, as the gateway calls them."""
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -7,6 +9,11 @@ from fastapi.testclient import TestClient
 
 from app.schemas.career import PredictResponse
 from app.services.career import compiled
+from app.services.career.bundle import ModelStore
+from app.services.career.catalog import default_catalog
+from app.services.career.preparation import prepare_frame
+from app.services.career.synthetic import generate_students
+from app.services.career.training import TrainingConfig, train_model
 from tests.conftest import assert_error
 
 pytestmark = pytest.mark.integration
@@ -300,3 +307,48 @@ def test_model_card(client: TestClient) -> None:
     assert holdout["top1_accuracy"] > holdout["baseline_top1_accuracy"]
     assert {f["name"] for f in data["feature_spec"]} >= {"math", "investigative", "absence_days"}
     assert len(data["careers"]) >= 17
+
+
+@pytest.fixture(scope="module")
+def tree_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A gradient-boosting model (the kind the public data chooses), trained on 800 synthetic
+    students in about 2 s: the committed fixture model is logistic regression."""
+    directory = tmp_path_factory.mktemp("tree_model")
+    data = prepare_frame(generate_students(default_catalog(), 800, seed=3))
+    trained = train_model(
+        data, config=TrainingConfig(candidates=("hist_gradient_boosting",), cv_folds=3)
+    )
+    store = ModelStore(directory)
+    version = store.write(
+        trained, data, catalog=default_catalog(), source="test", description="tree model"
+    )
+    store.set_active(version)
+    return directory
+
+
+def test_predict_and_analytics_work_with_a_tree_model_active(
+    make_client: Callable[..., TestClient], tree_model_dir: Path
+) -> None:
+    client = make_client(career_model_dir=tree_model_dir)
+    predictor = client.get("/health").json()["data"]["models"]["career"]["predictor"]
+    assert predictor == {"kind": "compiled", "model": "hist_gradient_boosting", "problem": None}
+    assert predict(client, CODER)["recommendations"][0]["career"]["id"] == "software_engineer"
+
+    body = {key: value for key, value in CODER.items() if key != "top_k"}
+    response = client.post(ANALYZE, json=body)
+    assert response.status_code == 200, response.text
+    analyses = response.json()["data"]["analyses"]
+    careers = client.get("/api/v1/career/careers").json()["data"]
+    assert len(analyses) == len([c for c in careers if c["in_active_model"]])
+    given = {*CODER["academic_scores"], *CODER["habits"]}
+    for analysis in analyses:
+        # Contributions, percentiles and improvements read probabilities only, so a tree
+        # model is explained feature by feature like a linear one.
+        assert given <= {c["feature"] for c in analysis["contributions"]}
+        assert set(analysis["comparison"]["percentiles"]) == set(CODER["academic_scores"])
+        gains = [i["probability_gain"] for i in analysis["improvements"]]
+        assert gains == sorted(gains, reverse=True) and all(g > 0 for g in gains)
+    software = next(a for a in analyses if a["career"]["id"] == "software_engineer")
+    assert software["comparison"]["percentiles"]["computer_science"] > 80
+    assert sum(a["probability"] for a in analyses) == pytest.approx(1, abs=0.01)
+    assert any(analysis["improvements"] for analysis in analyses)

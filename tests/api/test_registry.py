@@ -137,6 +137,9 @@ def test_gate_compares_with_the_active_model_on_the_same_rows(admin: TestClient)
     active = job["gate"]["active_model"]
     assert active["compared"] is True
     assert active["holdout"]["rows"] == job["metrics"]["holdout"]["rows"]
+    # One baseline: the candidate's training majority, for both models on those rows.
+    baseline = job["metrics"]["holdout"]["baseline_top1_accuracy"]
+    assert active["holdout"]["baseline_top1_accuracy"] == baseline
     assert any("active model" in r for r in job["reasons"])
 
 
@@ -511,6 +514,7 @@ def test_retrain_on_public_student_scores(admin: TestClient) -> None:
 
     # The chosen model is served compiled, and the analytics work for it as for any model.
     chosen = job["metrics"]["chosen_model"]
+    assert chosen in {"hist_gradient_boosting", "random_forest"}, job["metrics"]["cross_validation"]
     predictor = admin.get("/health").json()["data"]["models"]["career"]["predictor"]
     assert predictor == {"kind": "compiled", "model": chosen, "problem": None}
     analyses = admin.post("/api/v1/career/analyze", json=student).json()["data"]["analyses"]

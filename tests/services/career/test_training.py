@@ -1,12 +1,18 @@
 """The training pipeline: validation, deduplication, honest splits, determinism."""
 
+from collections import Counter
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from app.core.exceptions import InvalidInput
 from app.services.career.catalog import default_catalog
-from app.services.career.evaluation import expected_calibration_error, perfect_calibration_ece
+from app.services.career.evaluation import (
+    expected_calibration_error,
+    perfect_calibration_ece,
+    scores,
+)
 from app.services.career.preparation import prepare_frame
 from app.services.career.synthetic import generate_students
 from app.services.career.training import (
@@ -139,6 +145,20 @@ def test_expected_calibration_error_follows_its_definition() -> None:
     # Confidence 0.95, right on half: off by 0.45.
     bold = np.array([[0.95, 0.05], [0.05, 0.95], [0.05, 0.95], [0.95, 0.05]])
     assert expected_calibration_error(y, bold, classes) == pytest.approx(0.45)
+    # 15 equal-width bins: 0.62 and 0.68 fall in different bins (one bin of 10 would
+    # pool them into |0.5 - 0.65| = 0.15), each off by its own gap.
+    split = np.array([[0.62, 0.38], [0.68, 0.32]])
+    pair = np.array(["b", "a"], dtype=object)
+    assert expected_calibration_error(pair, split, classes) == pytest.approx((0.62 + 0.32) / 2)
+    assert expected_calibration_error(pair, split, classes, bins=10) == pytest.approx(0.15)
+
+
+def test_the_baseline_is_the_majority_given_not_the_rows_own() -> None:
+    # Held-out rows where "b" is the most common career; the training split's majority
+    # "a" is the baseline, as the card, the gate and the comparison all read it.
+    y = np.array(["b", "b", "a"], dtype=object)
+    proba = np.array([[0.2, 0.8], [0.6, 0.4], [0.7, 0.3]])
+    assert scores(y, proba, ["a", "b"], majority="a")["baseline_top1_accuracy"] == 0.3333
 
 
 def test_perfect_calibration_ece_is_the_noise_of_a_finite_sample() -> None:
@@ -165,7 +185,11 @@ def test_two_careers_train_and_report_every_metric(students: pd.DataFrame) -> No
 
 
 def test_the_baseline_is_the_training_splits_majority(students: pd.DataFrame) -> None:
-    trained = train_model(prepare_frame(students), config=FAST)
+    data = prepare_frame(students)
+    trained = train_model(data, config=FAST)
+    training_split = Counter(data.y.tolist()) - Counter(trained.holdout_y.tolist())
+    (first, n_first), (_, n_second) = training_split.most_common(2)
+    assert n_first > n_second and trained.majority == first
     share = float(np.mean(trained.holdout_y == trained.majority))
     assert trained.metrics["holdout"]["baseline_top1_accuracy"] == round(share, 4)
     per_career = trained.metrics["per_career"]
