@@ -40,6 +40,13 @@ class Settings(BaseSettings):
     max_upload_mb: float = Field(default=10.0, gt=0)
     max_image_pixels: int = Field(default=40_000_000, ge=1)
     max_images_per_request: int = Field(default=8, ge=1, le=256)
+    # What one image may cost beyond its bytes and pixels: structure no real photo has
+    # (progressive scans; JPEG markers, PNG chunks, GIF blocks), and the decode worker's
+    # deadline and memory. Over any of them: 422 IMAGE_TOO_COMPLEX.
+    image_max_scans: int = Field(default=64, ge=1)
+    image_max_chunks: int = Field(default=1024, ge=16)
+    image_decode_timeout_ms: int = Field(default=2500, ge=50)
+    image_decode_max_mb: int = Field(default=256, ge=32)
 
     max_training_upload_mb: float = Field(default=20.0, gt=0)
     max_training_rows: int = Field(default=200_000, ge=10)

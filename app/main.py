@@ -14,6 +14,7 @@ from fastapi_offline import FastAPIOffline
 
 from app import __version__
 from app.api import metrics as metrics_route
+from app.api.json_body import document_json_bodies
 from app.api.v1 import career, clip, health, registry
 from app.config import Settings, get_settings
 from app.core import metrics
@@ -158,6 +159,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.metrics_enabled:
         app.include_router(metrics_route.router)
     document_bearer_alternative(app)
+    document_json_bodies(app)
     stop_tracing = instrument(app, settings)
     return app
 

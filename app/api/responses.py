@@ -52,11 +52,25 @@ _ERRORS: dict[int, tuple[str, str, str]] = {
 }
 
 
-def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """`responses=` entries for the given statuses, each with its envelope and an example."""
+# Routes that decode images may also refuse one whose structure or decoding is over budget.
+IMAGE_422 = (
+    "Invalid fields (`VALIDATION_ERROR`; `details` names each one), or an image within the "
+    "byte and pixel limits whose structure or decoding exceeds what a real photo needs: "
+    "too many progressive scans, markers or chunks, or over the decode deadline or memory "
+    "limit (`IMAGE_TOO_COMPLEX`).",
+    "IMAGE_TOO_COMPLEX",
+    "image has more JPEG scans than a real image does (limit 64, IMAGE_MAX_SCANS).",
+)
+
+
+def errors(
+    *statuses: int, described: dict[int, tuple[str, str, str]] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """`responses=` entries for the given statuses, each with its envelope and an example;
+    `described` replaces the default description, code and message of a status."""
     out: dict[int | str, dict[str, Any]] = {}
     for status in statuses:
-        description, code, message = _ERRORS[status]
+        description, code, message = (described or {}).get(status, _ERRORS[status])
         details = (
             [
                 {
@@ -65,7 +79,7 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
                     "type": "less_than_equal",
                 }
             ]
-            if status == 422
+            if code == "VALIDATION_ERROR"
             else None
         )
         out[status] = {

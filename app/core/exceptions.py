@@ -72,6 +72,11 @@ class ImageTooLarge(AppError):
     """The image has more bytes or pixels than the service accepts."""
 
 
+class ImageTooComplex(AppError):
+    """The image is within the byte and pixel limits, but its structure (scans, markers,
+    chunks) or its decoding (time, memory) exceeds what any real photo needs."""
+
+
 class Overloaded(AppError):
     """Too much work is already waiting for the model; retry after `retry_after` seconds."""
 

@@ -25,6 +25,7 @@ ERROR_STATUS: dict[type[AppError], tuple[int, str]] = {
     domain.InvalidImage: (400, "INVALID_IMAGE"),
     domain.UnsupportedMediaType: (415, "UNSUPPORTED_MEDIA_TYPE"),
     domain.ImageTooLarge: (413, "IMAGE_TOO_LARGE"),
+    domain.ImageTooComplex: (422, "IMAGE_TOO_COMPLEX"),
     domain.Overloaded: (429, "OVERLOADED"),
     domain.MalformedUpload: (400, "MALFORMED_CSV"),
     domain.ModelInvalid: (409, "MODEL_INVALID"),

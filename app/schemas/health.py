@@ -84,7 +84,14 @@ class ModelHealth(BaseModel):
     cache: ClipCache | None = Field(
         default=None, description="CLIP's image-embedding cache (CLIP_CACHE_MB)."
     )
-    preprocess_workers: int | None = Field(default=None, description="CLIP_PREPROCESS_WORKERS.")
+    preprocess_workers: int | None = Field(
+        default=None, description="CLIP_PREPROCESS_WORKERS: decode worker processes."
+    )
+    decode_workers_replaced: int | None = Field(
+        default=None,
+        description="Decode workers killed past IMAGE_DECODE_TIMEOUT_MS or lost over "
+        "IMAGE_DECODE_MAX_MB (or a crash), each replaced; their images answered 422.",
+    )
     in_flight: int | None = Field(
         default=None, description="CLIP images and texts admitted and not yet answered."
     )

@@ -10,6 +10,7 @@ import base64
 import binascii
 import io
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,6 +73,8 @@ def open_image(data: bytes, *, max_pixels: int, name: str = "image") -> Image.Im
         if not isinstance(exc, UnidentifiedImageError):
             raise ImageTooLarge(f"{name} has too many pixels.", details=[{"field": name}]) from exc
         raise InvalidImage(f"{name} is corrupt or truncated.", details=[{"field": name}]) from exc
+    except MemoryError:  # out of budget, not corrupt: the caller decides
+        raise
     except Exception as exc:  # Pillow raises many types for malformed headers
         raise InvalidImage(f"{name} is corrupt or truncated.", details=[{"field": name}]) from exc
 
@@ -88,14 +91,24 @@ Box = tuple[float, float, float, float]
 
 
 @dataclass(frozen=True)
-class Decoded:
-    """An upright RGB image, its (width, height) at full resolution, upright, and `box`: the
-    area of `image` that covers the full-size picture exactly.
+class Region:
+    """The part of the upright, full-size picture that a caller will resample (`box`, in
+    full-size pixels, fractions allowed) and the (width, height) it will become."""
 
-    A reduced image (see `load_image`) rounds its size up, so its last row and column may
-    stand for fewer full-size pixels; `box` excludes that excess. Whoever resizes the image
-    to an exact size computes the size from `full_size` and resizes from `box`, so the
-    reduction changes neither the aspect ratio nor the framing.
+    box: Box
+    size: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """An upright RGB image, the picture's (width, height) at full resolution, upright, and
+    `box`: the area of `image` to resample.
+
+    Without a region, `box` covers the whole picture: a reduced image (see `load_image`)
+    rounds its size up, so its last row and column may stand for fewer full-size pixels,
+    and `box` excludes that excess. With a region, `image` is only the part of the picture
+    around it and `box` is the region in that part's pixels. Either way, resampling `box`
+    gives what resampling the full-size picture would give.
     """
 
     image: Image.Image
@@ -103,13 +116,23 @@ class Decoded:
     box: Box
 
 
-def load_image(image: Image.Image, *, min_side: int | None = None, name: str = "image") -> Decoded:
+def load_image(
+    image: Image.Image,
+    *,
+    min_side: int | None = None,
+    region: Callable[[int, int], Region] | None = None,
+    name: str = "image",
+) -> Decoded:
     """Decode an image from `open_image` into upright RGB (first frame if animated).
 
     With `min_side`, the result is shrunk as early as Pillow allows while its shorter side
     stays >= `min_side`: JPEGs decode at 1/2, 1/4 or 1/8 scale (draft mode), anything else
     is reduced by an integer factor right after decoding, before any mode conversion. So the
     only full-size bitmap is the decoder's own output, and no full-size copy is ever made.
+
+    With `region` (called with the upright full size), only the part of the decoded image
+    that resampling the region reads is kept, before it is turned upright or converted to
+    RGB: a 2 x 100,000 strip costs what its crop needs, not a conversion of the whole strip.
     """
     width, height = image.size
     try:
@@ -124,15 +147,60 @@ def load_image(image: Image.Image, *, min_side: int | None = None, name: str = "
         if factor > 1:
             image = _reduce(image, factor)
             scale *= factor
-        box: Box = (0.0, 0.0, min(width / scale, image.width), min(height / scale, image.height))
+        upright = (height, width) if method in _QUARTER_TURNS else (width, height)
+        white = _white_level(image)
+        if region is None:
+            box: Box = (
+                0.0,
+                0.0,
+                min(width / scale, image.width),
+                min(height / scale, image.height),
+            )
+        else:
+            wanted = region(*upright)
+            box = wanted.box
+            if method is not None:  # from the upright picture back to the stored one
+                box = _transpose_box(box, upright, _INVERSE[method])
+            image, box = _cut(image, tuple(v / scale for v in box), wanted.size, method)  # type: ignore[arg-type]
         if method is not None:
             box = _transpose_box(box, image.size, method)
             image = image.transpose(method)
-            if method in _QUARTER_TURNS:
-                width, height = height, width
-        return Decoded(_to_rgb(image), (width, height), box)
+        return Decoded(_to_rgb(image, white), upright, box)
+    except MemoryError:  # out of budget, not corrupt: the caller decides
+        raise
     except Exception as exc:
         raise InvalidImage(f"{name} is corrupt or truncated.", details=[{"field": name}]) from exc
+
+
+# The widest resampling filter Pillow has (Lanczos) reads 3 source pixels either side of
+# each output pixel's centre, times the shrink factor when shrinking.
+_FILTER_REACH = 3
+
+
+def _cut(
+    image: Image.Image, box: Box, size: tuple[int, int], method: Image.Transpose | None
+) -> tuple[Image.Image, Box]:
+    """The part of `image` that resampling `box` to `size` reads, and `box` within it.
+
+    The margin covers the filter's whole reach, so every output pixel sees exactly the
+    source pixels it would see in the whole image (at the image's own edges Pillow clamps
+    the same way in both)."""
+    out_w, out_h = (size[1], size[0]) if method in _QUARTER_TURNS else size
+    reach_x = _FILTER_REACH * max(1.0, (box[2] - box[0]) / out_w) + 2
+    reach_y = _FILTER_REACH * max(1.0, (box[3] - box[1]) / out_h) + 2
+    left = max(0, int(box[0] - reach_x))
+    top = max(0, int(box[1] - reach_y))
+    right = min(image.width, int(box[2] + reach_x) + 1)
+    bottom = min(image.height, int(box[3] + reach_y) + 1)
+    if (left, top, right, bottom) == (0, 0, image.width, image.height):
+        return image, box
+    inner = (
+        max(0.0, box[0] - left),
+        max(0.0, box[1] - top),
+        min(float(right - left), box[2] - left),
+        min(float(bottom - top), box[3] - top),
+    )
+    return image.crop((left, top, right, bottom)), inner
 
 
 # EXIF orientation tag and the transposition that displays each value upright (as in
@@ -148,6 +216,12 @@ _TRANSPOSE = {
     8: Image.Transpose.ROTATE_90,
 }
 _QUARTER_TURNS = {_TRANSPOSE[5], _TRANSPOSE[6], _TRANSPOSE[7], _TRANSPOSE[8]}
+# Each transposition undone: the quarter turns swap, the flips and diagonals undo themselves.
+_INVERSE = {
+    **{method: method for method in _TRANSPOSE.values()},
+    Image.Transpose.ROTATE_90: Image.Transpose.ROTATE_270,
+    Image.Transpose.ROTATE_270: Image.Transpose.ROTATE_90,
+}
 
 
 def _transpose_box(box: Box, size: tuple[int, int], method: Image.Transpose) -> Box:
@@ -170,8 +244,21 @@ def _transpose_box(box: Box, size: tuple[int, int], method: Image.Transpose) -> 
 _REDUCIBLE = {"L", "LA", "RGB", "RGBA", "RGBa", "La", "CMYK", "I", "F", "YCbCr"}
 
 
+# Pillow reduces images with alpha premultiplied, through a converted copy of the whole
+# image: a 40 MP RGBA PNG would need its 160 MB twice. Bands of this many output rows
+# keep the copy small; box averages never cross a band, so the result is the same.
+_BAND_ROWS = 32
+
+
 def _reduce(image: Image.Image, factor: int) -> Image.Image:
     """Shrink by an integer factor, averaging boxes of pixels (nearest for palettes)."""
+    if image.mode in ("LA", "RGBA"):
+        out = Image.new(image.mode, (-(-image.width // factor), -(-image.height // factor)))
+        step = _BAND_ROWS * factor
+        for top in range(0, image.height, step):
+            band = image.crop((0, top, image.width, min(image.height, top + step)))
+            out.paste(band.reduce(factor), (0, top // factor))
+        return out
     if image.mode in _REDUCIBLE:
         return image.reduce(factor)
     # I;16 and friends have no reduce(); palette and 1-bit images resize by nearest pixel.
@@ -179,14 +266,27 @@ def _reduce(image: Image.Image, factor: int) -> Image.Image:
     return image.resize((max(1, width // factor), max(1, height // factor)), Image.Resampling.BOX)
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+_HIGH_DEPTH = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def _white_level(image: Image.Image) -> float:
+    """The value that stands for white: 65535 for 16-bit images and for 32-bit ones that
+    exceed 255 anywhere (judged on the whole image, before any part is cut out)."""
+    if image.mode.startswith("I;16"):
+        return 65535.0
+    if image.mode in ("I", "F"):
+        low_high = image.getextrema()
+        return 65535.0 if float(low_high[1]) > 255 else 255.0  # type: ignore[index, arg-type]
+    return 255.0
+
+
+def _to_rgb(image: Image.Image, white: float) -> Image.Image:
     """Any mode to RGB; transparency over white, high bit depths scaled, not clipped."""
     if image.mode == "RGB":
         return image
-    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+    if image.mode in _HIGH_DEPTH:
         pixels = np.asarray(image, dtype=np.float32)
-        top = 65535.0 if image.mode.startswith("I;16") or pixels.max() > 255 else 255.0
-        scaled = np.clip(pixels * np.float32(255.0 / top), 0, 255).astype(np.uint8)
+        scaled = np.clip(pixels * np.float32(255.0 / white), 0, 255).astype(np.uint8)
         return Image.fromarray(scaled).convert("RGB")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from app.core.exceptions import ImageTooLarge, InvalidImage
-from app.utils.images import decode_base64, load_image, open_image
+from app.utils.images import Region, decode_base64, load_image, open_image
 
 pytestmark = pytest.mark.unit
 
@@ -90,3 +90,33 @@ def test_base64_forms() -> None:
         decode_base64("not*base64", max_bytes=100, name="x")
     with pytest.raises(ImageTooLarge):
         decode_base64("A" * 400, max_bytes=100, name="x")
+
+
+def test_a_region_keeps_only_the_pixels_its_resampling_reads() -> None:
+    """An extreme strip keeps the crop's neighbourhood, not the strip; the region is
+    mapped through EXIF turns and reductions to the same picture area."""
+    strip = encoded(Image.new("L", (2, 100_000), 128))
+    wanted = Region((0.0, 49_999.0, 2.0, 50_001.0), (224, 224))
+    decoded = load_image(open_image(strip, max_pixels=10**6), region=lambda w, h: wanted)
+    assert decoded.full_size == (2, 100_000)
+    assert decoded.image.mode == "RGB" and decoded.image.height < 40
+    assert decoded.image.resize((224, 224), box=decoded.box).getpixel((5, 5)) == (128, 128, 128)
+
+    # A marked square on a large picture, stored turned (EXIF 6) and decoded reduced: the
+    # region around the mark, resampled, shows the mark where the upright picture has it.
+    upright = Image.new("RGB", (3000, 2000), "white")
+    upright.paste((255, 0, 0), (2000, 500, 2400, 900))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored = encoded(upright.transpose(Image.Transpose.ROTATE_90), "PNG")
+    out = io.BytesIO()
+    Image.open(io.BytesIO(stored)).save(out, format="PNG", exif=exif)
+    around = Region((1900.0, 400.0, 2500.0, 1000.0), (60, 60))
+    decoded = load_image(
+        open_image(out.getvalue(), max_pixels=10**8), min_side=500, region=lambda w, h: around
+    )
+    assert decoded.full_size == (3000, 2000)
+    assert decoded.image.width < 3000 // 4 and decoded.image.height < 2000 // 4
+    view = decoded.image.resize((60, 60), box=decoded.box)
+    assert view.getpixel((30, 30)) == (255, 0, 0)
+    assert view.getpixel((2, 2)) == (255, 255, 255)

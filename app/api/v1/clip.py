@@ -2,11 +2,12 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import Response
 
 from app.api.deps import ClipDep, SettingsDep
-from app.api.responses import errors
+from app.api.json_body import json_body, openapi_body, take_each
+from app.api.responses import IMAGE_422, errors
 from app.config import Settings
 from app.core.envelope import ok
 from app.schemas.clip import (
@@ -24,12 +25,15 @@ from app.services.clip.service import ImageInput, parse_tags
 from app.utils.images import decode_base64
 
 router = APIRouter(prefix="/clip", tags=["clip"])
-IMAGE_ERRORS = errors(400, 401, 413, 415, 422, 429, 503)
+IMAGE_ERRORS = errors(400, 401, 413, 415, 422, 429, 503, described={422: IMAGE_422})
 
-# Async routes: the CLIP service awaits its engine (header checks in a worker thread,
-# decoding in the preprocess pool, inference on the batcher thread), so the event loop
-# never blocks and a waiting request holds no thread. Uploads arrive spooled to disk by
-# Starlette; each is read with a bound.
+# Async routes: the CLIP service awaits its engine (structure checks in a thread, decoding
+# in the decode workers, inference on the batcher thread), so the event loop never blocks
+# and a waiting request holds no thread. Uploads arrive spooled to disk by Starlette; each
+# is read with a bound. Base64 bodies are read by hand (`json_body`): one copy at a time.
+CompareBody = Annotated[CompareJson, Depends(json_body(CompareJson))]
+MatchBody = Annotated[MatchJson, Depends(json_body(MatchJson))]
+EmbedImagesBody = Annotated[EmbedImagesJson, Depends(json_body(EmbedImagesJson))]
 
 
 async def _upload(file: UploadFile, field: str, settings: Settings) -> ImageInput:
@@ -39,6 +43,11 @@ async def _upload(file: UploadFile, field: str, settings: Settings) -> ImageInpu
 
 def _b64(value: str, field: str, settings: Settings) -> ImageInput:
     return ImageInput(decode_base64(value, max_bytes=settings.max_upload_bytes, name=field), field)
+
+
+def _b64_each(values: list[str], settings: Settings) -> list[ImageInput]:
+    """Each image's bytes, its base64 text released as soon as it is decoded."""
+    return [_b64(value, f"images.{i}", settings) for i, value in take_each(values)]
 
 
 def _tags(raw: list[str] | None, settings: Settings, *, required: bool) -> list[str]:
@@ -133,8 +142,9 @@ async def embed_texts(body: EmbedTextsJson, clip: ClipDep) -> Response:
     response_model=Envelope[CompareResult],
     responses=IMAGE_ERRORS,
     summary="Compare two base64 images",
+    openapi_extra=openapi_body(CompareJson),
 )
-async def compare_json(body: CompareJson, clip: ClipDep, settings: SettingsDep) -> Response:
+async def compare_json(body: CompareBody, clip: ClipDep, settings: SettingsDep) -> Response:
     """`/compare` for callers holding images as base64 strings or data URIs."""
     return ok(
         await clip.compare(
@@ -150,8 +160,9 @@ async def compare_json(body: CompareJson, clip: ClipDep, settings: SettingsDep) 
     response_model=Envelope[MatchResult],
     responses=IMAGE_ERRORS,
     summary="Match a base64 image to text tags",
+    openapi_extra=openapi_body(MatchJson),
 )
-async def match_json(body: MatchJson, clip: ClipDep, settings: SettingsDep) -> Response:
+async def match_json(body: MatchBody, clip: ClipDep, settings: SettingsDep) -> Response:
     """`/match` for callers holding the image as a base64 string or data URI."""
     return ok(
         await clip.match(
@@ -165,13 +176,10 @@ async def match_json(body: MatchJson, clip: ClipDep, settings: SettingsDep) -> R
     response_model=Envelope[EmbeddingResult],
     responses=IMAGE_ERRORS,
     summary="Embeddings of base64 images",
+    openapi_extra=openapi_body(EmbedImagesJson),
 )
 async def embed_images_json(
-    body: EmbedImagesJson, clip: ClipDep, settings: SettingsDep
+    body: EmbedImagesBody, clip: ClipDep, settings: SettingsDep
 ) -> Response:
     """`/embed/image` for callers holding images as base64 strings or data URIs."""
-    return ok(
-        await clip.embed_images(
-            [_b64(v, f"images.{i}", settings) for i, v in enumerate(body.images)]
-        )
-    )
+    return ok(await clip.embed_images(_b64_each(body.images, settings)))

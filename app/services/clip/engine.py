@@ -1,13 +1,15 @@
 """The CLIP serving engine: admission, parallel preprocessing, dynamic batching, caching.
 
-    request -> cheap checks (bytes, header pixels) -> admission (images in flight,
-    CLIP_MAX_WAITING; 429 beyond) -> decode + preprocess in a pool of
-    CLIP_PREPROCESS_WORKERS threads (PIL + numpy, straight to the model's input size)
-    -> Batcher (rows of concurrent requests, one forward pass) -> embeddings
+    request -> bytes checked, content cache -> admission (images in flight,
+    CLIP_MAX_WAITING; 429 beyond) -> structure scan, then open, decode and preprocess
+    in CLIP_PREPROCESS_WORKERS worker processes (PIL + numpy, straight to the model's
+    input size, under a deadline and a memory limit) -> Batcher (rows of concurrent
+    requests, one forward pass) -> embeddings
 
-Every stage is bounded: admission bounds the work queued, the pool bounds how many images
-are decoded at once (and so the decode memory), the batch size bounds a forward pass.
-The parts live beside it: `admission.py`, `batcher.py`, `embedding_cache.py`.
+Every stage is bounded: admission bounds the work queued (header parsing included), the
+workers bound how many images are decoded at once and what each may cost, the batch size
+bounds a forward pass. The parts live beside it: `admission.py`, `decode_pool.py`,
+`batcher.py`, `embedding_cache.py`.
 """
 
 import asyncio
@@ -27,10 +29,12 @@ from app.core import metrics
 from app.core.exceptions import ImageTooLarge
 from app.services.clip.admission import Admission, Flow
 from app.services.clip.batcher import IMAGES, TEXTS, Batcher
+from app.services.clip.decode_pool import DecodeBudget, DecodePool
 from app.services.clip.embedding_cache import EmbeddingCache
-from app.services.clip.preprocess import MIN_DECODED_SIDE, ImageSpec, to_array
+from app.services.clip.preprocess import ImageSpec
 from app.services.clip.runtime import ClipMeta, Runtime
-from app.utils.images import load_image, open_image
+from app.utils.image_structure import check_structure
+from app.utils.images import open_image
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +67,7 @@ class ClipEngine:
         wait_ms: float,
         preprocess_workers: int,
         cache_mb: float,
-        max_pixels: int,
-        max_upload_bytes: int,
+        budget: DecodeBudget,
         jpeg_device: str | None = None,
     ) -> None:
         self.runtime = runtime
@@ -72,8 +75,7 @@ class ClipEngine:
         self.tokenize = tokenize
         self.fallback_preprocess = fallback_preprocess
         self.identity = identity
-        self.max_pixels = max_pixels
-        self.max_upload_bytes = max_upload_bytes
+        self.budget = budget
         self.spec = ImageSpec.from_open_clip(meta.preprocess)
         if self.spec is None and fallback_preprocess is None:
             raise ValueError(f"no preprocessing reproduces {meta.preprocess}")
@@ -83,6 +85,8 @@ class ClipEngine:
         self.texts_cache = EmbeddingCache(TEXT_CACHE_MB)
         self.flows = {IMAGES: Flow(), TEXTS: Flow()}
         self.preprocess_workers = preprocess_workers
+        # One thread per decode worker: each waits on its worker, off the event loop.
+        self.decoder = DecodePool(preprocess_workers, self.spec, budget)
         self._pool = ThreadPoolExecutor(preprocess_workers, thread_name_prefix="clip-preprocess")
         self.batcher = Batcher(
             self._forward,
@@ -95,6 +99,7 @@ class ClipEngine:
     def close(self) -> None:
         self.batcher.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.decoder.close()
         self.runtime.close()
 
     def stats(self) -> dict[str, Any]:
@@ -102,6 +107,7 @@ class ClipEngine:
             "batching": self.batcher.stats(),
             "cache": self.images_cache.stats(),
             "preprocess_workers": self.preprocess_workers,
+            "decode_workers_replaced": self.decoder.replaced,
             "in_flight": self.admission.in_flight,
             "max_waiting": self.admission.limit,
             "overloaded": self.admission.refused,
@@ -110,54 +116,48 @@ class ClipEngine:
     # -- images ---------------------------------------------------------------------------
     async def encode_images(self, items: Sequence[ImageInput]) -> np.ndarray:
         """L2-normalised embeddings, one row per image, in order."""
+        max_bytes = self.budget.max_bytes
         for item in items:
-            if len(item.data) > self.max_upload_bytes:
+            if len(item.data) > max_bytes:
                 raise ImageTooLarge(
-                    f"{item.field} is {len(item.data)} bytes; the limit is {self.max_upload_bytes}.",
-                    details=[{"field": item.field, "max_bytes": self.max_upload_bytes}],
+                    f"{item.field} is {len(item.data)} bytes; the limit is {max_bytes}.",
+                    details=[{"field": item.field, "max_bytes": max_bytes}],
                 )
-        keys, found, pending = await anyio.to_thread.run_sync(self._check, items)
+        keys, found = await anyio.to_thread.run_sync(self._cached, items)
+        pending = [i for i, vector in enumerate(found) if vector is None]
         flow = self.flows[IMAGES]
         with (
             self.admission.hold(len(pending)),
             flow.track(len(pending), self.batcher.wake) as prepared,
         ):
             if pending:
-                rows = await self._prepare([(image, items[i]) for i, image in pending])
+                rows = await self._prepare([items[i] for i in pending])
                 prepared()
                 vectors = await asyncio.wrap_future(self.batcher.submit(IMAGES, rows))
-                for (index, _), vector in zip(pending, vectors, strict=True):
+                for index, vector in zip(pending, vectors, strict=True):
                     found[index] = vector
                     self.images_cache.put(keys[index], vector.copy())
         return np.stack(found)  # type: ignore[arg-type]
 
-    def _check(
-        self, items: Sequence[ImageInput]
-    ) -> tuple[list[str], list[np.ndarray | None], list[tuple[int, Image.Image]]]:
-        """Cache look-ups, then header checks (cheap, no pixels) of the images not cached:
-        cache keys, cached vectors (None where missing), and (index, opened image) to do."""
+    def _cached(self, items: Sequence[ImageInput]) -> tuple[list[str], list[np.ndarray | None]]:
+        """Cache keys by content, and the cached vectors (None where missing)."""
         keys = [f"{self.identity}:{hashlib.sha256(item.data).hexdigest()}" for item in items]
         found = [self.images_cache.get(key) for key in keys]
         hits = sum(vector is not None for vector in found)
         metrics.CLIP_CACHE_HITS.inc(hits)
         metrics.CLIP_CACHE_MISSES.inc(len(found) - hits)
-        pending = [
-            (i, open_image(item.data, max_pixels=self.max_pixels, name=item.field))
-            for i, (item, vector) in enumerate(zip(items, found, strict=True))
-            if vector is None
-        ]
-        return keys, found, pending
+        return keys, found
 
-    async def _prepare(self, pending: list[tuple[Image.Image, ImageInput]]) -> Any:
-        """Decode and preprocess in the pool: one job per image (JPEGs on the GPU: one per
-        request, decoded as a batch). Rows in order, as one array (or tensor on the GPU)."""
+    async def _prepare(self, pending: list[ImageInput]) -> Any:
+        """Decode and preprocess in the workers: one job per image (JPEGs on the GPU: one
+        per request, decoded as a batch). Rows in order, as one array (or tensor on the GPU)."""
         loop = asyncio.get_running_loop()
         on_device = [
-            i for i, (image, _) in enumerate(pending) if self.jpeg_device and image.format == "JPEG"
+            i for i, item in enumerate(pending) if self.jpeg_device and _is_jpeg(item.data)
         ]
         tasks = {
-            i: loop.run_in_executor(self._pool, self._preprocess_one, image, item.field)
-            for i, (image, item) in enumerate(pending)
+            i: loop.run_in_executor(self._pool, self._preprocess_one, item)
+            for i, item in enumerate(pending)
             if i not in on_device
         }
         results = dict(zip(tasks, await _all_or_nothing(list(tasks.values())), strict=True))
@@ -187,41 +187,44 @@ class ClipEngine:
             ]
         )
 
-    def _preprocess_one(self, image: Image.Image, field: str) -> np.ndarray:
-        """Decode and preprocess one image; its bitmap is released as soon as it is done."""
+    def _preprocess_one(self, item: ImageInput) -> np.ndarray:
+        """Decode and preprocess one image in a decode worker."""
         started = time.perf_counter()
         try:
+            prepared = self.decoder.prepare(item.data, item.field)
             if self.spec is None:  # a resize mode preprocess.py does not reproduce: open_clip's
                 assert self.fallback_preprocess is not None
-                rgb = load_image(image, min_side=MIN_DECODED_SIDE, name=field).image
-                return np.asarray(self.fallback_preprocess(rgb).numpy())
-            return to_array(load_image(image, min_side=self.spec.min_side, name=field), self.spec)
+                return np.asarray(self.fallback_preprocess(prepared).numpy())
+            return prepared  # type: ignore[no-any-return]
         finally:
-            image.close()
             metrics.CLIP_PREPROCESS.observe(time.perf_counter() - started)
 
-    def _decode_jpegs(self, jpegs: list[tuple[Image.Image, ImageInput]]) -> list[Any]:
+    def _decode_jpegs(self, jpegs: list[ImageInput]) -> list[Any]:
         """JPEGs decoded, resized and normalised as a batch on `jpeg_device`. JPEGs with an
         EXIF orientation (nvJPEG ignores it), and any the device decoder refuses (CMYK,
-        some progressive files), go through Pillow."""
+        some progressive files), go through the decode workers."""
         from app.services.clip.gpu_decode import decode_jpegs
 
         assert self.spec is not None and self.jpeg_device is not None
-        upright = [i for i, (image, _) in enumerate(jpegs) if _orientation(image) in (None, 1)]
+        upright = []
+        for i, item in enumerate(jpegs):
+            check_structure(item.data, self.budget.structure, name=item.field)
+            image = open_image(item.data, max_pixels=self.budget.max_pixels, name=item.field)
+            with image:
+                if _orientation(image) in (None, 1):
+                    upright.append(i)
         rows: dict[int, Any] = {}
         if upright:
             try:
                 decoded = decode_jpegs(
-                    [jpegs[i][1].data for i in upright], self.spec, self.jpeg_device
+                    [jpegs[i].data for i in upright], self.spec, self.jpeg_device
                 )
                 rows.update(zip(upright, decoded, strict=True))
             except Exception as exc:
                 logger.info("device JPEG decode failed (%s); decoding with Pillow", exc)
-        for i, (image, item) in enumerate(jpegs):
-            if i in rows:
-                image.close()
-            else:
-                rows[i] = self._preprocess_one(image, item.field)
+        for i, item in enumerate(jpegs):
+            if i not in rows:
+                rows[i] = self._preprocess_one(item)
         return [rows[i] for i in range(len(jpegs))]
 
     def _expected(self, kind: str) -> int:
@@ -254,6 +257,10 @@ class ClipEngine:
         if kind == TEXTS:
             return self.runtime.encode_texts(parts)
         return self.runtime.encode_images(parts)
+
+
+def _is_jpeg(data: bytes) -> bool:
+    return data.startswith(b"\xff\xd8\xff")
 
 
 def _orientation(image: Image.Image) -> int | None:

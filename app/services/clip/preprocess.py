@@ -6,13 +6,15 @@ with the same output size, the same crop offsets, the same float32 arithmetic. B
 free, it runs in a thread pool beside inference without contending for torch's threads.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from app.utils.images import Decoded
+from app.utils.images import Decoded, Region
 
 MIN_DECODED_SIDE = 1024
 
@@ -84,22 +86,33 @@ def crop_box(width: int, height: int, spec: ImageSpec) -> tuple[int, int, int, i
     return left, top, left + crop_w, top + crop_h
 
 
+def source_region(width: int, height: int, spec: ImageSpec) -> Region:
+    """What open_clip's resize-then-crop keeps of a (width, height) picture, in the
+    picture's own pixels: resampling this box straight to the input size gives the same
+    pixels as resizing the whole picture and cropping, without making the pixels the crop
+    throws away (a 2 x 100,000 strip would become 224 x 11,200,000 first)."""
+    size = resized_size(width, height, spec)
+    left, top, right, bottom = crop_box(*size, spec)
+    sx, sy = width / size[0], height / size[1]
+    return Region((left * sx, top * sy, right * sx, bottom * sy), (spec.size[1], spec.size[0]))
+
+
+def region_of(spec: ImageSpec) -> Callable[[int, int], Region]:
+    """`source_region` for `spec`, as `load_image` asks for it."""
+    return partial(source_region, spec=spec)
+
+
 def to_array(image: Image.Image | Decoded, spec: ImageSpec) -> np.ndarray:
     """An RGB image as the model's float32 input, shape (3, height, width).
 
-    For a reduced decode the resize target comes from the full size, as open_clip computes
-    it, and the source box is the exact full-size area (a partial last row or column of the
-    reduction counts for what it covers)."""
-    if isinstance(image, Decoded):
-        width, height = image.full_size
-        box, image = image.box, image.image
-    else:
-        width, height = image.size
-        box = (0.0, 0.0, float(width), float(height))
-    size = resized_size(width, height, spec)
-    resized = image.resize(size, spec.resample, box=box)
-    cropped = resized.crop(crop_box(*size, spec))
-    pixels = np.asarray(cropped, dtype=np.float32).transpose(2, 0, 1)
+    A `Decoded` from `load_image(..., region=region_of(spec))` holds only the region and
+    its box; a plain image is resampled from its `source_region`. Resampled once, straight to
+    the input size, then one pass to normalised float32."""
+    if not isinstance(image, Decoded):
+        image = Decoded(image, image.size, source_region(*image.size, spec).box)
+    height, width = spec.size
+    resized = image.image.resize((width, height), spec.resample, box=image.box)
+    pixels = np.asarray(resized, dtype=np.float32).transpose(2, 0, 1)
     pixels /= np.float32(255)
     pixels -= spec.mean
     pixels /= spec.std

@@ -29,9 +29,11 @@ from app.schemas.clip import (
     ModelRef,
     TagMatch,
 )
+from app.services.clip.decode_pool import DecodeBudget
 from app.services.clip.engine import ClipEngine, ImageInput
 from app.services.clip.selection import Selection, select
 from app.services.served import ModelState
+from app.utils.image_structure import StructureLimits
 from app.utils.text import brief_error
 
 logger = logging.getLogger(__name__)
@@ -178,8 +180,15 @@ class ClipService:
             wait_ms=s.clip_batch_wait_ms,
             preprocess_workers=s.clip_preprocess_workers or len(os.sched_getaffinity(0)),
             cache_mb=s.clip_cache_mb,
-            max_pixels=s.max_image_pixels,
-            max_upload_bytes=s.max_upload_bytes,
+            budget=DecodeBudget(
+                max_bytes=s.max_upload_bytes,
+                max_pixels=s.max_image_pixels,
+                structure=StructureLimits(
+                    max_scans=s.image_max_scans, max_chunks=s.image_max_chunks
+                ),
+                timeout_s=s.image_decode_timeout_ms / 1000,
+                memory_mb=s.image_decode_max_mb,
+            ),
             jpeg_device="cuda" if gpu and s.clip_gpu_decode else None,
         )
 

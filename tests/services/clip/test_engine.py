@@ -19,13 +19,15 @@ from app.config import Settings
 from app.core.exceptions import Overloaded
 from app.services.clip.admission import Admission, Flow
 from app.services.clip.batcher import Batcher
+from app.services.clip.decode_pool import DecodeBudget
 from app.services.clip.embedding_cache import EmbeddingCache
 from app.services.clip.engine import ClipEngine, ImageInput
 from app.services.clip.gpu_decode import decode_jpegs
-from app.services.clip.preprocess import ImageSpec, to_array
+from app.services.clip.preprocess import ImageSpec, region_of, to_array
 from app.services.clip.runtime import TorchModel
 from app.services.clip.tokenizer import ClipTokenizer
 from app.services.clip.weights import WeightsUnavailable, resolve_weights
+from app.utils.image_structure import StructureLimits
 from app.utils.images import load_image, open_image
 from benchmarks.common import photo_jpeg
 from research.clip_fixture.shapes import all_pairs, render
@@ -56,8 +58,10 @@ def jpeg(image: Image.Image) -> bytes:
 
 
 def preprocess_bytes(data: bytes, spec: ImageSpec) -> np.ndarray:
-    """The engine's steps: header, reduced decode, numpy preprocessing."""
-    return to_array(load_image(open_image(data, max_pixels=10**8), min_side=spec.min_side), spec)
+    """The decode worker's steps: header, reduced decode of the crop's region, numpy
+    preprocessing."""
+    image = open_image(data, max_pixels=10**8)
+    return to_array(load_image(image, min_side=spec.min_side, region=region_of(spec)), spec)
 
 
 def png(image: Image.Image) -> bytes:
@@ -74,16 +78,21 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("size", [(640, 480), (480, 640), (225, 300), (333, 1000), (224, 224)])
-def test_numpy_preprocessing_equals_open_clip_on_the_same_pixels(
+def test_numpy_preprocessing_matches_open_clip_on_the_same_pixels(
     vit_spec: tuple[ImageSpec, Any], size: tuple[int, int]
 ) -> None:
+    """Only the crop's region is resampled, straight to the input size. Pillow may then
+    take the two passes in the other order than for the whole image, and its rounding
+    between them moves some pixels by a grey level or two: never more."""
     spec, transform = vit_spec
     image = Image.open(io.BytesIO(photo_jpeg(1, size))).convert("RGB")
     ours = to_array(image, spec)
     reference = transform(image).numpy()
     assert ours.shape == reference.shape == (3, 224, 224)
     assert ours.dtype == np.float32
-    assert np.abs(ours - reference).max() == 0.0
+    grey_levels = np.abs(ours - reference) * spec.std * 255
+    assert grey_levels.max() <= 2.01
+    assert cosines(ours.reshape(1, -1), reference.reshape(1, -1))[0] >= 0.9999
 
 
 def test_reduced_decoding_stays_close_to_open_clip(vit_spec: tuple[ImageSpec, Any]) -> None:
@@ -167,8 +176,13 @@ def test_device_decoding_path_in_the_engine(tiny: TorchModel) -> None:
         wait_ms=0,
         preprocess_workers=2,
         cache_mb=0,
-        max_pixels=10**8,
-        max_upload_bytes=10**7,
+        budget=DecodeBudget(
+            max_bytes=10**7,
+            max_pixels=10**8,
+            structure=StructureLimits(max_scans=64, max_chunks=1024),
+            timeout_s=5.0,
+            memory_mb=512,
+        ),
         meta=tiny.meta,
         tokenize=ClipTokenizer.from_spec(tiny.meta.tokenizer or {}),
     )
