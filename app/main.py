@@ -1,7 +1,6 @@
 """Application factory: middleware, handlers, routers and the models' lifespan in one place."""
 
 import logging
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -14,6 +13,7 @@ from fastapi_offline import FastAPIOffline
 
 from app import __version__
 from app.api import metrics as metrics_route
+from app.api.uploads import spool_uploads_in_upload_dir
 from app.api.v1 import career, clip, health, registry
 from app.config import Settings, get_settings
 from app.core import metrics
@@ -92,9 +92,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             logger.warning(
                 "API_KEYS is not set: /api/v1 routes are open to anyone who can reach them"
             )
-        # Starlette spools uploads over 1 MB to temporary files: keep them in UPLOAD_DIR.
+        # Starlette spools uploads over 1 MB to files there (spool_uploads_in_upload_dir).
         settings.upload_dir.mkdir(parents=True, exist_ok=True)
-        tempfile.tempdir = str(settings.upload_dir)
         store = ModelStore(settings.career_model_dir)
         recommender = CareerRecommender(store)
         clip = ClipService(settings)
@@ -129,8 +128,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.started_at = time.monotonic()
 
+    spool_uploads_in_upload_dir()
     app.add_middleware(
         RequestContextMiddleware,
+        upload_dir=settings.upload_dir,
         body_limit=_body_limit(settings),
         key_check=KeyPolicy(app).problem,
         route_name=RouteTemplates(app),

@@ -9,6 +9,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -21,6 +22,7 @@ from app.core.context import (
     request_start_var,
     trace_id_from,
     trace_id_var,
+    upload_dir_var,
 )
 from app.core.envelope import error_response
 from app.core.exceptions import AppError, PayloadTooLarge
@@ -41,9 +43,16 @@ class RequestContextMiddleware:
     body byte is read, timing log, envelope for crashes."""
 
     def __init__(
-        self, app: ASGIApp, *, body_limit: BodyLimit, key_check: KeyCheck, route_name: RouteName
+        self,
+        app: ASGIApp,
+        *,
+        upload_dir: Path,
+        body_limit: BodyLimit,
+        key_check: KeyCheck,
+        route_name: RouteName,
     ) -> None:
         self.app = app
+        self.upload_dir = str(upload_dir)
         self.body_limit = body_limit
         self.key_check = key_check
         self.route_name = route_name
@@ -61,6 +70,7 @@ class RequestContextMiddleware:
         start = time.perf_counter()
         metrics.HTTP_IN_FLIGHT.inc()
         request_start_var.set(start)
+        upload_dir_var.set(self.upload_dir)
         status = 500
         started = False
 
