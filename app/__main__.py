@@ -51,6 +51,12 @@ def main() -> None:
         access_log=False,
         proxy_headers=True,
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        # Per process: a request that arrives while MAX_CONNECTIONS connections (its own
+        # included) are open, or as many requests are running, gets uvicorn's own plain-text
+        # 503 and the connection is closed. Idle keep-alive connections count, hence their
+        # short timeout.
+        limit_concurrency=settings.max_connections,
+        timeout_keep_alive=settings.keep_alive_seconds,
     )
 
 

@@ -20,7 +20,7 @@ from app.core import metrics
 from app.core.handlers import register_exception_handlers
 from app.core.logging import configure_logging
 from app.core.memory import return_large_buffers_to_os
-from app.core.middleware import RequestContextMiddleware
+from app.core.middleware import BodyBudget, RequestContextMiddleware
 from app.core.routes import RouteTemplates
 from app.core.security import KeyPolicy, document_bearer_alternative, require_api_key
 from app.core.telemetry import instrument
@@ -44,10 +44,11 @@ When `API_KEYS` is configured, every `/api/v1` route needs `X-API-Key` or `Autho
 
 def _body_limit(settings: Settings) -> Callable[[str], int]:
     """Per-route body limits: JSON for career routes, N images' worth for CLIP routes."""
-    image = settings.max_upload_bytes * 4 // 3 + 64 * 1024  # base64 or multipart overhead
+    image = settings.image_body_bytes
     many = image * settings.max_images_per_request
+    # Settings.largest_body_bytes must stay the largest of these.
     limits = {
-        "/api/v1/career/retrain": settings.max_training_upload_bytes + 64 * 1024,
+        "/api/v1/career/retrain": settings.training_body_bytes,
         "/api/v1/clip/compare": 2 * image,
         "/api/v1/clip/json/compare": 2 * image,
         "/api/v1/clip/match": image,
@@ -133,6 +134,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         RequestContextMiddleware,
         upload_dir=settings.upload_dir,
         body_limit=_body_limit(settings),
+        body_budget=BodyBudget(settings.max_body_bytes_in_flight),
+        body_timeout=settings.body_timeout_seconds,
         key_check=KeyPolicy(app).problem,
         route_name=RouteTemplates(app),
     )
