@@ -31,6 +31,9 @@ class Settings(BaseSettings):
 
     api_keys: CommaList = []
     admin_api_keys: CommaList = []
+    # Without API_KEYS, `python -m app` listens on 127.0.0.1 whatever FASTAPI_HOST says,
+    # unless this is true: an open service is never reachable from other hosts by accident.
+    allow_unauthenticated_network: bool = False
 
     career_model_dir: Path = Path("ml_models/career")
     clip_model_cache_dir: Path = Path("ml_models/clip")

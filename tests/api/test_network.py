@@ -64,6 +64,41 @@ def read_answer(conn: socket.socket, timeout: float = 10) -> bytes:
     return raw
 
 
+# --- not exposed by accident ------------------------------------------------------------------
+
+
+def listening_on(port: int) -> set[str]:
+    """Local addresses of the sockets listening on `port`, from /proc/net/tcp{,6}."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            address, port_hex = fields[1].rsplit(":", 1)
+            if fields[3] == "0A" and int(port_hex, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(address)
+                if len(raw) == 4:  # IPv4, stored as a little-endian word
+                    found.add(socket.inet_ntop(socket.AF_INET, raw[::-1]))
+                else:  # IPv6: four little-endian words
+                    words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+                    found.add(socket.inet_ntop(socket.AF_INET6, words))
+    return found
+
+
+def test_without_keys_it_listens_on_loopback_only_and_says_why(server: Any) -> None:
+    _, port, log = server(FASTAPI_HOST="0.0.0.0", API_KEYS="")
+    assert listening_on(port) == {"127.0.0.1"}
+    text = log.read_text()
+    assert "listens on 127.0.0.1 only, not on FASTAPI_HOST=0.0.0.0" in text
+    assert "ALLOW_UNAUTHENTICATED_NETWORK=true" in text and "API_KEYS" in text
+
+
+def test_with_keys_it_listens_where_it_is_told(server: Any) -> None:
+    # All interfaces, as a container needs; the keys keep /api/v1 closed meanwhile.
+    _, port, log = server(FASTAPI_HOST="0.0.0.0", API_KEYS="test-key")
+    assert listening_on(port) == {"0.0.0.0"}
+    assert "listens on 127.0.0.1 only" not in log.read_text()
+
+
 # --- slow clients -------------------------------------------------------------------------------
 
 
