@@ -53,8 +53,8 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=40_000_000, ge=1)
     max_images_per_request: int = Field(default=8, ge=1, le=256)
 
-    # glibc only: large buffers are mmapped and returned to the OS when freed (app/core/memory.py);
-    # 0 keeps glibc's dynamic threshold, which never rises above 32 MiB on 64-bit.
+    # glibc only: buffers this large are mmapped and returned to the OS when freed
+    # (app/core/memory.py); 0 keeps glibc's dynamic threshold (at most 32 MiB on 64-bit).
     malloc_mmap_threshold_kb: int = Field(default=128, ge=0, le=32 * 1024)
 
     max_training_upload_mb: float = Field(default=20.0, gt=0)
