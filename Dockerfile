@@ -36,6 +36,9 @@ RUN python -m app.train --if-missing
 ARG PREFETCH_CLIP=1
 RUN if [ "$PREFETCH_CLIP" = "1" ]; then python -m app.prefetch; fi
 
+# Run with keys: docker run -e API_KEYS=<key>[,<key>...] ... Without them the service
+# listens on the container's loopback only (unreachable through -p), and says so in its
+# log; ALLOW_UNAUTHENTICATED_NETWORK=true opens it without keys, on purpose.
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/health/live', timeout=4).status != 200)"

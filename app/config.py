@@ -31,10 +31,22 @@ class Settings(BaseSettings):
 
     api_keys: CommaList = []
     admin_api_keys: CommaList = []
+    # Without API_KEYS, `python -m app` listens on 127.0.0.1 whatever FASTAPI_HOST says,
+    # unless this is true: an open service is never reachable from other hosts by accident.
+    allow_unauthenticated_network: bool = False
 
     career_model_dir: Path = Path("ml_models/career")
     clip_model_cache_dir: Path = Path("ml_models/clip")
     upload_dir: Path = Path("uploads")
+
+    # Hostile clients: a body must arrive within BODY_TIMEOUT_SECONDS of its request's
+    # head (408 after); a process holds at most MAX_BODY_MB_IN_FLIGHT of bodies at once (429
+    # beyond), at least the largest body a route accepts; uvicorn answers 503 once
+    # MAX_CONNECTIONS connections are open, and closes idle ones after KEEP_ALIVE_SECONDS.
+    body_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_body_mb_in_flight: float = Field(default=256.0, gt=0)
+    max_connections: int = Field(default=512, ge=2)
+    keep_alive_seconds: int = Field(default=5, ge=1, le=3600)
 
     max_json_body_kb: int = Field(default=64, ge=1)
     max_upload_mb: float = Field(default=10.0, gt=0)
@@ -47,6 +59,10 @@ class Settings(BaseSettings):
     image_max_chunks: int = Field(default=1024, ge=16)
     image_decode_timeout_ms: int = Field(default=2500, ge=50)
     image_decode_max_mb: int = Field(default=256, ge=32)
+
+    # glibc only: buffers this large are mmapped and returned to the OS when freed
+    # (app/core/memory.py); 0 keeps glibc's dynamic threshold (at most 32 MiB on 64-bit).
+    malloc_mmap_threshold_kb: int = Field(default=128, ge=0, le=32 * 1024)
 
     max_training_upload_mb: float = Field(default=20.0, gt=0)
     max_training_rows: int = Field(default=200_000, ge=10)
@@ -99,6 +115,18 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _budget_holds_the_largest_body(self) -> "Settings":
+        if self.max_body_bytes_in_flight < self.largest_body_bytes:
+            least = -(-self.largest_body_bytes // (1024 * 1024))
+            raise ValueError(
+                f"MAX_BODY_MB_IN_FLIGHT must be at least {least}, the largest body a route "
+                "accepts (MAX_IMAGES_PER_REQUEST x MAX_UPLOAD_MB plus base64's third, "
+                "MAX_TRAINING_UPLOAD_MB, MAX_JSON_BODY_KB): a smaller budget would refuse "
+                "that body even with nothing else in flight"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _runtime_exists(self) -> "Settings":
         backend, precision, device = self.clip_backend, self.clip_precision, self.clip_device
         never = {("onnx", "bf16"), ("onnx", "fp16"), ("torch", "int8")}
@@ -121,6 +149,25 @@ class Settings(BaseSettings):
     @property
     def max_json_body_bytes(self) -> int:
         return self.max_json_body_kb * 1024
+
+    @property
+    def image_body_bytes(self) -> int:
+        """One image's share of a body: base64's third more, and multipart or JSON framing."""
+        return self.max_upload_bytes * 4 // 3 + 64 * 1024
+
+    @property
+    def training_body_bytes(self) -> int:
+        return self.max_training_upload_bytes + 64 * 1024
+
+    @property
+    def largest_body_bytes(self) -> int:
+        """The largest body any route accepts (app.main's per-route limits)."""
+        images = self.image_body_bytes * max(2, self.max_images_per_request)  # compare: 2
+        return max(self.max_json_body_bytes, self.training_body_bytes, images)
+
+    @property
+    def max_body_bytes_in_flight(self) -> int:
+        return int(self.max_body_mb_in_flight * 1024 * 1024)
 
 
 @lru_cache

@@ -1,7 +1,6 @@
 """Application factory: middleware, handlers, routers and the models' lifespan in one place."""
 
 import logging
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -15,12 +14,14 @@ from fastapi_offline import FastAPIOffline
 from app import __version__
 from app.api import metrics as metrics_route
 from app.api.json_body import document_json_bodies
+from app.api.uploads import spool_uploads_in_upload_dir
 from app.api.v1 import career, clip, health, registry
 from app.config import Settings, get_settings
 from app.core import metrics
 from app.core.handlers import register_exception_handlers
 from app.core.logging import configure_logging
-from app.core.middleware import RequestContextMiddleware
+from app.core.memory import return_large_buffers_to_os
+from app.core.middleware import BodyBudget, RequestContextMiddleware
 from app.core.routes import RouteTemplates
 from app.core.security import KeyPolicy, document_bearer_alternative, require_api_key
 from app.core.telemetry import instrument
@@ -44,10 +45,11 @@ When `API_KEYS` is configured, every `/api/v1` route needs `X-API-Key` or `Autho
 
 def _body_limit(settings: Settings) -> Callable[[str], int]:
     """Per-route body limits: JSON for career routes, N images' worth for CLIP routes."""
-    image = settings.max_upload_bytes * 4 // 3 + 64 * 1024  # base64 or multipart overhead
+    image = settings.image_body_bytes
     many = image * settings.max_images_per_request
+    # Settings.largest_body_bytes must stay the largest of these.
     limits = {
-        "/api/v1/career/retrain": settings.max_training_upload_bytes + 64 * 1024,
+        "/api/v1/career/retrain": settings.training_body_bytes,
         "/api/v1/clip/compare": 2 * image,
         "/api/v1/clip/json/compare": 2 * image,
         "/api/v1/clip/match": image,
@@ -86,13 +88,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.malloc_mmap_threshold_kb:
+            return_large_buffers_to_os(settings.malloc_mmap_threshold_kb * 1024)
         if not settings.api_keys:
             logger.warning(
                 "API_KEYS is not set: /api/v1 routes are open to anyone who can reach them"
             )
-        # Starlette spools uploads over 1 MB to temporary files: keep them in UPLOAD_DIR.
+        # Starlette spools uploads over 1 MB to files there (spool_uploads_in_upload_dir).
         settings.upload_dir.mkdir(parents=True, exist_ok=True)
-        tempfile.tempdir = str(settings.upload_dir)
         store = ModelStore(settings.career_model_dir)
         recommender = CareerRecommender(store)
         clip = ClipService(settings)
@@ -127,9 +130,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.started_at = time.monotonic()
 
+    spool_uploads_in_upload_dir()
     app.add_middleware(
         RequestContextMiddleware,
+        upload_dir=settings.upload_dir,
         body_limit=_body_limit(settings),
+        body_budget=BodyBudget(settings.max_body_bytes_in_flight),
+        body_timeout=settings.body_timeout_seconds,
         key_check=KeyPolicy(app).problem,
         route_name=RouteTemplates(app),
     )

@@ -1,11 +1,13 @@
 """Settings: parsing, and documentation that stays in step with the code."""
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from app.config import Settings
+from app.main import _body_limit, create_app
 
 pytestmark = pytest.mark.unit
 
@@ -42,3 +44,32 @@ def test_every_setting_is_documented(document: str) -> None:
     text = (ROOT / document).read_text()
     missing = [name.upper() for name in Settings.model_fields if name.upper() not in text]
     assert not missing, f"{document} does not mention {missing}"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},
+        {"max_images_per_request": 1},
+        {"max_training_upload_mb": 200, "max_body_mb_in_flight": 300},
+        {"max_json_body_kb": 150_000, "max_body_mb_in_flight": 200},
+    ],
+)
+def test_largest_body_is_the_largest_route_limit(values: dict[str, Any]) -> None:
+    settings = Settings(_env_file=None, clip_enabled=False, **values)  # type: ignore[call-arg]
+    app = create_app(settings)
+    limit = _body_limit(settings)
+    paths = list(app.openapi()["paths"])
+    assert "/api/v1/clip/compare" in paths
+    assert max(limit(path) for path in paths) == settings.largest_body_bytes
+
+
+def test_the_body_budget_must_hold_the_largest_body() -> None:
+    with pytest.raises(ValidationError, match="MAX_BODY_MB_IN_FLIGHT must be at least 108"):
+        Settings(_env_file=None, max_body_mb_in_flight=100)  # type: ignore[call-arg]
+    # 20 images of 10 MiB, base64: 268 MiB, over the default budget of 256.
+    with pytest.raises(ValidationError, match="at least 268"):
+        Settings(_env_file=None, max_images_per_request=20)  # type: ignore[call-arg]
+    assert Settings(_env_file=None, max_body_mb_in_flight=108).max_body_bytes_in_flight == (
+        108 * 1024 * 1024
+    )

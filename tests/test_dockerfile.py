@@ -85,3 +85,11 @@ def test_every_directory_the_service_writes_is_created_for_the_app_user() -> Non
         assert f'"${name}"' in made[1]
     assert "chown -R app:app /srv" in made[1]
     assert all(path.startswith("/srv/") for path in writable.values())
+
+
+def test_the_image_bakes_in_neither_keys_nor_the_keyless_opt_in() -> None:
+    """Keys come from whoever runs the image; without them it listens on loopback only."""
+    env = " ".join(args for kind, args in instructions() if kind in ("ENV", "ARG"))
+    assert "API_KEYS" not in env
+    assert "ALLOW_UNAUTHENTICATED_NETWORK" not in env
+    assert "-e API_KEYS=" in (ROOT / "Dockerfile").read_text()  # says how to run it

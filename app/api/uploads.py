@@ -1,24 +1,50 @@
-"""The retraining upload, parsed from the request before the service sees it.
+"""Uploads: where multipart files are spooled, and the retraining upload, parsed from the
+request before the service sees it.
 
 Multipart (a CSV `file`, optional `mapping` and `force` fields) or JSON (`records`,
 `mapping`, `force`): either way the service gets a table of raw values, a mapping and a flag.
 """
 
 from dataclasses import dataclass
+from tempfile import SpooledTemporaryFile
 from typing import Any, Literal
 
 import pandas as pd
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from starlette import formparsers
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from app.api.deps import SettingsDep
+from app.core.context import upload_dir_var
 from app.core.exceptions import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from app.schemas.retrain import RetrainJson
 from app.services.career.tables import check_mapping, parse_csv, records_frame
 from app.utils.text import parse_bool
+
+
+class UploadSpool(SpooledTemporaryFile[bytes]):
+    """Starlette's spool for one multipart file (memory up to 1 MB, then a file), in the
+    serving app's UPLOAD_DIR: a volume sized for uploads, apart from the /tmp that
+    libraries use."""
+
+    def __init__(self, max_size: int = 0) -> None:
+        super().__init__(max_size=max_size, dir=upload_dir_var.get())
+
+
+def spool_uploads_in_upload_dir() -> None:
+    """Make Starlette's multipart parser spool into the request's UPLOAD_DIR.
+
+    Starlette offers no setting for the spool's directory; its parser creates the spool
+    through this module-level name, which is the narrowest place to choose it (setting
+    tempfile.tempdir instead moved every library's temporary files too). The directory
+    is read per request from the request middleware's context, so apps with different
+    settings in one process (tests) each spool into their own.
+    """
+    formparsers.SpooledTemporaryFile = UploadSpool  # type: ignore[misc,assignment]
+
 
 # The OpenAPI request body of the retrain route: the body is parsed here, not by FastAPI.
 RETRAIN_BODY = {

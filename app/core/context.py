@@ -1,4 +1,5 @@
-"""Per-request facts (id, trace id, start time) that the envelope builder and logs read."""
+"""Per-request facts (id, trace id, start time, upload directory) that the envelope
+builder, logs and upload spools read."""
 
 import re
 import time
@@ -8,6 +9,8 @@ from contextvars import ContextVar
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 trace_id_var: ContextVar[str] = ContextVar("trace_id", default="-")
 request_start_var: ContextVar[float] = ContextVar("request_start", default=0.0)
+# The serving app's UPLOAD_DIR; None outside a request (the system temporary directory).
+upload_dir_var: ContextVar[str | None] = ContextVar("upload_dir", default=None)
 
 # W3C Trace Context: version 00 is `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`;
 # later versions may append fields after the flags.

@@ -81,6 +81,11 @@ class Overloaded(AppError):
     """Too much work is already waiting for the model; retry after `retry_after` seconds."""
 
 
+class BodyBudgetExceeded(AppError):
+    """The process already holds as many request body bytes as MAX_BODY_MB_IN_FLIGHT
+    allows; retry after `retry_after` seconds."""
+
+
 class MalformedUpload(AppError):
     """An uploaded table cannot be read (not UTF-8, not CSV); the message names the line."""
 

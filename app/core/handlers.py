@@ -27,6 +27,7 @@ ERROR_STATUS: dict[type[AppError], tuple[int, str]] = {
     domain.ImageTooLarge: (413, "IMAGE_TOO_LARGE"),
     domain.ImageTooComplex: (422, "IMAGE_TOO_COMPLEX"),
     domain.Overloaded: (429, "OVERLOADED"),
+    domain.BodyBudgetExceeded: (429, "BODY_BUDGET_EXCEEDED"),
     domain.MalformedUpload: (400, "MALFORMED_CSV"),
     domain.ModelInvalid: (409, "MODEL_INVALID"),
 }
@@ -37,6 +38,7 @@ _HTTP_CODES = {
     403: "FORBIDDEN",
     404: "NOT_FOUND",
     405: "METHOD_NOT_ALLOWED",
+    408: "REQUEST_TIMEOUT",
     413: "PAYLOAD_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
 }

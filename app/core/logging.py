@@ -1,10 +1,10 @@
 """Logging set-up: plain text for people, JSON lines for log collectors."""
 
 import logging
-import re
 import sys
 from typing import Any
 
+import regex
 from pythonjsonlogger.json import JsonFormatter
 
 from app.core.context import request_id_var, trace_id_var
@@ -21,10 +21,12 @@ class _RequestIdFilter(logging.Filter):
 
 
 class _OneLineFormatter(logging.Formatter):
-    """Text logs with every control character in the message escaped: a request path
-    holding %0A would otherwise start a new, forged log line. Tracebacks and stacks keep
-    their lines, each behind TRACE_MARGIN, so that an exception message carrying a line
-    break cannot start a line that reads as a log line either."""
+    """Text logs with every control and format character in the message escaped: a request
+    path holding %0A would otherwise start a new, forged log line, and one holding U+202E
+    (right-to-left override) or zero-width characters would show a reader other text than
+    what was logged. Tracebacks and stacks keep their lines, each behind TRACE_MARGIN, so
+    that an exception message carrying a line break cannot start a line that reads as a
+    log line either."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = escape_controls(record.message)
@@ -46,11 +48,15 @@ def _in_margin(text: str) -> str:
 
 
 def escape_controls(text: str) -> str:
-    """CR, LF and the other C0/C1 control characters as backslash escapes."""
+    """CR, LF and the other C0/C1 control characters, the line and paragraph separators,
+    and the invisible format characters (bidi controls, zero-width ones, BOM) as backslash
+    escapes."""
     return _CONTROLS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
-_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# `regex` knows Unicode categories (the standard `re` does not): Cc = C0, DEL and C1;
+# Cf = format characters, which reorder or hide text on a terminal without being visible.
+_CONTROLS = regex.compile(r"[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]")
 
 
 def configure_logging(*, fmt: str, debug: bool) -> None:

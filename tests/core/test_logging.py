@@ -42,3 +42,30 @@ def test_stack_info_keeps_its_lines_behind_the_margin(text_log: io.StringIO) -> 
     lines = text_log.getvalue().splitlines()
     assert lines[0].endswith("here")
     assert lines[1:] and all(line.startswith(TRACE_MARGIN) for line in lines[1:])
+
+
+@pytest.mark.parametrize(
+    ("char", "escaped"),
+    [
+        ("\u202e", "\\u202e"),  # right-to-left override: shows "gpj.exe" as "exe.jpg"
+        ("\u2066", "\\u2066"),  # left-to-right isolate
+        ("\u200b", "\\u200b"),  # zero-width space
+        ("\u200d", "\\u200d"),  # zero-width joiner
+        ("\u2060", "\\u2060"),  # word joiner
+        ("\ufeff", "\\ufeff"),  # byte order mark
+        ("\U000e0041", "\\U000e0041"),  # tag character
+        ("\x1b", "\\x1b"),  # escape (was escaped before, still is)
+    ],
+)
+def test_invisible_format_characters_are_escaped(
+    text_log: io.StringIO, char: str, escaped: str
+) -> None:
+    logging.getLogger("app.test").warning("GET /a%sb 200", char)
+    line = text_log.getvalue()
+    assert char not in line
+    assert f"GET /a{escaped}b 200" in line
+
+
+def test_printable_unicode_is_kept(text_log: io.StringIO) -> None:
+    logging.getLogger("app.test").warning("élève 学生 مرحبا")
+    assert "élève 学生 مرحبا" in text_log.getvalue()

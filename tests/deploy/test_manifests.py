@@ -477,6 +477,20 @@ def test_compose_wiring(compose: dict[str, Any], app: FastAPI) -> None:
     assert ml["environment"]["API_KEYS"]  # required: compose refuses to start without it
 
 
+def test_every_deployment_gives_the_service_keys(compose: dict[str, Any]) -> None:
+    """Without API_KEYS the service listens on loopback only: compose and the pods must not
+    start without keys, and nothing opens a keyless service to the network."""
+    for docs in (base_resources(), overlay_resources(GPU)):
+        [ml] = resource(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+        [keys] = [e for e in ml["env"] if e["name"] == "API_KEYS"]
+        ref = keys["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": resource(docs, "Secret")["metadata"]["name"], "key": "API_KEYS"}
+    # ${ML_API_KEY:?...}: compose refuses to start while it is unset.
+    assert compose["services"]["ml"]["environment"]["API_KEYS"] == "placeholder"
+    for path in [*K8S.rglob("*.yaml"), COMPOSE, DEPLOY / ".env.example"]:
+        assert "ALLOW_UNAUTHENTICATED_NETWORK" not in path.read_text(encoding="utf-8"), path
+
+
 def test_compose_volumes_and_read_only_root(compose: dict[str, Any]) -> None:
     def mounts(service: dict[str, Any]) -> dict[str, tuple[str, bool]]:
         """target -> (named volume or "tmpfs", read-only)."""
