@@ -178,7 +178,9 @@ class ClipService:
             max_waiting=s.clip_max_waiting or 2 * max_batch,
             max_batch=max_batch,
             wait_ms=s.clip_batch_wait_ms,
-            preprocess_workers=s.clip_preprocess_workers or len(os.sched_getaffinity(0)),
+            # One more than the cores: while bombs run to their deadline on every core, a
+            # worker is still free for ordinary images.
+            preprocess_workers=s.clip_preprocess_workers or len(os.sched_getaffinity(0)) + 1,
             cache_mb=s.clip_cache_mb,
             budget=DecodeBudget(
                 max_bytes=s.max_upload_bytes,
