@@ -21,6 +21,7 @@ from app.config import Settings
 from app.main import create_app
 from app.services.clip.runtime import TorchRuntime
 from research.clip_fixture.shapes import render
+from tests.api.test_operations import requests_of, scrape, value
 from tests.conftest import CAREER_MODELS, TINY_CLIP, wait_for_models
 
 pytestmark = pytest.mark.integration
@@ -180,6 +181,24 @@ def test_dimensions_equal_to_the_models_is_accepted(client: TestClient, model_id
     assert len(body["data"][0]["embedding"]) == 64
 
 
+def test_requests_count_in_the_same_metrics(client: TestClient, model_id: str) -> None:
+    before = scrape(client.get)
+    images = [b64(png("orange", "circle", 11)), b64(png("orange", "circle", 12))]
+    embeddings(client, model=model_id, input=images, modality="image")
+    embeddings(client, model=model_id, input=images, modality="image")  # from the cache
+    after = scrape(client.get)
+
+    def grew(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert (
+        requests_of(after, "/v1/embeddings", "POST", "200")
+        - requests_of(before, "/v1/embeddings", "POST", "200")
+        == 2
+    )
+    assert grew("clip_cache_misses_total") == 2 and grew("clip_cache_hits_total") == 2
+
+
 # --- usage --------------------------------------------------------------------------------
 
 
@@ -270,6 +289,30 @@ def test_a_body_over_the_routes_limit_is_413_before_it_is_read(
     )
     error = openai_error(response, 413, "PAYLOAD_TOO_LARGE")
     assert "limit" in error["message"]
+
+
+def test_a_body_over_the_limit_streamed_without_length_is_413(client: TestClient) -> None:
+    def chunks() -> Iterator[bytes]:
+        for _ in range(MAX_IMAGES * 800):
+            yield b" " * 1024
+
+    response = client.post(
+        "/v1/embeddings", content=chunks(), headers={"content-type": "application/json"}
+    )
+    openai_error(response, 413, "PAYLOAD_TOO_LARGE")
+
+
+def test_a_crash_is_a_500_in_openais_shape(make_settings: Callable[..., Settings]) -> None:
+    """The request middleware's last-resort 500 follows the path's dialect too."""
+    app = create_app(make_settings())
+
+    async def boom() -> None:
+        raise RuntimeError("a bug")
+
+    app.add_api_route("/v1/boom", boom)
+    with TestClient(app, raise_server_exceptions=False) as crashing:
+        error = openai_error(crashing.get("/v1/boom"), 500, "INTERNAL_ERROR")
+        assert error["type"] == "server_error" and "a bug" not in error["message"]
 
 
 @pytest.mark.parametrize(
