@@ -124,9 +124,8 @@ class EmbeddingObject(BaseModel):
 class Usage(BaseModel):
     prompt_tokens: int = Field(
         description="CLIP tokens the model read, summed over the texts: each text's own, "
-        "without the start and end markers, at most the context length less those two (75 "
-        "for ViT-B-32: longer texts are cut there); "
-        "images count 0."
+        "without the start and end markers or padding, at most the context length less "
+        "those two (75 for ViT-B-32: longer texts are cut there). Images count 0."
     )
     total_tokens: int = Field(description="Equal to prompt_tokens.")
 

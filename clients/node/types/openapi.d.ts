@@ -1783,7 +1783,7 @@ export interface components {
         Usage: {
             /**
              * Prompt Tokens
-             * @description CLIP tokens the model read, summed over the texts: each text's own, without the start and end markers, at most the context length less those two (75 for ViT-B-32: longer texts are cut there); images count 0.
+             * @description CLIP tokens the model read, summed over the texts: each text's own, without the start and end markers or padding, at most the context length less those two (75 for ViT-B-32: longer texts are cut there). Images count 0.
              */
             prompt_tokens: number;
             /**
