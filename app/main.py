@@ -13,11 +13,13 @@ from fastapi_offline import FastAPIOffline
 
 from app import __version__
 from app.api import metrics as metrics_route
+from app.api import openai_compat
 from app.api.json_body import document_json_bodies
 from app.api.uploads import spool_uploads_in_upload_dir
 from app.api.v1 import career, clip, health, registry
 from app.config import Settings, get_settings
 from app.core import metrics
+from app.core.dialect import ErrorDialectMiddleware
 from app.core.handlers import register_exception_handlers
 from app.core.logging import configure_logging
 from app.core.memory import return_large_buffers_to_os
@@ -40,6 +42,10 @@ Every response, success or error, is one JSON envelope:
 `{"success", "data", "error": {"code", "message", "details"}, "meta": {"request_id", "api_version", "duration_ms"}}`.
 Send `X-Request-ID` to have it echoed; one is generated otherwise.
 When `API_KEYS` is configured, every `/api/v1` route needs `X-API-Key` or `Authorization: Bearer`.
+
+`/v1/embeddings` and `/v1/models` speak OpenAI's API instead (requests, responses and
+errors `{"error": {"message", "type", "param", "code"}}`), so OpenAI's clients work unchanged;
+they take the same key, as a bearer token.
 """
 
 
@@ -56,6 +62,7 @@ def _body_limit(settings: Settings) -> Callable[[str], int]:
         "/api/v1/clip/json/match": image,
         "/api/v1/clip/embed/image": many,
         "/api/v1/clip/json/embed/image": many,
+        "/v1/embeddings": many,  # images too, and the body says which only once it is read
     }
 
     def limit(path: str) -> int:
@@ -92,7 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return_large_buffers_to_os(settings.malloc_mmap_threshold_kb * 1024)
         if not settings.api_keys:
             logger.warning(
-                "API_KEYS is not set: /api/v1 routes are open to anyone who can reach them"
+                "API_KEYS is not set: /api/v1 and /v1 routes are open to anyone who can reach them"
             )
         # Starlette spools uploads over 1 MB to files there (spool_uploads_in_upload_dir).
         settings.upload_dir.mkdir(parents=True, exist_ok=True)
@@ -140,6 +147,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         key_check=KeyPolicy(app).problem,
         route_name=RouteTemplates(app),
     )
+    # Outside the request middleware: its own 401s, 413s and 500s take the path's shape.
+    app.add_middleware(ErrorDialectMiddleware)
     # Added last, so outermost: the request middleware's own 413s and 500s get CORS headers.
     app.add_middleware(
         CORSMiddleware,
@@ -162,6 +171,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(registry.router)
     api.include_router(clip.router)
     app.include_router(api)
+    app.include_router(openai_compat.router)
     app.include_router(health.router)
     if settings.metrics_enabled:
         app.include_router(metrics_route.router)

@@ -4,12 +4,12 @@ FastAPI keeps the raw body, parses it into Python objects, and validates those: 
 100 MB body of base64 images that is the text twice and the decoded bytes once, all alive
 until the answer. Here the body is read into one buffer, validated straight from it by
 pydantic, and the buffer dropped; the caller then decodes the strings one at a time,
-releasing each as it goes (`take_each`).
+releasing each as it goes (`app.utils.images.take_each`).
 
 OpenAPI still shows the model as the request body, under its own name in components.
 """
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
@@ -57,14 +57,6 @@ def openapi_body(model: type[BaseModel]) -> dict[str, Any]:
             },
         }
     }
-
-
-def take_each(values: list[str]) -> Iterator[tuple[int, str]]:
-    """(index, value) of each string, removed from the list as it is handed out, so the
-    caller holds each string only while it decodes it."""
-    for index in range(len(values)):
-        value, values[index] = values[index], ""
-        yield index, value
 
 
 def document_json_bodies(app: FastAPI) -> None:

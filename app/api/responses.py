@@ -1,8 +1,11 @@
-"""OpenAPI descriptions of the error envelopes each route may answer with."""
+"""OpenAPI descriptions of the error bodies each route may answer with: our envelope, or
+OpenAI's error shape on the OpenAI-compatible routes."""
 
 from typing import Any
 
+from app.core.openai_format import error_type
 from app.schemas.envelope import ErrorEnvelope
+from app.schemas.openai import OpenAIError
 
 
 def _example(
@@ -88,5 +91,69 @@ def errors(
             if "`" in description
             else f"{description} Error code `{code}`.",
             "content": {"application/json": {"example": _example(code, message, details)}},
+        }
+    return out
+
+
+# Where the OpenAI-compatible routes' errors read differently from the envelope routes':
+# status -> (description or None for the same, code, example message, example param).
+_OPENAI: dict[int, tuple[str | None, str, str, str | None]] = {
+    400: (
+        "Undecodable image: empty, truncated or corrupt, or bad base64. "
+        "Error code `INVALID_IMAGE`.",
+        "INVALID_IMAGE",
+        "input.0 is not valid base64.",
+        "input.0",
+    ),
+    404: (
+        "Unknown model (or route). Error code `NOT_FOUND`.",
+        "NOT_FOUND",
+        "The model `gpt-4` does not exist; this service serves `ViT-B-32/openai`.",
+        "model",
+    ),
+    413: (
+        "Body over the route's limit (`PAYLOAD_TOO_LARGE`) or an image over the byte or "
+        "pixel limit (`IMAGE_TOO_LARGE`).",
+        "IMAGE_TOO_LARGE",
+        "input.0 is larger than the 10485760-byte limit.",
+        "input.0",
+    ),
+    415: (
+        None,
+        "UNSUPPORTED_MEDIA_TYPE",
+        "input.0 is not an image in a supported format.",
+        "input.0",
+    ),
+    422: (
+        "Invalid fields (missing, unknown, too many inputs, a text too long, a URL instead "
+        "of an image, `dimensions` other than the model's): the message names each one, "
+        "`param` the first. Error code `VALIDATION_ERROR`.",
+        "VALIDATION_ERROR",
+        "The request has 1 invalid field. (input: Field required)",
+        "input",
+    ),
+    503: (None, "MODEL_LOADING", "The CLIP model is still loading; retry shortly.", None),
+}
+
+
+def openai_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` entries of a `/v1` route: the same statuses and codes as the envelope
+    routes, in OpenAI's error shape, each with an example."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        description, code, message = _ERRORS[status]
+        param = None
+        if status in _OPENAI:
+            own, code, message, param = _OPENAI[status]
+            description = own or description
+        example = {
+            "error": {"message": message, "type": error_type(status), "param": param, "code": code}
+        }
+        out[status] = {
+            "model": OpenAIError,
+            "description": description
+            if "`" in description
+            else f"{description} Error code `{code}`.",
+            "content": {"application/json": {"example": example}},
         }
     return out

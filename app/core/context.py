@@ -1,16 +1,21 @@
-"""Per-request facts (id, trace id, start time, upload directory) that the envelope
-builder, logs and upload spools read."""
+"""Per-request facts (id, trace id, start time, upload directory, error shape) that the
+envelope builder, logs and upload spools read."""
 
 import re
 import time
 import uuid
 from contextvars import ContextVar
+from typing import Literal
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 trace_id_var: ContextVar[str] = ContextVar("trace_id", default="-")
 request_start_var: ContextVar[float] = ContextVar("request_start", default=0.0)
 # The serving app's UPLOAD_DIR; None outside a request (the system temporary directory).
 upload_dir_var: ContextVar[str | None] = ContextVar("upload_dir", default=None)
+# The shape of this request's error bodies: our envelope, or OpenAI's on the /v1 routes
+# (set by `dialect.ErrorDialectMiddleware` before anything can fail).
+ErrorDialect = Literal["envelope", "openai"]
+error_dialect_var: ContextVar[ErrorDialect] = ContextVar("error_dialect", default="envelope")
 
 # W3C Trace Context: version 00 is `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`;
 # later versions may append fields after the flags.

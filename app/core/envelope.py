@@ -5,7 +5,8 @@ from typing import Any, TypeVar
 
 from fastapi.responses import JSONResponse, Response
 
-from app.core.context import elapsed_ms, request_id_var
+from app.core import openai_format
+from app.core.context import elapsed_ms, error_dialect_var, request_id_var
 from app.schemas.envelope import Envelope, ErrorBody, Meta
 
 T = TypeVar("T")
@@ -39,7 +40,12 @@ def error_response(
     details: list[dict[str, Any]] | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
-    """The error envelope as a ready response."""
+    """The error envelope as a ready response; on the OpenAI-compatible routes, the same
+    status, code and message in OpenAI's error shape instead. Every error goes through
+    here (domain errors, validation, the request middleware's 401s, 413s and 500s), so
+    each route answers its errors in one shape."""
+    if error_dialect_var.get() == "openai":
+        return openai_format.error_response(status_code, code, message, details, headers)
     body = _NONE(
         success=False,
         error=ErrorBody(code=code, message=message, details=details or []),

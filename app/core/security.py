@@ -94,12 +94,17 @@ require_api_key = ApiKeyCheck(admin=False)
 require_admin_key = ApiKeyCheck(admin=True)
 
 
+# Everything under these needs an API key: our API, and its OpenAI-compatible twin.
+KEYED_PREFIXES = ("/api/", "/v1/")
+
+
 class KeyPolicy:
     """Which key a request needs, decided from its method and path before the body is read.
 
     Admin routes are those whose OpenAPI operation lists the admin scheme (so a route
     protected by `require_admin_key` is covered with no list to keep). Everything else
-    under /api/ needs an API key, whether or not OpenAPI lists it: the rule fails closed.
+    under /api/ and /v1/ needs an API key, whether or not OpenAPI lists it: the rule fails
+    closed.
     Built on first use, once every router is included.
     """
 
@@ -124,7 +129,7 @@ class KeyPolicy:
             self._admin = self._admin_routes()
         if any(regex.match(path) for regex, _ in self._admin):
             return "admin"  # any method: a wrong one still needs the key to learn that
-        return "api" if path.startswith("/api/") else None
+        return "api" if path.startswith(KEYED_PREFIXES) else None
 
     def problem(self, scope: Scope) -> AppError | None:
         """The 401/403 this request gets, from its path, method and headers."""

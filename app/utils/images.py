@@ -10,7 +10,7 @@ import base64
 import binascii
 import io
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -312,3 +312,11 @@ def decode_base64(value: str, *, max_bytes: int, name: str) -> bytes:
         return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise InvalidImage(f"{name} is not valid base64.", details=[{"field": name}]) from exc
+
+
+def take_each(values: list[str]) -> Iterator[tuple[int, str]]:
+    """(index, value) of each string, removed from the list as it is handed out, so the
+    caller holds each string only while it decodes it."""
+    for index in range(len(values)):
+        value, values[index] = values[index], ""
+        yield index, value

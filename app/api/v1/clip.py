@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import Response
 
 from app.api.deps import ClipDep, SettingsDep
-from app.api.json_body import json_body, openapi_body, take_each
+from app.api.json_body import json_body, openapi_body
 from app.api.responses import IMAGE_422, errors
 from app.config import Settings
 from app.core.envelope import ok
@@ -22,7 +22,7 @@ from app.schemas.clip import (
 )
 from app.schemas.envelope import Envelope
 from app.services.clip.service import ImageInput, parse_tags
-from app.utils.images import decode_base64
+from app.utils.images import decode_base64, take_each
 
 router = APIRouter(prefix="/clip", tags=["clip"])
 IMAGE_ERRORS = errors(400, 401, 413, 415, 422, 429, 503, described={422: IMAGE_422})

@@ -100,6 +100,7 @@ class ClipService:
         self.state: ModelState = "loading" if settings.clip_enabled else "disabled"
         self.error: str | None = None if settings.clip_enabled else "disabled by CLIP_ENABLED=false"
         self.load_seconds: float | None = None
+        self.loaded_at: int | None = None  # Unix time of the load, OpenAI's model `created`
         self.engine: ClipEngine | None = None
         self.selection: Selection | None = None
         self.device = "cpu"
@@ -139,6 +140,7 @@ class ClipService:
                 self.engine = engine
                 self.error = None
                 self.load_seconds = round(time.perf_counter() - started, 3)
+                self.loaded_at = int(time.time())
                 self.state = "loaded"
         if self.engine is not engine:  # shut down while loading
             engine.close()
@@ -305,10 +307,31 @@ class ClipService:
             model=self.ref(),
         )
 
-    async def embed_images(self, images: list[ImageInput]) -> EmbeddingResult:
+    async def image_vectors(self, images: list[ImageInput], *, field: str = "images") -> np.ndarray:
+        """L2-normalised embeddings (n, dim) of the images, in order, within the request
+        limits; `field` names the request field in errors. Every embedding route, ours and
+        the OpenAI-compatible one, comes through here."""
         engine = self._engine()
-        self._check_count(len(images), self.settings.max_images_per_request, "images")
-        vectors = await engine.encode_images(images)
+        self._check_count(len(images), self.settings.max_images_per_request, "images", field)
+        return await engine.encode_images(images)
+
+    async def text_vectors(self, texts: list[str], *, field: str = "texts") -> np.ndarray:
+        """L2-normalised embeddings (n, dim) of the texts, in order, within the request
+        limits (count, MAX_TEXT_LENGTH); `field` names the request field in errors."""
+        engine = self._engine()
+        self._check_count(len(texts), self.settings.max_texts_per_request, "texts", field)
+        limit = self.settings.max_text_length
+        too_long = [
+            {"field": f"{field}.{i}", "message": f"{len(text)} characters, limit {limit}"}
+            for i, text in enumerate(texts)
+            if len(text) > limit
+        ]
+        if too_long:  # before tokenising: BPE's cost grows with a word's length
+            raise InvalidInput(f"Texts may have at most {limit} characters.", details=too_long)
+        return await engine.encode_texts(texts)
+
+    async def embed_images(self, images: list[ImageInput]) -> EmbeddingResult:
+        vectors = await self.image_vectors(images)
         return EmbeddingResult(
             model=self.ref(),
             embeddings=[
@@ -318,17 +341,7 @@ class ClipService:
         )
 
     async def embed_texts(self, texts: list[str]) -> EmbeddingResult:
-        engine = self._engine()
-        self._check_count(len(texts), self.settings.max_texts_per_request, "texts")
-        limit = self.settings.max_text_length
-        too_long = [
-            {"field": f"texts.{i}", "message": f"{len(text)} characters, limit {limit}"}
-            for i, text in enumerate(texts)
-            if len(text) > limit
-        ]
-        if too_long:  # before tokenising: BPE's cost grows with a word's length
-            raise InvalidInput(f"Texts may have at most {limit} characters.", details=too_long)
-        vectors = await engine.encode_texts(texts)
+        vectors = await self.text_vectors(texts)
         return EmbeddingResult(
             model=self.ref(),
             embeddings=[
@@ -338,9 +351,9 @@ class ClipService:
         )
 
     @staticmethod
-    def _check_count(count: int, limit: int, field: str) -> None:
+    def _check_count(count: int, limit: int, noun: str, field: str) -> None:
         if count > limit:
             raise InvalidInput(
-                f"At most {limit} {field} per request.",
+                f"At most {limit} {noun} per request.",
                 details=[{"field": field, "message": f"got {count}, limit {limit}"}],
             )

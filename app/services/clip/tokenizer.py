@@ -149,6 +149,13 @@ class ClipTokenizer:
                 break
         return ids
 
+    def count(self, text: str) -> int:
+        """Tokens of `text` that the model reads: the text's own, without the start and end
+        markers every text gets (so "a red circle" counts 3), and no more than the context
+        leaves room for (`__call__` cuts longer texts there). Padding never counts."""
+        room = self.context_length - 2
+        return min(len(self.encode(text, limit=room)), room)
+
     def __call__(self, texts: list[str]) -> np.ndarray:
         width = self.context_length
         out = np.zeros((len(texts), width), dtype=np.int64)

@@ -330,6 +330,47 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/embeddings": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Embeddings (OpenAI-compatible)
+         * @description Texts, or images (`modality: "image"`, data URIs or base64), to L2-normalised
+         *     embeddings: the same model, limits and engine as `/api/v1/clip/embed/*`.
+         */
+        post: operations["create_embeddings_v1_embeddings_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/models": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Served models (OpenAI-compatible)
+         * @description The served CLIP model, by the id `/v1/embeddings` takes as `model`.
+         */
+        get: operations["list_models_v1_models_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/health": {
         parameters: {
             query?: never;
@@ -877,11 +918,127 @@ export interface components {
              */
             embedding: number[];
         };
+        /** EmbeddingObject */
+        EmbeddingObject: {
+            /**
+             * Object
+             * @default embedding
+             * @constant
+             */
+            object?: "embedding";
+            /**
+             * Index
+             * @description Position of the input in the request.
+             */
+            index: number;
+            /**
+             * Embedding
+             * @description The L2-normalised vector: numbers, or with `encoding_format: base64` its little-endian float32 bytes in base64.
+             */
+            embedding: number[] | string;
+        };
         /** EmbeddingResult */
         EmbeddingResult: {
             model: components["schemas"]["ModelRef"];
             /** Embeddings */
             embeddings: components["schemas"]["Embedding"][];
+        };
+        /**
+         * EmbeddingsRequest
+         * @description OpenAI's embeddings request, plus Infinity's `modality` for images.
+         * @example {
+         *       "input": [
+         *         "a red circle",
+         *         "a photo of a dog"
+         *       ],
+         *       "model": "ViT-B-32/openai"
+         *     }
+         * @example {
+         *       "encoding_format": "base64",
+         *       "input": [
+         *         "data:image/png;base64,iVBORw0KGgo..."
+         *       ],
+         *       "modality": "image",
+         *       "model": "ViT-B-32/openai"
+         *     }
+         */
+        EmbeddingsRequest: {
+            /**
+             * Input
+             * @description One text or image, or a list of them (1..MAX_TEXTS_PER_REQUEST texts of at most MAX_TEXT_LENGTH characters, or 1..MAX_IMAGES_PER_REQUEST images). Images, with `modality: "image"`, are data URIs or plain base64; URLs are refused, the service never fetches anything. Token arrays are refused: CLIP has its own tokenizer.
+             */
+            input: string | string[];
+            /**
+             * Model
+             * @description The served model's id, as `GET /v1/models` lists it.
+             * @example ViT-B-32/openai
+             */
+            model: string;
+            /**
+             * Encoding Format
+             * @description `float`: lists of numbers; `base64`: each vector's little-endian float32 bytes in base64, as OpenAI encodes them (about a quarter of the size).
+             * @default float
+             * @enum {string}
+             */
+            encoding_format?: "float" | "base64";
+            /**
+             * Dimensions
+             * @description Accepted only when it equals the model's dimension: CLIP's embeddings cannot be shortened without losing what they mean.
+             */
+            dimensions?: number | null;
+            /**
+             * User
+             * @description Accepted and ignored.
+             */
+            user?: string | null;
+            /**
+             * Modality
+             * @description `image` when every input is an image (Infinity's extension; official clients send it as an extra body field, e.g. `extra_body={"modality": "image"}`).
+             * @default text
+             * @enum {string}
+             */
+            modality?: "text" | "image";
+        };
+        /**
+         * EmbeddingsResponse
+         * @description OpenAI's embeddings response.
+         * @example {
+         *       "data": [
+         *         {
+         *           "embedding": [
+         *             0.0123,
+         *             -0.0456
+         *           ],
+         *           "index": 0,
+         *           "object": "embedding"
+         *         }
+         *       ],
+         *       "model": "ViT-B-32/openai",
+         *       "object": "list",
+         *       "usage": {
+         *         "prompt_tokens": 3,
+         *         "total_tokens": 3
+         *       }
+         *     }
+         */
+        EmbeddingsResponse: {
+            /**
+             * Object
+             * @default list
+             * @constant
+             */
+            object?: "list";
+            /**
+             * Data
+             * @description One embedding per input, in input order.
+             */
+            data: components["schemas"]["EmbeddingObject"][];
+            /**
+             * Model
+             * @example ViT-B-32/openai
+             */
+            model: string;
+            usage: components["schemas"]["Usage"];
         };
         /** Envelope[Activation] */
         Envelope_Activation_: {
@@ -1237,6 +1394,34 @@ export interface components {
              */
             duration_ms: number;
         };
+        /**
+         * ModelCard
+         * @description A served model as OpenAI's `GET /v1/models` lists it.
+         */
+        ModelCard: {
+            /**
+             * Id
+             * @description open_clip model name / weights tag (a checkpoint file's tag carries its sha256), as the CLIP routes' `model` and /health name it.
+             * @example ViT-B-32/openai
+             */
+            id: string;
+            /**
+             * Object
+             * @default model
+             * @constant
+             */
+            object?: "model";
+            /**
+             * Created
+             * @description Unix time at which this process loaded the model.
+             */
+            created: number;
+            /**
+             * Owned By
+             * @example skill-compass-ml
+             */
+            owned_by: string;
+        };
         /** ModelHealth */
         ModelHealth: {
             /**
@@ -1316,6 +1501,17 @@ export interface components {
             /** Model Card */
             model_card: string;
         };
+        /** ModelList */
+        ModelList: {
+            /**
+             * Object
+             * @default list
+             * @constant
+             */
+            object?: "list";
+            /** Data */
+            data: components["schemas"]["ModelCard"][];
+        };
         /** ModelRef */
         ModelRef: {
             /**
@@ -1383,6 +1579,38 @@ export interface components {
             metrics?: {
                 [key: string]: unknown;
             };
+        };
+        /**
+         * OpenAIError
+         * @description Every error of a `/v1` route, in OpenAI's shape.
+         */
+        OpenAIError: {
+            error: components["schemas"]["OpenAIErrorBody"];
+        };
+        /** OpenAIErrorBody */
+        OpenAIErrorBody: {
+            /**
+             * Message
+             * @example The model `gpt-4` does not exist.
+             */
+            message: string;
+            /**
+             * Type
+             * @description `invalid_request_error`, `authentication_error` (401), `permission_error` (403), `rate_limit_error` (429) or `server_error` (5xx).
+             * @example invalid_request_error
+             */
+            type: string;
+            /**
+             * Param
+             * @description The request field at fault, if one is.
+             */
+            param: string | null;
+            /**
+             * Code
+             * @description The same stable code as the envelope routes' `error.code`.
+             * @example NOT_FOUND
+             */
+            code: string | null;
         };
         /**
          * PredictRequest
@@ -1550,6 +1778,19 @@ export interface components {
              * @description similarity >= CLIP_MATCH_THRESHOLD.
              */
             relevant: boolean;
+        };
+        /** Usage */
+        Usage: {
+            /**
+             * Prompt Tokens
+             * @description CLIP tokens the model read, summed over the texts: each text's own, without the start and end markers or padding, at most the context length less those two (75 for ViT-B-32: longer texts are cut there). Images count 0.
+             */
+            prompt_tokens: number;
+            /**
+             * Total Tokens
+             * @description Equal to prompt_tokens.
+             */
+            total_tokens: number;
         };
         /** ValidationError */
         ValidationError: {
@@ -3876,6 +4117,235 @@ export interface operations {
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    create_embeddings_v1_embeddings_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["EmbeddingsRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EmbeddingsResponse"];
+                };
+            };
+            /** @description Undecodable image: empty, truncated or corrupt, or bad base64. Error code `INVALID_IMAGE`. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "message": "input.0 is not valid base64.",
+                     *         "type": "invalid_request_error",
+                     *         "param": "input.0",
+                     *         "code": "INVALID_IMAGE"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["OpenAIError"];
+                };
+            };
+            /** @description Missing or wrong API key. Error code `UNAUTHORIZED`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "message": "A valid API key is required.",
+                     *         "type": "authentication_error",
+                     *         "code": "UNAUTHORIZED"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["OpenAIError"];
+                };
+            };
+            /** @description Unknown model (or route). Error code `NOT_FOUND`. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "message": "The model `gpt-4` does not exist; this service serves `ViT-B-32/openai`.",
+                     *         "type": "invalid_request_error",
+                     *         "param": "model",
+                     *         "code": "NOT_FOUND"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["OpenAIError"];
+                };
+            };
+            /** @description Body over the route's limit (`PAYLOAD_TOO_LARGE`) or an image over the byte or pixel limit (`IMAGE_TOO_LARGE`). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "message": "input.0 is larger than the 10485760-byte limit.",
+                     *         "type": "invalid_request_error",
+                     *         "param": "input.0",
+                     *         "code": "IMAGE_TOO_LARGE"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["OpenAIError"];
+                };
+            };
+            /** @description Unsupported media type. Error code `UNSUPPORTED_MEDIA_TYPE`. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "message": "input.0 is not an image in a supported format.",
+                     *         "type": "invalid_request_error",
+                     *         "param": "input.0",
+                     *         "code": "UNSUPPORTED_MEDIA_TYPE"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["OpenAIError"];
+                };
+            };
+            /** @description Invalid fields (missing, unknown, too many inputs, a text too long, a URL instead of an image, `dimensions` other than the model's): the message names each one, `param` the first. Error code `VALIDATION_ERROR`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "message": "The request has 1 invalid field. (input: Field required)",
+                     *         "type": "invalid_request_error",
+                     *         "param": "input",
+                     *         "code": "VALIDATION_ERROR"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["OpenAIError"];
+                };
+            };
+            /** @description Too much work already waiting for the model (CLIP_MAX_WAITING images or texts). Error code `OVERLOADED`, with a `Retry-After` header. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "message": "The CLIP model has 64 images or texts in flight (limit 64); retry in 1 s.",
+                     *         "type": "rate_limit_error",
+                     *         "code": "OVERLOADED"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["OpenAIError"];
+                };
+            };
+            /** @description The model is not loaded: `MODEL_LOADING` (with `Retry-After`) while it loads at start-up, `MODEL_UNAVAILABLE` when it failed to load; the message says why. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "message": "The CLIP model is still loading; retry shortly.",
+                     *         "type": "server_error",
+                     *         "code": "MODEL_LOADING"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["OpenAIError"];
+                };
+            };
+        };
+    };
+    list_models_v1_models_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelList"];
+                };
+            };
+            /** @description Missing or wrong API key. Error code `UNAUTHORIZED`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "message": "A valid API key is required.",
+                     *         "type": "authentication_error",
+                     *         "code": "UNAUTHORIZED"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["OpenAIError"];
+                };
+            };
+            /** @description The model is not loaded: `MODEL_LOADING` (with `Retry-After`) while it loads at start-up, `MODEL_UNAVAILABLE` when it failed to load; the message says why. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "message": "The CLIP model is still loading; retry shortly.",
+                     *         "type": "server_error",
+                     *         "code": "MODEL_LOADING"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["OpenAIError"];
                 };
             };
         };

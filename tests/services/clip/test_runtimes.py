@@ -467,3 +467,24 @@ def test_paths_are_cut_to_their_last_component() -> None:
     error = PermissionError(13, "Permission denied", "/var/lib/clip/ViT-B-32/abc")
     assert brief_error(error) == "PermissionError: [Errno 13] Permission denied: 'abc'"
     assert brief_error(ValueError("x" * 500)).endswith("...")
+
+
+@pytest.mark.parametrize("context_length", [77, 16])
+def test_token_count_is_what_open_clip_feeds_the_model(context_length: int) -> None:
+    """`count` (the usage of /v1/embeddings) is the number of ids open_clip puts between
+    the start and end markers, after cutting the text to the context. Token id 0 is "!",
+    so counting non-zero ids would miss it; a text that spells out a marker
+    (`<end_of_text>`) counts it as one of its own tokens, so the expected count comes
+    from the text's ids, not from where the first end marker sits."""
+    texts = [*corpus(400), "!", "wow ! !", "", "   "]
+    theirs = SimpleTokenizer(context_length=context_length)
+    rows = theirs(texts).numpy()
+    expected = [min(len(theirs.encode(text)), context_length - 2) for text in texts]
+    # ...which is the row's ids less the two markers and the padding (ids after the last
+    # end marker), wherever no text spells out a marker.
+    for text, row, count in zip(texts, rows.tolist(), expected, strict=True):
+        if "<" not in text:
+            assert row.index(theirs.eot_token_id) - 1 == count, text
+    ours = ClipTokenizer(context_length)
+    assert [ours.count(text) for text in texts] == expected
+    assert max(expected) == context_length - 2  # some texts were cut
