@@ -60,10 +60,6 @@ class Settings(BaseSettings):
     image_decode_timeout_ms: int = Field(default=2500, ge=50)
     image_decode_max_mb: int = Field(default=256, ge=32)
 
-    # glibc only: buffers this large are mmapped and returned to the OS when freed
-    # (app/core/memory.py); 0 keeps glibc's dynamic threshold (at most 32 MiB on 64-bit).
-    malloc_mmap_threshold_kb: int = Field(default=128, ge=0, le=32 * 1024)
-
     max_training_upload_mb: float = Field(default=20.0, gt=0)
     max_training_rows: int = Field(default=200_000, ge=10)
     retrain_min_lift: float = Field(default=0.05, ge=0, le=1)

@@ -22,7 +22,6 @@ from app.core import metrics
 from app.core.dialect import ErrorDialectMiddleware
 from app.core.handlers import register_exception_handlers
 from app.core.logging import configure_logging
-from app.core.memory import return_large_buffers_to_os
 from app.core.middleware import BodyBudget, RequestContextMiddleware
 from app.core.routes import RouteTemplates
 from app.core.security import KeyPolicy, document_bearer_alternative, require_api_key
@@ -95,8 +94,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if settings.malloc_mmap_threshold_kb:
-            return_large_buffers_to_os(settings.malloc_mmap_threshold_kb * 1024)
         if not settings.api_keys:
             logger.warning(
                 "API_KEYS is not set: /api/v1 and /v1 routes are open to anyone who can reach them"
