@@ -803,6 +803,7 @@ export interface components {
             /**
              * Tags
              * @description Optional tags to match both images against.
+             * @default null
              */
             tags?: string[] | null;
         };
@@ -984,11 +985,13 @@ export interface components {
             /**
              * Dimensions
              * @description Accepted only when it equals the model's dimension: CLIP's embeddings cannot be shortened without losing what they mean.
+             * @default null
              */
             dimensions?: number | null;
             /**
              * User
              * @description Accepted and ignored.
+             * @default null
              */
             user?: string | null;
             /**
@@ -1451,9 +1454,14 @@ export interface components {
             cache?: components["schemas"]["ClipCache"] | null;
             /**
              * Preprocess Workers
-             * @description CLIP_PREPROCESS_WORKERS.
+             * @description CLIP_PREPROCESS_WORKERS: decode worker processes.
              */
             preprocess_workers?: number | null;
+            /**
+             * Decode Workers Replaced
+             * @description Decode workers killed past IMAGE_DECODE_TIMEOUT_MS or lost over IMAGE_DECODE_MAX_MB (or a crash), each replaced; their images answered 422.
+             */
+            decode_workers_replaced?: number | null;
             /**
              * In Flight
              * @description CLIP images and texts admitted and not yet answered.
@@ -2901,7 +2909,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description Invalid fields; `details` names each one. */
+            /** @description Invalid fields (`VALIDATION_ERROR`; `details` names each one), or an image within the byte and pixel limits whose structure or decoding exceeds what a real photo needs: too many progressive scans, markers or chunks, or over the decode deadline or memory limit (`IMAGE_TOO_COMPLEX`). */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2911,15 +2919,9 @@ export interface operations {
                      * @example {
                      *       "success": false,
                      *       "error": {
-                     *         "code": "VALIDATION_ERROR",
-                     *         "message": "The request has 1 invalid field.",
-                     *         "details": [
-                     *           {
-                     *             "field": "academic_scores.math",
-                     *             "message": "Input should be less than or equal to 100",
-                     *             "type": "less_than_equal"
-                     *           }
-                     *         ]
+                     *         "code": "IMAGE_TOO_COMPLEX",
+                     *         "message": "image has more JPEG scans than a real image does (limit 64, IMAGE_MAX_SCANS).",
+                     *         "details": []
                      *       },
                      *       "meta": {
                      *         "request_id": "3f1c2a9e6b7d4e0f",
@@ -3099,7 +3101,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description Invalid fields; `details` names each one. */
+            /** @description Invalid fields (`VALIDATION_ERROR`; `details` names each one), or an image within the byte and pixel limits whose structure or decoding exceeds what a real photo needs: too many progressive scans, markers or chunks, or over the decode deadline or memory limit (`IMAGE_TOO_COMPLEX`). */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3109,15 +3111,9 @@ export interface operations {
                      * @example {
                      *       "success": false,
                      *       "error": {
-                     *         "code": "VALIDATION_ERROR",
-                     *         "message": "The request has 1 invalid field.",
-                     *         "details": [
-                     *           {
-                     *             "field": "academic_scores.math",
-                     *             "message": "Input should be less than or equal to 100",
-                     *             "type": "less_than_equal"
-                     *           }
-                     *         ]
+                     *         "code": "IMAGE_TOO_COMPLEX",
+                     *         "message": "image has more JPEG scans than a real image does (limit 64, IMAGE_MAX_SCANS).",
+                     *         "details": []
                      *       },
                      *       "meta": {
                      *         "request_id": "3f1c2a9e6b7d4e0f",
@@ -3297,7 +3293,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description Invalid fields; `details` names each one. */
+            /** @description Invalid fields (`VALIDATION_ERROR`; `details` names each one), or an image within the byte and pixel limits whose structure or decoding exceeds what a real photo needs: too many progressive scans, markers or chunks, or over the decode deadline or memory limit (`IMAGE_TOO_COMPLEX`). */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3307,15 +3303,9 @@ export interface operations {
                      * @example {
                      *       "success": false,
                      *       "error": {
-                     *         "code": "VALIDATION_ERROR",
-                     *         "message": "The request has 1 invalid field.",
-                     *         "details": [
-                     *           {
-                     *             "field": "academic_scores.math",
-                     *             "message": "Input should be less than or equal to 100",
-                     *             "type": "less_than_equal"
-                     *           }
-                     *         ]
+                     *         "code": "IMAGE_TOO_COMPLEX",
+                     *         "message": "image has more JPEG scans than a real image does (limit 64, IMAGE_MAX_SCANS).",
+                     *         "details": []
                      *       },
                      *       "meta": {
                      *         "request_id": "3f1c2a9e6b7d4e0f",
@@ -3645,7 +3635,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description Invalid fields; `details` names each one. */
+            /** @description Invalid fields (`VALIDATION_ERROR`; `details` names each one), or an image within the byte and pixel limits whose structure or decoding exceeds what a real photo needs: too many progressive scans, markers or chunks, or over the decode deadline or memory limit (`IMAGE_TOO_COMPLEX`). */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3655,15 +3645,9 @@ export interface operations {
                      * @example {
                      *       "success": false,
                      *       "error": {
-                     *         "code": "VALIDATION_ERROR",
-                     *         "message": "The request has 1 invalid field.",
-                     *         "details": [
-                     *           {
-                     *             "field": "academic_scores.math",
-                     *             "message": "Input should be less than or equal to 100",
-                     *             "type": "less_than_equal"
-                     *           }
-                     *         ]
+                     *         "code": "IMAGE_TOO_COMPLEX",
+                     *         "message": "image has more JPEG scans than a real image does (limit 64, IMAGE_MAX_SCANS).",
+                     *         "details": []
                      *       },
                      *       "meta": {
                      *         "request_id": "3f1c2a9e6b7d4e0f",
@@ -3843,7 +3827,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description Invalid fields; `details` names each one. */
+            /** @description Invalid fields (`VALIDATION_ERROR`; `details` names each one), or an image within the byte and pixel limits whose structure or decoding exceeds what a real photo needs: too many progressive scans, markers or chunks, or over the decode deadline or memory limit (`IMAGE_TOO_COMPLEX`). */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3853,15 +3837,9 @@ export interface operations {
                      * @example {
                      *       "success": false,
                      *       "error": {
-                     *         "code": "VALIDATION_ERROR",
-                     *         "message": "The request has 1 invalid field.",
-                     *         "details": [
-                     *           {
-                     *             "field": "academic_scores.math",
-                     *             "message": "Input should be less than or equal to 100",
-                     *             "type": "less_than_equal"
-                     *           }
-                     *         ]
+                     *         "code": "IMAGE_TOO_COMPLEX",
+                     *         "message": "image has more JPEG scans than a real image does (limit 64, IMAGE_MAX_SCANS).",
+                     *         "details": []
                      *       },
                      *       "meta": {
                      *         "request_id": "3f1c2a9e6b7d4e0f",
@@ -4041,7 +4019,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description Invalid fields; `details` names each one. */
+            /** @description Invalid fields (`VALIDATION_ERROR`; `details` names each one), or an image within the byte and pixel limits whose structure or decoding exceeds what a real photo needs: too many progressive scans, markers or chunks, or over the decode deadline or memory limit (`IMAGE_TOO_COMPLEX`). */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -4051,15 +4029,9 @@ export interface operations {
                      * @example {
                      *       "success": false,
                      *       "error": {
-                     *         "code": "VALIDATION_ERROR",
-                     *         "message": "The request has 1 invalid field.",
-                     *         "details": [
-                     *           {
-                     *             "field": "academic_scores.math",
-                     *             "message": "Input should be less than or equal to 100",
-                     *             "type": "less_than_equal"
-                     *           }
-                     *         ]
+                     *         "code": "IMAGE_TOO_COMPLEX",
+                     *         "message": "image has more JPEG scans than a real image does (limit 64, IMAGE_MAX_SCANS).",
+                     *         "details": []
                      *       },
                      *       "meta": {
                      *         "request_id": "3f1c2a9e6b7d4e0f",
