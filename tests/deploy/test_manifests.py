@@ -43,7 +43,7 @@ K8S_VERSIONS = ("1.25.0", "1.37.0")
 # OTEL_* are the OpenTelemetry SDK's own variables (the service reads two of them too).
 OTEL_PREFIX = "OTEL_"
 
-# Measured on a 2-vCPU VM (README.md); the manifests' resources and probes follow them.
+# Measured on a 2-vCPU VM (docs/benchmarks.md); the manifests' resources and probes follow them.
 IDLE_RSS_ONNX_INT8 = 486e6
 PEAK_RSS = 1.5e9
 LIVE_AFTER_S = 3
