@@ -58,7 +58,7 @@ OTHER_REAL_CAREERS = [
     "2D/3D Artist",
     "Doctor, M.D.",
     "Engineer (Level 2)",
-    "Head of Sales – EMEA",
+    "Head of Sales \u2013 EMEA",  # an en dash
     "Air-conditioning Technician",
     "Data: Analyst",
     "NA",
