@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     max_training_rows: int = Field(default=200_000, ge=10)
     retrain_min_lift: float = Field(default=0.05, ge=0, le=1)
     retrain_tolerance: float = Field(default=0.02, ge=0, le=1)
+    # Records of ended jobs (CAREER_MODEL_DIR/.jobs/<id>.json) are deleted after this long.
+    retrain_job_retention_days: float = Field(default=30, gt=0)
     model_poll_seconds: float = Field(default=2.0, gt=0)
 
     clip_enabled: bool = True

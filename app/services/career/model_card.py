@@ -1,5 +1,7 @@
 """A model version's card: what it is, what data, how well, and its limits, for people."""
 
+import re
+import unicodedata
 from typing import Any
 
 from app.schemas.retrain import Manifest
@@ -75,7 +77,7 @@ def _per_career_table(per_career: dict[str, dict[str, Any]] | None) -> list[str]
     if not per_career:
         return []
     rows = [
-        f"| {career} | {m['precision']} | {m['recall']} | {m['support']} |"
+        f"| {markdown_cell(career)} | {m['precision']} | {m['recall']} | {m['support']} |"
         for career, m in sorted(per_career.items())
     ]
     return [
@@ -86,3 +88,17 @@ def _per_career_table(per_career: dict[str, dict[str, Any]] | None) -> list[str]
         *rows,
         "",
     ]
+
+
+# CommonMark lets a backslash escape any ASCII punctuation, and GFM tables read `\|` as a
+# pipe inside a cell: escaping all of it leaves no markup, link or cell border to inject.
+_PUNCTUATION = re.compile(r"""([!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~])""")
+
+
+def markdown_cell(text: str) -> str:
+    """Text as one markdown table cell that shows it literally: line breaks and other
+    control or invisible characters become spaces, punctuation is escaped."""
+    # Labels are checked before training (labels.py); this guards cards written from data
+    # that came another way (the command line, versions older than that check).
+    shown = "".join(" " if unicodedata.category(c)[0] in "CZ" else c for c in text)
+    return _PUNCTUATION.sub(r"\\\1", shown.strip())

@@ -16,6 +16,7 @@ import pandas as pd
 
 from app.core.exceptions import InvalidInput
 from app.services.career.features import Feature, FeatureSpec, known_feature
+from app.services.career.labels import check_label_variety, check_labels
 from app.utils.text import FALSE_WORDS, TRUE_WORDS
 
 LABEL = "label"
@@ -77,6 +78,34 @@ def prepare_frame(
                 )
     if bad_targets:
         raise InvalidInput("The mapping names unknown features.", details=bad_targets)
+    # Two columns under one name (two sources mapped to one target, or a source mapped
+    # onto a name the table already has) would make that column a table of columns.
+    renamed = pd.Index([mapping.get(str(c), c) for c in frame.columns])
+    clashes = sorted({str(c) for c in renamed[renamed.duplicated()]})
+    if clashes:
+        raise InvalidInput(
+            "The mapping gives two columns the same name.",
+            details=[
+                {"field": "mapping", "message": f"more than one column becomes '{c}'"}
+                for c in clashes
+            ],
+        )
+    # The upload's own name for the label column, for refusals a person can act on.
+    label_column = next((s for s, t in mapping.items() if t == LABEL), LABEL)
+    # Names repeat enough to pass for careers (the public data's first names: 51 shared
+    # by ten students or more), so a column named as personal is refused by its name.
+    if label_column.strip().lower() in PERSONAL_COLUMNS | set(IDENTITY_COLUMNS):
+        raise InvalidInput(
+            f"Column '{label_column}' describes a person, not a career; map the column with "
+            f"each student's career to '{LABEL}'.",
+            details=[
+                {
+                    "field": f"mapping.{label_column}",
+                    "rule": "personal_column",
+                    "message": "a personal column cannot be the label",
+                }
+            ],
+        )
 
     frame = frame.rename(columns=mapping)
     if LABEL not in frame.columns:
@@ -114,6 +143,7 @@ def prepare_frame(
             invalid[feat.name] = int(bad.sum() + unparsed.sum())
         values[feat.name] = col
     labels = frame[LABEL].astype("string").str.strip()
+    check_labels(labels, column=label_column)
 
     drops: list[dict[str, Any]] = []
 
@@ -139,6 +169,8 @@ def prepare_frame(
     )
     repeated = pd.Series(~values.index.isin(keep_index), index=values.index)
     drop(repeated, "repeated student (same id, email or identical row)")
+    # On students, not rows: an id column repeated with each student's rows is still an id.
+    check_label_variety(labels, column=label_column)
 
     counts = labels.value_counts()
     rare = counts[counts < min_rows_per_class]

@@ -9,9 +9,13 @@ passes the quality gate (or `force` is set) and ACTIVE still names the version t
 started from. Servers notice the new pointer through their model poller.
 
 The rows a job trains on are the only copy of uploaded data on disk: the prepared features
-and label (no names, emails or ids), mode 0600, deleted however the job ends.
+and label (no names, emails or ids), mode 0600, deleted however the job ends. A job's
+record is mode 0600 too (its row counts name careers) and is deleted once the job has been
+over for RETRAIN_JOB_RETENTION_DAYS: at start-up and whenever a job is submitted. An upload
+refused by its checks leaves no record at all: it is refused before a job exists.
 """
 
+import contextlib
 import logging
 import os
 import re
@@ -20,7 +24,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +58,9 @@ GROUP = "_group"
 # none, and a process's environment is readable by its user in /proc.
 _SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSW|CREDENTIAL|PRIVATE", re.IGNORECASE)
 SHUTDOWN_REASON = "the service shut down during training"
+# Job records are read by the server processes and workers of this user only; a record
+# names the careers it counted and the columns it ignored.
+RECORD_MODE = 0o600
 STOP_SECONDS = 10.0
 
 
@@ -64,7 +71,7 @@ def _now() -> str:
 def write_job(path: Path, job: JobRecord) -> None:
     """Replace a job file atomically, so readers never see half a file."""
     job.updated_at = _now()
-    atomic_write(path, job.model_dump_json(indent=2).encode(), mode=0o644)
+    atomic_write(path, job.model_dump_json(indent=2).encode(), mode=RECORD_MODE)
 
 
 def read_job(path: Path) -> JobRecord | None:
@@ -150,6 +157,10 @@ class RetrainJobs:
         """Validate now (422 for unusable tables), then start the job and return it (queued)."""
         data = prepare_frame(frame, mapping=mapping, min_rows_per_class=MIN_ROWS_PER_CLASS)
         self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.expire()
+        except OSError:  # old records staying a while longer must not refuse a job
+            logger.exception("could not delete expired retraining job records")
         job_id = uuid.uuid4().hex[:16]
         self.lock.take(job_id)
         rows = data_path(self.store.root, job_id)
@@ -229,13 +240,16 @@ class RetrainJobs:
 
     def recover(self) -> None:
         """At start-up: fail the jobs whose process is gone, delete every data file no live job
-        needs, and free a lock whose holder is gone."""
+        needs, free a lock whose holder is gone, and delete expired records."""
         if not self.dir.is_dir():
             return
         for path in sorted(self.dir.glob("*.json")):
             job = self._read(path.stem)
             if job and job.state in ACTIVE_STATES and not self._alive(job):
                 self._fail(job, "the training process was gone when the service started")
+            elif job:  # written by a version that made records 0644
+                with contextlib.suppress(FileNotFoundError):  # expired by another process
+                    path.chmod(RECORD_MODE)
         for rows in sorted(self.dir.glob("*.csv")):
             job = self._read(rows.stem)
             if job is None and self.lock.held_for(rows.stem):
@@ -245,6 +259,36 @@ class RetrainJobs:
             rows.unlink(missing_ok=True)
             logger.warning("deleted the orphaned training data of job %s", rows.stem)
         self.lock.release_if_stale()
+        self.expire()
+
+    def expire(self) -> int:
+        """Delete the records of jobs over for longer than RETRAIN_JOB_RETENTION_DAYS (by
+        their last update); how many went. Queued and running jobs are never touched."""
+        if not self.dir.is_dir():
+            return 0
+        cutoff = datetime.now(UTC) - timedelta(days=self.settings.retrain_job_retention_days)
+        expired = 0
+        for path in sorted(self.dir.glob("*.json")):
+            if not _JOB_ID.fullmatch(path.stem):
+                continue
+            job = read_job(path)
+            if job is not None and job.state in ACTIVE_STATES:
+                continue
+            try:
+                if _last_update(job, path) < cutoff:
+                    path.unlink()
+                    expired += 1
+            except FileNotFoundError:  # another process expired it first
+                continue
+        # What a writer killed mid-write left of a record (atomic_write's temporary file).
+        for path in sorted(self.dir.glob(".*.json-*")):
+            with contextlib.suppress(FileNotFoundError):
+                if datetime.fromtimestamp(path.stat().st_mtime, UTC) < cutoff:
+                    path.unlink()
+                    expired += 1
+        if expired:
+            logger.info("deleted %d expired retraining job record(s)", expired)
+        return expired
 
     def _reap(self, process: subprocess.Popen[bytes], job_id: str) -> None:
         """Wait for the worker; if it died without a final state, record that."""
@@ -297,6 +341,18 @@ def _os_reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return type(exc).__name__
+
+
+def _last_update(job: JobRecord | None, path: Path) -> datetime:
+    """When a record last changed: its own time, else (unreadable, or written without
+    times) the file's."""
+    try:
+        if job is not None and job.updated_at:
+            when = datetime.fromisoformat(job.updated_at)
+            return when if when.tzinfo else when.replace(tzinfo=UTC)
+    except ValueError:
+        pass
+    return datetime.fromtimestamp(path.stat().st_mtime, UTC)
 
 
 def _try_write_job(path: Path, job: JobRecord) -> None:

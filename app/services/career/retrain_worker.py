@@ -140,10 +140,15 @@ def run(root: Path, job_id: str, job_run: JobRun | None = None) -> int:
         logger.exception("retrain job %s failed", job_id)
         with job_run.lock:
             job_run.finish(state="failed", error=_os_error(exc, job))
-    except Exception as exc:  # recorded for the caller; the traceback goes to the log
+    except Exception as exc:  # the kind is recorded; the traceback goes to the log
         logger.exception("retrain job %s failed", job_id)
+        # Only the kind: a library's message may quote the data (a label, a value), and
+        # the record outlives the job.
         with job_run.lock:
-            job_run.finish(state="failed", error=f"{type(exc).__name__}: {exc}")
+            job_run.finish(
+                state="failed",
+                error=f"{type(exc).__name__} while {job.stage} (the traceback is in the log)",
+            )
     finally:
         with job_run.lock:
             job_run.finish(state="failed", error="the training process ended unexpectedly")

@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import re
 from collections import Counter
 from typing import Any
 
@@ -13,6 +14,7 @@ from app.core.exceptions import InvalidInput, MalformedUpload, PayloadTooLarge
 # Most distinct keys across JSON records: N records with N distinct keys would make an
 # N x N table, quadratic in time and memory; real data has a few dozen columns.
 MAX_RECORD_COLUMNS = 500
+_LONE_CR = re.compile(r"\r(?!\n)")
 
 
 def parse_csv(data: bytes, *, max_rows: int) -> pd.DataFrame:
@@ -27,14 +29,24 @@ def parse_csv(data: bytes, *, max_rows: int) -> pd.DataFrame:
         ) from exc
     if not text.strip():
         raise MalformedUpload("The file is empty.", details=[{"field": "file"}])
-    if text.count("\n") > max_rows + 1:
-        raise PayloadTooLarge(
-            f"The file has more than {max_rows} rows (MAX_TRAINING_ROWS).",
-            details=[{"field": "file", "max_rows": max_rows}],
+    # pandas splits rows at a lone CR, Python's csv module refuses one: the two would read
+    # different tables from one file, so the file is refused before either reads it.
+    lone_cr = _LONE_CR.search(text)
+    if lone_cr:
+        line = text.count("\n", 0, lone_cr.start()) + 1
+        raise MalformedUpload(
+            f"The file has a carriage return without a line feed on line {line} (CR-only "
+            "line endings); save it with LF or CRLF line endings.",
+            details=[{"field": "file", "line": line}],
         )
     # Checked before pandas parses the table: a header that repeats names is refused at
     # once, however wide the table.
-    header = next(csv.reader(io.StringIO(text.lstrip("\n"))), [])
+    try:
+        header = next(csv.reader(io.StringIO(text.lstrip("\n"))), [])
+    except csv.Error as exc:  # a header cell over the csv module's field size limit
+        raise MalformedUpload(
+            f"The CSV header cannot be read: {exc}.", details=[{"field": "file", "line": 1}]
+        ) from exc
     repeated = sorted(name for name, n in Counter(header).items() if n > 1)  # linear
     if repeated:
         raise MalformedUpload(
@@ -42,15 +54,26 @@ def parse_csv(data: bytes, *, max_rows: int) -> pd.DataFrame:
             details=[{"field": "file", "line": 1}],
         )
     try:
+        # Rows as parsed (a quoted cell may span lines), and no more than one past the
+        # limit: the parse stops there.
         frame = pd.read_csv(
-            io.StringIO(text), dtype=str, keep_default_na=True, skipinitialspace=True
+            io.StringIO(text),
+            dtype=str,
+            keep_default_na=True,
+            skipinitialspace=True,
+            nrows=max_rows + 1,
         )
-    except pd.errors.ParserError as exc:
+    except (pd.errors.ParserError, csv.Error) as exc:
         raise MalformedUpload(
             f"The CSV is malformed: {exc}".strip(), details=[{"field": "file"}]
         ) from exc
     except pd.errors.EmptyDataError as exc:
         raise MalformedUpload("The CSV has no columns.", details=[{"field": "file"}]) from exc
+    if len(frame) > max_rows:
+        raise PayloadTooLarge(
+            f"The file has more than {max_rows} rows (MAX_TRAINING_ROWS).",
+            details=[{"field": "file", "max_rows": max_rows}],
+        )
     return frame
 
 

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,7 @@ def test_popen_failure_deletes_the_data_and_frees_the_lock(
     (record,) = (career_model_dir / ".jobs").glob("*.json")
     job = json.loads(record.read_text())
     assert job["state"] == "failed" and "could not start" in job["error"]
+    assert stat.S_IMODE(record.stat().st_mode) == 0o600
 
 
 def test_reaper_records_a_killed_worker_and_deletes_its_data(
@@ -362,3 +364,86 @@ def test_json_records_with_ever_new_keys_are_refused_in_linear_time() -> None:
     assert time.perf_counter() - started < 0.5
     frame = records_frame([{"math": 90, "label": "Doctor"}, {"label": "Nurse"}], max_rows=10)
     assert list(frame.columns) == ["math", "label"] and len(frame) == 2
+
+
+# --- what job records keep, and for how long ---------------------------------------------
+
+
+def _aged(path: Path, days: float, **record: Any) -> Path:
+    when = (datetime.now(UTC) - timedelta(days=days)).isoformat(timespec="seconds")
+    if record:
+        path.write_text(json.dumps({"created_at": when, "updated_at": when, **record}))
+    old = time.time() - days * 86400
+    os.utime(path, (old, old))
+    return path
+
+
+def test_expired_records_go_live_and_recent_ones_stay(
+    make_settings: Callable[..., Settings], career_model_dir: Path
+) -> None:
+    jobs_dir = career_model_dir / ".jobs"
+    jobs_dir.mkdir()
+    me = {"pid": os.getpid(), "start": process_start(os.getpid())}
+    live = "1" * 16  # running for 40 days, its worker still alive: never expired
+    (jobs_dir / "LOCK").write_text(json.dumps({"job_id": live, **me}))
+    kept = [
+        _aged(jobs_dir / f"{live}.json", 40, id=live, state="running", pid_start=me["start"], **me),
+        _aged(jobs_dir / f"{'2' * 16}.json", 6, id="2" * 16, state="succeeded"),
+        _aged(jobs_dir / "notes.json", 40, note="not a job record"),
+    ]
+    gone = [
+        _aged(jobs_dir / f"{'3' * 16}.json", 8, id="3" * 16, state="rejected"),
+        _aged(jobs_dir / f"{'4' * 16}.json", 8, id="4" * 16, state="failed", updated_at="?"),
+        _aged(jobs_dir / f"{'5' * 16}.json", 8, id="5" * 16, state="succeeded", updated_at=""),
+    ]
+    garbage = jobs_dir / f"{'6' * 16}.json"
+    garbage.write_bytes(b"\x00 not json")
+    gone.append(_aged(garbage, 8))
+    half_written = jobs_dir / f".{'7' * 16}.json-x1y2z3"
+    half_written.write_text("{")
+    gone.append(_aged(half_written, 8))
+
+    jobs = RetrainJobs(make_settings(retrain_job_retention_days=7), ModelStore(career_model_dir))
+
+    assert [p for p in kept if not p.exists()] == []
+    assert [p for p in gone if p.exists()] == []
+    assert job_file(career_model_dir, live)["state"] == "running"
+    assert jobs.expire() == 0  # nothing more to do
+    # Records left by versions that wrote them 0644 are made private at start-up.
+    assert stat.S_IMODE(kept[1].stat().st_mode) == 0o600
+
+
+def test_a_failed_job_records_the_kind_of_error_not_its_message(
+    jobs: RetrainJobs, career_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.services.career import retrain_worker
+
+    def noisy_training(*args: Any, **kwargs: Any) -> None:
+        raise ValueError("y contains previously unseen labels: ['pupil1@example.test']")
+
+    monkeypatch.setattr(retrain.subprocess, "Popen", _no_worker)
+    monkeypatch.setattr(retrain_worker, "train_model", noisy_training)
+    with pytest.raises(OSError):
+        jobs.submit(students(), mapping=None, force=False, source="csv")
+    (record,) = (career_model_dir / ".jobs").glob("*.json")
+    job_id = record.stem
+    # The worker's run, in this process: a record and data file as the server leaves them.
+    job = retrain.read_job(record)
+    assert job is not None
+    job.state, job.error = "queued", None
+    retrain.write_job(record, job)
+    write_training_rows(
+        retrain.data_path(career_model_dir, job_id), prepare_frame(students(), mapping=None)
+    )
+
+    retrain_worker.run(career_model_dir, job_id)
+
+    job_data = job_file(career_model_dir, job_id)
+    assert job_data["state"] == "failed"
+    assert job_data["error"].startswith("ValueError while ")
+    assert "example.test" not in record.read_text()
+    assert data_files(career_model_dir) == []
+
+
+def _no_worker(*args: Any, **kwargs: Any) -> None:
+    raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
