@@ -14,7 +14,7 @@ from fastapi_offline import FastAPIOffline
 
 from app import __version__
 from app.api import metrics as metrics_route
-from app.api.v1 import career, clip, health, registry
+from app.api.v1 import career, clip, health, outcomes, registry
 from app.config import Settings, get_settings
 from app.core import metrics
 from app.core.handlers import register_exception_handlers
@@ -27,6 +27,7 @@ from app.services.career.bundle import ModelStore
 from app.services.career.recommender import CareerRecommender
 from app.services.career.retrain import RetrainJobs
 from app.services.clip.service import ClipService
+from app.services.outcomes.lifecycle import start_closed_loop
 from app.services.served import ServedModel
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ def _body_limit(settings: Settings) -> Callable[[str], int]:
     many = image * settings.max_images_per_request
     limits = {
         "/api/v1/career/retrain": settings.max_training_upload_bytes + 64 * 1024,
+        # A record is a few hundred bytes; 2 KiB each leaves room for every optional field.
+        "/api/v1/career/outcomes": settings.max_outcome_batch * 2048 + 64 * 1024,
         "/api/v1/clip/compare": 2 * image,
         "/api/v1/clip/json/compare": 2 * image,
         "/api/v1/clip/match": image,
@@ -101,10 +104,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.retrain = RetrainJobs(settings, store)
         served: list[ServedModel] = [recommender, clip]
         app.state.models = {model.name: model for model in served}
+        # The outcome store connects lazily: its scheduler's first round migrates it in the
+        # background, and a database that is down never delays start-up.
+        app.state.outcomes, scheduler = start_closed_loop(settings, recommender, app.state.retrain)
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(_follow_active_model, recommender, settings.model_poll_seconds, served)
+            tasks.start_soon(scheduler.run)
             yield
             tasks.cancel_scope.cancel()
+        app.state.outcomes.store.close()
         # Here on SIGTERM once the requests in flight have been answered (uvicorn waits up
         # to SHUTDOWN_GRACE_SECONDS for them), CLIP batches included.
         clip.close()
@@ -136,7 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
-        allow_methods=["GET", "POST"],
+        allow_methods=["GET", "POST", "DELETE"],
         allow_headers=[
             "Content-Type",
             "Authorization",
@@ -152,6 +160,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api = APIRouter(prefix="/api/v1", dependencies=[Depends(require_api_key)])
     api.include_router(career.router)
     api.include_router(registry.router)
+    api.include_router(outcomes.router)
     api.include_router(clip.router)
     app.include_router(api)
     app.include_router(health.router)

@@ -52,6 +52,19 @@ _ERRORS: dict[int, tuple[str, str, str]] = {
 }
 
 
+def documented(
+    status: int, description: str, code: str, message: str
+) -> dict[int | str, dict[str, Any]]:
+    """A `responses=` entry for a status whose description and example a route words itself."""
+    return {
+        status: {
+            "model": ErrorEnvelope,
+            "description": description,
+            "content": {"application/json": {"example": _example(code, message)}},
+        }
+    }
+
+
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """`responses=` entries for the given statuses, each with its envelope and an example."""
     out: dict[int | str, dict[str, Any]] = {}

@@ -28,6 +28,7 @@ ERROR_STATUS: dict[type[AppError], tuple[int, str]] = {
     domain.Overloaded: (429, "OVERLOADED"),
     domain.MalformedUpload: (400, "MALFORMED_CSV"),
     domain.ModelInvalid: (409, "MODEL_INVALID"),
+    domain.StoreUnavailable: (503, "STORE_UNAVAILABLE"),
 }
 
 _HTTP_CODES = {
