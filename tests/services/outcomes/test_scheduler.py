@@ -60,3 +60,65 @@ def test_the_interval_and_a_running_job_hold_it_back() -> None:
     assert decide(signals(**crossed, seconds_since_last_auto=3599), settings()) is None
     assert decide(signals(**crossed, seconds_since_last_auto=3600), settings()) is not None
     assert decide(signals(**crossed, job_running=True), settings()) is None
+
+
+class FakeLeadership:
+    def __init__(self, leader: bool) -> None:
+        self.leader = leader
+
+    def hold(self) -> bool:
+        return self.leader
+
+    def release(self) -> None:
+        pass
+
+
+class FakeService:
+    """What the scheduler reads and starts, recorded."""
+
+    def __init__(self, new: int) -> None:
+        self.new = new
+        self.started: list[dict[str, object]] = []
+        self.purged = 0
+        self.career = type("Career", (), {"_model": object()})()
+        self.jobs = type(
+            "Jobs",
+            (),
+            {
+                "lock": type("Lock", (), {"holder": lambda self: None})(),
+                "history": lambda self: [],
+            },
+        )()
+
+    def purge(self) -> int:
+        self.purged += 1
+        return 0
+
+    def new_since_active(self) -> int:
+        return self.new
+
+    def live_quality(self) -> None:
+        return None
+
+    def retrain(self, **kwargs: object) -> object:
+        self.started.append(kwargs)
+        return type("Job", (), {"id": "j1"})()
+
+
+def test_only_the_leader_acts_and_an_auto_job_records_why() -> None:
+    from app.services.outcomes.scheduler import RetrainScheduler
+
+    config = settings(retrain_min_new_outcomes=10)
+    follower = FakeService(new=50)
+    RetrainScheduler(config, follower, None, FakeLeadership(False)).tick()  # type: ignore[arg-type]
+    assert follower.started == [] and follower.purged == 0
+    leader = FakeService(new=50)
+    scheduler = RetrainScheduler(config, leader, None, FakeLeadership(True))  # type: ignore[arg-type]
+    reason = scheduler.tick()
+    assert reason is not None and "50 new outcomes" in reason
+    assert leader.started == [{"trigger": "auto", "reason": reason, "force": False}]
+    assert leader.purged == 1
+    assert scheduler.tick() is None  # the interval (3600 s) holds the next one back
+    manual = FakeService(new=50)
+    RetrainScheduler(settings(retrain_policy="manual"), manual, None, FakeLeadership(True)).tick()  # type: ignore[arg-type]
+    assert manual.started == [] and manual.purged == 1  # retention runs under either policy
