@@ -124,11 +124,10 @@ class KeyPolicy:
         if self._admin is None:
             self._admin = self._admin_routes()
         for regex, admin, documented in self._admin:
-            if regex.match(path):
-                # A path may mix levels (POST outcomes: gateway; DELETE outcomes: admin). Any
-                # method the path does not document still needs the admin key to learn that.
-                if method in admin or method not in documented:
-                    return "admin"
+            # A path may mix levels (POST outcomes: gateway; DELETE outcomes: admin). Any
+            # method the path does not document still needs the admin key to learn that.
+            if regex.match(path) and (method in admin or method not in documented):
+                return "admin"
         return "api" if path.startswith("/api/") else None
 
     def problem(self, scope: Scope) -> AppError | None:
