@@ -52,7 +52,10 @@ def test_openapi_documents_envelopes_and_error_codes(client: TestClient) -> None
                 assert security == [{"APIKeyHeader": []}, bearer], path
     assert "POST /api/v1/career/retrain" in admin_routes
     assert all(
-        "retrain" in r or "activate" in r or "rollback" in r or r == "DELETE /api/v1/career/outcomes"
+        "retrain" in r
+        or "activate" in r
+        or "rollback" in r
+        or r == "DELETE /api/v1/career/outcomes"
         for r in admin_routes
     )
     # The gateway reports outcomes with its own key; only erasure needs an admin key.
