@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, delete, func, select
+from sqlalchemy import Connection, Engine, bindparam, case, delete, func, select, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import postgresql, sqlite
 
 from app.core.exceptions import StoreUnavailable
 from app.db import migrate
@@ -28,6 +27,19 @@ logger = logging.getLogger(__name__)
 # After a failed connection, calls answer 503 at once for this long before trying again.
 RETRY_S = 2.0
 RETRY_AFTER_S = 5
+
+
+# One statement for every batch, on both databases: the drivers run it as a plain
+# executemany (psycopg pipelines it, prepared once) and sum the rows inserted, which is
+# `stored`; an idempotency hash seen before is skipped. The Core insert construct would
+# instead build one statement of every row's values per batch (several times slower on
+# PostgreSQL) and report no row count. Typed parameters keep the columns' conversions.
+_COLUMNS = [column for column in outcomes.c if column.name != "id"]
+_INSERT = text(
+    f"INSERT INTO outcomes ({', '.join(c.name for c in _COLUMNS)}) "
+    f"VALUES ({', '.join(':' + c.name for c in _COLUMNS)}) "
+    "ON CONFLICT (idempotency_hash) DO NOTHING"
+).bindparams(*(bindparam(c.name, type_=c.type) for c in _COLUMNS))
 
 
 @dataclass(frozen=True)
@@ -124,14 +136,9 @@ class OutcomeStore:
         how many were stored. One transaction: all of them or none."""
         if not rows:
             return 0
-        statement = (
-            (postgresql.insert if self.postgres else sqlite.insert)(outcomes)
-            .on_conflict_do_nothing(index_elements=["idempotency_hash"])
-            .returning(outcomes.c.id)
-        )
         with self._begin() as connection:
-            stored = connection.execute(statement, list(rows)).all()
-        return len(stored)
+            result = connection.execute(_INSERT, list(rows))
+        return int(result.rowcount)
 
     def erase(self, subject_hash: str) -> int:
         with self._begin() as connection:
