@@ -9,8 +9,9 @@ newest fills up.
 
 The reference comes from the bundle: every career's quantiles of every feature and its
 student count (reference.json), so the population is their mixture. Bin edges are that
-population's deciles (on half units, so whole-number scores never sit on an edge); the
-top-1 reference is the model's answers on students drawn from the same mixture.
+population's deciles (on half units, so whole-number scores never sit on an edge). The
+top-1 reference is the model's answers on its training students (`predicted_top1`, kept
+by bundles trained since), or for older bundles on students drawn from the mixture.
 """
 
 import math
@@ -138,8 +139,6 @@ def build_reference(model: ActiveModel) -> ModelReference:
         first_slot.append(len(boundaries))
         boundaries.extend(float(e) + j * spread for e in edges)
     boundaries.append(len(names) * spread)  # above every valid value: NaN alone sorts past it
-    rows = sample_students(model, REFERENCE_SAMPLE, REFERENCE_SEED)
-    top1 = np.asarray(model.proba(rows)).argmax(axis=1)
     return ModelReference(
         version=model.bundle.version,
         features=names,
@@ -149,8 +148,20 @@ def build_reference(model: ActiveModel) -> ModelReference:
         first_slot=np.asarray(first_slot, dtype=np.intp),
         nbins=np.array([len(edges) + 1 for edges, _ in per_feature], dtype=np.intp),
         expected=[shares for _, shares in per_feature],
-        expected_top1=np.bincount(top1, minlength=len(model.classes)) / len(rows),
+        expected_top1=_expected_top1(model),
     )
+
+
+def _expected_top1(model: ActiveModel) -> np.ndarray:
+    """The model's top-1 shares on its training students (bundles since the closed loop
+    keep them), else on students drawn from its reference quantiles."""
+    recorded = model.bundle.reference.get("predicted_top1")
+    if isinstance(recorded, dict) and set(recorded) >= set(model.classes):
+        shares = np.array([float(recorded[c]) for c in model.classes])
+        return shares / max(float(shares.sum()), 1e-12)
+    rows = sample_students(model, REFERENCE_SAMPLE, REFERENCE_SEED)
+    top1 = np.asarray(model.proba(rows)).argmax(axis=1)
+    return np.bincount(top1, minlength=len(model.classes)) / len(rows)
 
 
 def psi(observed: np.ndarray, expected: np.ndarray) -> float:

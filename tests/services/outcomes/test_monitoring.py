@@ -101,3 +101,24 @@ def test_imputed_values_are_not_counted(model: ActiveModel) -> None:
     features = monitor.snapshot()["drift"]["features"]
     assert features["math"] is not None  # 60 values of math, all in one bin
     assert features["physics"] is None  # none of physics
+
+
+def test_new_bundles_keep_the_models_top1_shares_and_monitoring_uses_them(
+    model: ActiveModel,
+) -> None:
+    from app.services.career.preparation import prepare_frame
+    from app.services.career.training import TrainingConfig, train_model
+
+    data = prepare_frame(usual_students(400, seed=105))
+    trained = train_model(data, config=TrainingConfig(candidates=("logistic_regression",)))
+    shares = trained.reference["predicted_top1"]
+    assert set(shares) == set(trained.classes) and sum(shares.values()) == pytest.approx(1.0)
+    # The fixture predates them: its reference is sampled; given shares are taken as they are.
+    bundle = model.bundle
+    recorded = {c: (1.0 if c == model.classes[0] else 0.0) for c in model.classes}
+    bundle.reference = {**bundle.reference, "predicted_top1": recorded}
+    try:
+        expected = build_reference(ActiveModel(bundle)).expected_top1
+    finally:
+        bundle.reference = {k: v for k, v in bundle.reference.items() if k != "predicted_top1"}
+    assert expected[0] == 1.0 and expected[1:].sum() == 0.0
