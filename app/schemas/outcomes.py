@@ -46,6 +46,8 @@ class OutcomeBatch(BaseModel):
 
     outcomes: list[OutcomeRecord] = Field(
         min_length=1,
+        # The ceiling MAX_OUTCOME_BATCH may be set to; the setting itself is the limit.
+        max_length=10_000,
         description="At most MAX_OUTCOME_BATCH records (default 1,000); 413 beyond.",
     )
 
