@@ -114,7 +114,7 @@ def list_retrain_jobs(jobs: RetrainDep) -> Response:
     "/retrain/store",
     status_code=202,
     response_model=Envelope[RetrainJob],
-    responses=_with(errors(401, 403, 409, 422), STORE_503),
+    responses=_with(errors(401, 403, 409, 413, 422), STORE_503),
     dependencies=Admin,
     summary="Retrain on the outcome store (admin)",
 )

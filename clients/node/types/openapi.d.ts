@@ -3504,6 +3504,30 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
+            /** @description Body or image too large. Error code `PAYLOAD_TOO_LARGE`. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "success": false,
+                     *       "error": {
+                     *         "code": "PAYLOAD_TOO_LARGE",
+                     *         "message": "The request body is larger than this route's limit.",
+                     *         "details": []
+                     *       },
+                     *       "meta": {
+                     *         "request_id": "3f1c2a9e6b7d4e0f",
+                     *         "api_version": "v1",
+                     *         "duration_ms": 0.4
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
             /** @description Invalid fields; `details` names each one. */
             422: {
                 headers: {
