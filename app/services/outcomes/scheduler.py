@@ -102,7 +102,7 @@ class RetrainScheduler:
 
     def _tick(self) -> str | None:
         snapshot = None
-        model = self.service.career._model
+        model = self.service.career.current
         if self.monitor is not None and model is not None:
             self.monitor.prime(model)  # the reference of a new version, off the request path
             snapshot = self.monitor.publish()

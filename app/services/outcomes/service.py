@@ -191,7 +191,7 @@ class OutcomeService:
         return new
 
     def live_quality(self) -> LiveQuality:
-        model = self.career._model  # no 503 here: monitoring answers while a model loads
+        model = self.career.current  # no 503 here: monitoring answers while a model loads
         version = model.bundle.version if model else self.career.store.active_version()
         if version is None:
             return LiveQuality(model_version=None, outcomes=0, top1_accuracy=None, log_loss=None)
@@ -219,7 +219,7 @@ class OutcomeService:
     def monitoring(self) -> Monitoring:
         """Drift in this process's window and live quality from the store."""
         if self.monitor is not None:
-            model = self.career._model
+            model = self.career.current
             if model is not None:
                 self.monitor.prime(model)
             snapshot = self.monitor.publish()

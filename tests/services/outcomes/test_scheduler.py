@@ -80,7 +80,7 @@ class FakeService:
         self.new = new
         self.started: list[dict[str, object]] = []
         self.purged = 0
-        self.career = type("Career", (), {"_model": object()})()
+        self.career = type("Career", (), {"current": object()})()
         self.jobs = type(
             "Jobs",
             (),
