@@ -4,7 +4,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CommaList = Annotated[list[str], NoDecode]
@@ -67,6 +67,25 @@ class Settings(BaseSettings):
     # Records of ended jobs (CAREER_MODEL_DIR/.jobs/<id>.json) are deleted after this long.
     retrain_job_retention_days: float = Field(default=30, gt=0)
     model_poll_seconds: float = Field(default=2.0, gt=0)
+
+    # Closed loop (app/services/outcomes): the outcome store, drift monitoring, automatic
+    # retraining. Empty DATABASE_URL = a SQLite file in CAREER_MODEL_DIR (one host);
+    # postgresql+psycopg://... for several replicas.
+    database_url: str = ""
+    # HMAC-SHA256 key for subject ids and idempotency keys. Empty = a random per-install key
+    # kept in CAREER_MODEL_DIR/.outcome-hash-key (mode 0600), created on first use.
+    outcome_hash_key: SecretStr = SecretStr("")
+    max_outcome_batch: int = Field(default=1000, ge=1, le=10_000)
+    outcome_retention_days: int = Field(default=730, ge=1, le=36_500)
+    retrain_policy: Literal["manual", "auto"] = "manual"
+    retrain_min_new_outcomes: int = Field(default=1000, ge=1)
+    retrain_window_days: int = Field(default=180, ge=1, le=36_500)
+    retrain_min_interval_seconds: int = Field(default=86_400, ge=0)
+    retrain_include_base_rows: bool = True
+    retrain_check_seconds: float = Field(default=60.0, gt=0, le=86_400)
+    drift_psi_threshold: float = Field(default=0.2, gt=0)
+    monitoring_enabled: bool = True
+    monitoring_window: int = Field(default=5000, ge=10, le=10_000_000)
 
     clip_enabled: bool = True
     clip_model_name: str = "ViT-B-32"

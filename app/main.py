@@ -16,7 +16,7 @@ from app.api import metrics as metrics_route
 from app.api import openai_compat
 from app.api.json_body import document_json_bodies
 from app.api.uploads import spool_uploads_in_upload_dir
-from app.api.v1 import career, clip, health, registry
+from app.api.v1 import career, clip, health, outcomes, registry
 from app.config import Settings, get_settings
 from app.core import metrics
 from app.core.dialect import ErrorDialectMiddleware
@@ -30,6 +30,7 @@ from app.services.career.bundle import ModelStore
 from app.services.career.recommender import CareerRecommender
 from app.services.career.retrain import RetrainJobs
 from app.services.clip.service import ClipService
+from app.services.outcomes.lifecycle import start_closed_loop
 from app.services.served import ServedModel
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ def _body_limit(settings: Settings) -> Callable[[str], int]:
     # Settings.largest_body_bytes must stay the largest of these.
     limits = {
         "/api/v1/career/retrain": settings.training_body_bytes,
+        # A record is a few hundred bytes; 2 KiB each leaves room for every optional field.
+        "/api/v1/career/outcomes": settings.max_outcome_batch * 2048 + 64 * 1024,
         "/api/v1/clip/compare": 2 * image,
         "/api/v1/clip/json/compare": 2 * image,
         "/api/v1/clip/match": image,
@@ -109,10 +112,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.retrain = RetrainJobs(settings, store)
         served: list[ServedModel] = [recommender, clip]
         app.state.models = {model.name: model for model in served}
+        # The outcome store connects lazily: its scheduler's first round migrates it in the
+        # background, and a database that is down never delays start-up.
+        app.state.outcomes, scheduler = start_closed_loop(settings, recommender, app.state.retrain)
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(_follow_active_model, recommender, settings.model_poll_seconds, served)
+            tasks.start_soon(scheduler.run)
             yield
             tasks.cancel_scope.cancel()
+        app.state.outcomes.store.close()
         # Here on SIGTERM once the requests in flight have been answered (uvicorn waits up
         # to SHUTDOWN_GRACE_SECONDS for them), CLIP batches included.
         clip.close()
@@ -150,7 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
-        allow_methods=["GET", "POST"],
+        allow_methods=["GET", "POST", "DELETE"],
         allow_headers=[
             "Content-Type",
             "Authorization",
@@ -166,6 +174,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api = APIRouter(prefix="/api/v1", dependencies=[Depends(require_api_key)])
     api.include_router(career.router)
     api.include_router(registry.router)
+    api.include_router(outcomes.router)
     api.include_router(clip.router)
     app.include_router(api)
     app.include_router(openai_compat.router)

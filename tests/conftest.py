@@ -17,6 +17,9 @@ from app.config import Settings
 from app.main import create_app
 from benchmarks.common import free_port
 
+# The outcome store's database fixtures (SQLite and PostgreSQL), for every test module.
+pytest_plugins = ["tests.databases"]
+
 FIXTURES = Path(__file__).parent / "fixtures"
 CAREER_MODELS = FIXTURES / "career_models"
 TINY_CLIP = {

@@ -12,6 +12,7 @@ from app.config import Settings
 from app.services.career.recommender import CareerRecommender
 from app.services.career.retrain import RetrainJobs
 from app.services.clip.service import ClipService
+from app.services.outcomes.service import OutcomeService
 
 
 async def get_settings_dep(request: Request) -> Settings:
@@ -42,3 +43,11 @@ async def get_retrain(request: Request) -> RetrainJobs:
 
 
 RetrainDep = Annotated[RetrainJobs, Depends(get_retrain)]
+
+
+async def get_outcomes(request: Request) -> OutcomeService:
+    outcomes: OutcomeService = request.app.state.outcomes
+    return outcomes
+
+
+OutcomesDep = Annotated[OutcomeService, Depends(get_outcomes)]

@@ -55,6 +55,19 @@ _ERRORS: dict[int, tuple[str, str, str]] = {
 }
 
 
+def documented(
+    status: int, description: str, code: str, message: str
+) -> dict[int | str, dict[str, Any]]:
+    """A `responses=` entry for a status whose description and example a route words itself."""
+    return {
+        status: {
+            "model": ErrorEnvelope,
+            "description": description,
+            "content": {"application/json": {"example": _example(code, message)}},
+        }
+    }
+
+
 # Routes that decode images may also refuse one whose structure or decoding is over budget.
 IMAGE_422 = (
     "Invalid fields (`VALIDATION_ERROR`; `details` names each one), or an image within the "

@@ -92,3 +92,7 @@ class MalformedUpload(AppError):
 
 class ModelInvalid(AppError):
     """A model version exists but fails its checksums or does not load; nothing changed."""
+
+
+class StoreUnavailable(AppError):
+    """The outcome store (the database) cannot be reached or used right now; retry later."""

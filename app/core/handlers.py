@@ -30,6 +30,7 @@ ERROR_STATUS: dict[type[AppError], tuple[int, str]] = {
     domain.BodyBudgetExceeded: (429, "BODY_BUDGET_EXCEEDED"),
     domain.MalformedUpload: (400, "MALFORMED_CSV"),
     domain.ModelInvalid: (409, "MODEL_INVALID"),
+    domain.StoreUnavailable: (503, "STORE_UNAVAILABLE"),
 }
 
 _HTTP_CODES = {

@@ -82,6 +82,45 @@ RETRAIN_DURATION = Histogram(
     buckets=(5, 10, 30, 60, 120, 300, 600, 1800, 3600),
 )  # fmt: skip
 
+# Closed loop (app/services/outcomes). Drift gauges: one series per feature of the active
+# model (a bounded set: the known subjects, interests and habits).
+OUTCOMES_INGESTED = Counter(
+    "career_outcomes_ingested", "Outcome records received, stored or skipped as duplicates.",
+    ["result"],
+)  # fmt: skip
+DRIFT_PSI = Gauge(
+    "career_drift_psi", "PSI of each feature's values in the monitoring window against the "
+    "active model's training reference.", ["feature"], multiprocess_mode="livemax",
+)  # fmt: skip
+DRIFT_MAX_PSI = Gauge(
+    "career_drift_max_psi", "Largest feature PSI in the monitoring window.",
+    multiprocess_mode="livemax",
+)  # fmt: skip
+PREDICTION_PSI = Gauge(
+    "career_prediction_psi", "PSI of the top-1 careers answered in the monitoring window.",
+    multiprocess_mode="livemax",
+)  # fmt: skip
+MONITORING_WINDOW = Gauge(
+    "career_monitoring_window_requests", "Requests in the monitoring window.",
+    multiprocess_mode="livesum",
+)  # fmt: skip
+LIVE_TOP1 = Gauge(
+    "career_live_top1_accuracy", "Top-1 accuracy of the active model on the outcomes scored "
+    "with it on arrival.", multiprocess_mode="livemax",
+)  # fmt: skip
+LIVE_LOG_LOSS = Gauge(
+    "career_live_log_loss", "Log loss of the active model on the outcomes scored with it on "
+    "arrival.", multiprocess_mode="livemax",
+)  # fmt: skip
+OUTCOMES_NEW = Gauge(
+    "career_outcomes_new_since_active", "Outcomes received since the active model was trained.",
+    multiprocess_mode="livemax",
+)  # fmt: skip
+AUTO_RETRAINS = Counter(
+    "career_retrain_auto_triggers", "Automatic retraining jobs started, by what crossed its "
+    "threshold (outcomes, drift or both).", ["reason"],
+)  # fmt: skip
+
 if MULTIPROCESS:
     # The client library's process metrics describe one process only; with several workers
     # each worker reports its own here, summed over live workers under the same names (in

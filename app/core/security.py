@@ -110,9 +110,10 @@ class KeyPolicy:
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
-        self._admin: list[tuple[re.Pattern[str], set[str]]] | None = None
+        self._admin: list[tuple[re.Pattern[str], set[str], set[str]]] | None = None
 
-    def _admin_routes(self) -> list[tuple[re.Pattern[str], set[str]]]:
+    def _admin_routes(self) -> list[tuple[re.Pattern[str], set[str], set[str]]]:
+        """(path regex, its admin methods, all its documented methods) per admin path."""
         routes = []
         for path, operations in self.app.openapi().get("paths", {}).items():
             methods = {
@@ -121,14 +122,17 @@ class KeyPolicy:
                 if any(require_admin_key.scheme_name in r for r in operation.get("security", []))
             }
             if methods:
-                routes.append((compile_path(path)[0], methods))
+                routes.append((compile_path(path)[0], methods, {m.upper() for m in operations}))
         return routes
 
     def level(self, method: str, path: str) -> KeyLevel | None:
         if self._admin is None:
             self._admin = self._admin_routes()
-        if any(regex.match(path) for regex, _ in self._admin):
-            return "admin"  # any method: a wrong one still needs the key to learn that
+        for regex, admin, documented in self._admin:
+            # A path may mix levels (POST outcomes: gateway; DELETE outcomes: admin). Any
+            # method the path does not document still needs the admin key to learn that.
+            if regex.match(path) and (method in admin or method not in documented):
+                return "admin"
         return "api" if path.startswith(KEYED_PREFIXES) else None
 
     def problem(self, scope: Scope) -> AppError | None:

@@ -5,6 +5,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 JobState = Literal["queued", "running", "succeeded", "rejected", "failed"]
+# What started a job: an admin's upload, an admin's retrain on the outcome store, or the
+# scheduler (RETRAIN_POLICY=auto) on the store.
+JobTrigger = Literal["upload", "store", "auto"]
 
 
 class RetrainJson(BaseModel):
@@ -63,7 +66,15 @@ class RetrainJob(BaseModel):
     progress: float = Field(ge=0, le=1)
     created_at: str
     updated_at: str
-    source: str = Field(description="`csv` or `json`.")
+    source: str = Field(description="`csv` or `json` (uploads), `store` (the outcome store).")
+    trigger: JobTrigger = Field(
+        default="upload",
+        description="`upload`, `store` (an admin's retrain on the outcome store) or `auto` "
+        "(the scheduler, RETRAIN_POLICY=auto).",
+    )
+    reason: str | None = Field(
+        default=None, description="Why an automatic job started: the threshold(s) crossed."
+    )
     force: bool
     mapping: dict[str, str]
     rows: dict[str, Any] = Field(

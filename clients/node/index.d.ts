@@ -10,7 +10,7 @@ export type { components, operations, paths };
 /** Every schema of the service, e.g. `Schemas['Recommendation']`. */
 export type Schemas = components['schemas'];
 
-type Method = 'get' | 'post';
+type Method = 'get' | 'post' | 'delete';
 type Op<P extends keyof paths, M extends Method> = NonNullable<paths[P][M]>;
 
 /** The JSON request body of a route. */
@@ -44,6 +44,14 @@ export type ModelVersions = ResponseData<'/api/v1/career/models', 'get'>;
 export type Activation = ResponseData<'/api/v1/career/models/{version}/activate'>;
 export type RetrainRecordsRequest = JsonBody<'/api/v1/career/retrain'>;
 export type RetrainJob = ResponseData<'/api/v1/career/retrain/{job_id}', 'get'>;
+export type RetrainJobs = ResponseData<'/api/v1/career/retrain', 'get'>;
+export type StoreRetrainRequest = JsonBody<'/api/v1/career/retrain/store'>;
+export type OutcomeBatch = JsonBody<'/api/v1/career/outcomes'>;
+export type OutcomeRecord = OutcomeBatch['outcomes'][number];
+export type OutcomeIngest = ResponseData<'/api/v1/career/outcomes'>;
+export type OutcomeStats = ResponseData<'/api/v1/career/outcomes/stats', 'get'>;
+export type Erasure = ResponseData<'/api/v1/career/outcomes', 'delete'>;
+export type Monitoring = ResponseData<'/api/v1/career/monitoring', 'get'>;
 export type CompareResult = ResponseData<'/api/v1/clip/compare'>;
 export type MatchResult = ResponseData<'/api/v1/clip/match'>;
 export type EmbeddingResult = ResponseData<'/api/v1/clip/embed/image'>;
@@ -180,7 +188,7 @@ export interface WaitForJobOptions extends Omit<CallOptions, 'withMeta' | 'timeo
 // ---- client ---------------------------------------------------------------------------------
 
 export interface Route {
-  readonly method: 'GET' | 'POST';
+  readonly method: 'GET' | 'POST' | 'DELETE';
   readonly path: string;
   /** No side effects: may be retried after a network error too. */
   readonly idempotent: boolean;
@@ -190,6 +198,7 @@ export interface Route {
 export declare const ROUTES: Readonly<Record<
   | 'predictCareers' | 'analyzeCareers' | 'listCareers' | 'getInterestVocabulary' | 'getCareerModel'
   | 'listModelVersions' | 'activateModelVersion' | 'retrainFromCsv' | 'retrainFromRecords' | 'getRetrainJob'
+  | 'listRetrainJobs' | 'retrainFromStore' | 'reportOutcomes' | 'getOutcomeStats' | 'eraseOutcomes' | 'getMonitoring'
   | 'compareImages' | 'compareImagesBase64' | 'matchImage' | 'matchImageBase64'
   | 'embedImages' | 'embedImagesBase64' | 'embedTexts' | 'health' | 'live' | 'ready',
   Route
@@ -234,6 +243,25 @@ export declare class MlClient {
   getRetrainJob(jobId: string, options?: CallOptions): Promise<RetrainJob>;
   /** Polls getRetrainJob until succeeded, rejected or failed. */
   waitForRetrainJob(jobId: string, options?: WaitForJobOptions): Promise<RetrainJob>;
+  /** GET /api/v1/career/retrain: every job, newest first, with trigger and reason (admin key) */
+  listRetrainJobs(options: MetaCallOptions): Promise<WithMeta<RetrainJobs>>;
+  listRetrainJobs(options?: CallOptions): Promise<RetrainJobs>;
+  /** POST /api/v1/career/retrain/store: a job on the outcome store (admin key; retried on 429/503 only) */
+  retrainFromStore(body: StoreRetrainRequest | undefined, options: MetaCallOptions): Promise<WithMeta<RetrainJob>>;
+  retrainFromStore(body?: StoreRetrainRequest, options?: CallOptions): Promise<RetrainJob>;
+
+  /** POST /api/v1/career/outcomes (retried on 429/503 only: give records an idempotency_key) */
+  reportOutcomes(body: OutcomeBatch, options: MetaCallOptions): Promise<WithMeta<OutcomeIngest>>;
+  reportOutcomes(body: OutcomeBatch, options?: CallOptions): Promise<OutcomeIngest>;
+  /** GET /api/v1/career/outcomes/stats */
+  getOutcomeStats(options: MetaCallOptions): Promise<WithMeta<OutcomeStats>>;
+  getOutcomeStats(options?: CallOptions): Promise<OutcomeStats>;
+  /** DELETE /api/v1/career/outcomes?subject_id= (admin key) */
+  eraseOutcomes(subjectId: string, options: MetaCallOptions): Promise<WithMeta<Erasure>>;
+  eraseOutcomes(subjectId: string, options?: CallOptions): Promise<Erasure>;
+  /** GET /api/v1/career/monitoring */
+  getMonitoring(options: MetaCallOptions): Promise<WithMeta<Monitoring>>;
+  getMonitoring(options?: CallOptions): Promise<Monitoring>;
 
   /** POST /api/v1/clip/compare (multipart) */
   compareImages(input: CompareInput, options: MetaCallOptions): Promise<WithMeta<CompareResult>>;

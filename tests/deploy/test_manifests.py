@@ -69,6 +69,15 @@ METRICS: dict[str, tuple[str, set[str]]] = {
     "career_model_holdout_top1": ("gauge", set()),
     "career_retrain_jobs_total": ("counter", {"state"}),
     "career_retrain_duration_seconds": ("histogram", set()),
+    "career_outcomes_ingested_total": ("counter", {"result"}),
+    "career_drift_psi": ("gauge", {"feature"}),
+    "career_drift_max_psi": ("gauge", set()),
+    "career_prediction_psi": ("gauge", set()),
+    "career_monitoring_window_requests": ("gauge", set()),
+    "career_live_top1_accuracy": ("gauge", set()),
+    "career_live_log_loss": ("gauge", set()),
+    "career_outcomes_new_since_active": ("gauge", set()),
+    "career_retrain_auto_triggers_total": ("counter", {"reason"}),
     # prometheus_client's process collector
     "process_resident_memory_bytes": ("gauge", set()),
     "process_cpu_seconds_total": ("counter", set()),
@@ -261,6 +270,21 @@ def test_pods_take_their_settings_from_the_configmap_and_secret() -> None:
     [ml] = resource(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
     refs = {next(iter(s.values()))["name"] for s in ml["envFrom"]}
     assert refs == {"skill-compass-ml", resource(docs, "Secret")["metadata"]["name"]}
+    # The outcome store's URL (it may hold a password) and hash key come from a Secret made
+    # out of band, never from a value in git.
+    env = {e["name"]: e for e in ml["env"]}
+    for name in ("DATABASE_URL", "OUTCOME_HASH_KEY"):
+        assert "value" not in env[name]
+        assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "skill-compass-ml-database"
+
+
+def test_compose_runs_the_outcome_store_in_postgres(compose: dict[str, Any]) -> None:
+    ml, postgres = compose["services"]["ml"], compose["services"]["postgres"]
+    url = ml["environment"]["DATABASE_URL"]
+    assert url.startswith("postgresql+psycopg://") and "@postgres:5432/" in url
+    assert postgres["environment"]["POSTGRES_DB"] in url
+    assert "ports" not in postgres  # reached by the ml service only
+    assert ml["depends_on"]["postgres"]["condition"] == "service_started"
 
 
 def test_probes_port_and_scrape_path_exist_in_the_app(app: FastAPI) -> None:
@@ -440,7 +464,7 @@ def test_compose_matches_the_compose_spec(compose: dict[str, Any]) -> None:
     validator = jsonschema.validators.validator_for(schema)(schema)
     errors = [f"{'.'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(compose)]
     assert not errors
-    assert set(compose["services"]) == {"prefetch", "ml", "gateway"}
+    assert set(compose["services"]) == {"prefetch", "ml", "gateway", "postgres"}
 
 
 def test_compose_names_only_real_settings_with_valid_values(compose: dict[str, Any]) -> None:
@@ -510,7 +534,7 @@ def test_compose_volumes_and_read_only_root(compose: dict[str, Any]) -> None:
     assert mounts(prefetch)[env["CLIP_MODEL_CACHE_DIR"]] == ("clip-cache", False)
     assert mounts(ml)[env["UPLOAD_DIR"]][0] == "tmpfs"
     assert mounts(ml)["/tmp"][0] == "tmpfs"
-    assert set(compose["volumes"]) == {"career-models", "clip-cache"}
+    assert set(compose["volumes"]) == {"career-models", "clip-cache", "outcome-db"}
     for name, service in compose["services"].items():
         assert service["read_only"] is True, name
         assert service["cap_drop"] == ["ALL"], name
@@ -605,6 +629,7 @@ def test_dashboard_has_the_promised_panels() -> None:
         "request rate", "p50 / p95 / p99", "in-flight", "4xx / 5xx", "429", "batch size",
         "queue depth", "inference", "preprocess", "hit ratio", "model state", "runtime",
         "career model version", "holdout top-1", "retrain jobs", "retrain duration",
-        "memory", "cpu", "file descriptors",
+        "memory", "cpu", "file descriptors", "drift psi", "live quality", "outcomes ingested",
+        "automatic retrains",
     ):  # fmt: skip
         assert words in text, words

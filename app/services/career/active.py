@@ -291,6 +291,11 @@ class ModelHolder:
         return model
 
     @property
+    def current(self) -> ActiveModel | None:
+        """The served model, or None while none is: for readers that must not raise 503."""
+        return self._model
+
+    @property
     def state(self) -> ModelState:
         return "loaded" if self._model else "loading" if self.loading else "unavailable"
 

@@ -4,6 +4,7 @@ The served model and its hot swap live in `active.py`, cohort statistics in `coh
 explanations in `explain.py`; this module turns them into answers.
 """
 
+from collections.abc import Callable
 from typing import Any, TypedDict
 
 import anyio
@@ -50,8 +51,15 @@ class PredictAnswer(TypedDict):
     warnings: list[str]
 
 
+# Told about every predict and analyze: the model, the feature row (NaN where imputed) and
+# the top-1 career's index. Drift monitoring (app/services/outcomes/monitoring.py) is one.
+RequestObserver = Callable[[ActiveModel, np.ndarray, int], None]
+
+
 class CareerRecommender(ModelHolder):
     """The career service: the served model (see ModelHolder) and what it answers."""
+
+    observer: RequestObserver | None = None
 
     def versions(self) -> list[ModelVersion]:
         """Every stored version, newest first, with its metrics and the active flag."""
@@ -85,6 +93,8 @@ class CareerRecommender(ModelHolder):
         row, warnings = self._row(model, request)
         proba = model.proba(row.values[None, :])[0]
         top: list[int] = np.argsort(-proba, kind="stable")[: request.top_k].tolist()
+        if self.observer is not None:
+            self.observer(model, row.values, top[0])
         probabilities: list[float] = proba.tolist()  # Python floats: no numpy scalars below
         recommendations: list[Recommendation] = []
         for rank, index in enumerate(top, start=1):
@@ -115,6 +125,8 @@ class CareerRecommender(ModelHolder):
         careers = model.resolve(request.careers)
         row, warnings = self._row(model, request)
         effects = what_if(model.proba, model.spec, model.baseline, row.values)
+        if self.observer is not None:
+            self.observer(model, row.values, int(np.argmax(effects.base)))
         analyses = []
         for index in careers:
             profile = model.profiles[index]

@@ -34,7 +34,7 @@ from pydantic import ValidationError
 from app.config import Settings
 from app.core import metrics
 from app.core.exceptions import NotFound
-from app.schemas.retrain import JobConfig, JobRecord, RetrainJob
+from app.schemas.retrain import JobConfig, JobRecord, JobTrigger, RetrainJob
 from app.services.career.bundle import ModelStore
 from app.services.career.features import FeatureSpec
 from app.services.career.job_lock import JobLock, is_here, process_start, same_process
@@ -56,7 +56,9 @@ _JOB_ID = re.compile(r"[0-9a-f]{16}")
 GROUP = "_group"
 # Environment variables the worker does not get: keys, tokens, passwords. Training needs
 # none, and a process's environment is readable by its user in /proc.
-_SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSW|CREDENTIAL|PRIVATE", re.IGNORECASE)
+_SECRET_NAME = re.compile(
+    r"KEY|SECRET|TOKEN|PASSW|CREDENTIAL|PRIVATE|DATABASE_URL", re.IGNORECASE
+)  # a database URL may hold a password
 SHUTDOWN_REASON = "the service shut down during training"
 # Job records are read by the server processes and workers of this user only; a record
 # names the careers it counted and the columns it ignored.
@@ -152,10 +154,20 @@ class RetrainJobs:
             logger.exception("could not recover the retraining jobs")
 
     def submit(
-        self, frame: pd.DataFrame, *, mapping: dict[str, str] | None, force: bool, source: str
+        self,
+        frame: pd.DataFrame,
+        *,
+        mapping: dict[str, str] | None,
+        force: bool,
+        source: str,
+        trigger: JobTrigger = "upload",
+        reason: str | None = None,
+        report: dict[str, object] | None = None,
     ) -> RetrainJob:
-        """Validate now (422 for unusable tables), then start the job and return it (queued)."""
+        """Validate now (422 for unusable tables), then start the job and return it (queued).
+        `report`: facts added to the job's row report (and so to the new version's manifest)."""
         data = prepare_frame(frame, mapping=mapping, min_rows_per_class=MIN_ROWS_PER_CLASS)
+        data.report.update(report or {})
         self.dir.mkdir(parents=True, exist_ok=True)
         try:
             self.expire()
@@ -173,6 +185,8 @@ class RetrainJobs:
                 state="queued",
                 created_at=_now(),
                 source=source,
+                trigger=trigger,
+                reason=reason,
                 force=force,
                 mapping=mapping or {},
                 rows=data.report,
@@ -324,6 +338,14 @@ class RetrainJobs:
         if not _JOB_ID.fullmatch(job_id):
             return None
         return read_job(self.dir / f"{job_id}.json")
+
+    def history(self) -> list[RetrainJob]:
+        """Every job on record, newest first."""
+        if not self.dir.is_dir():
+            return []
+        jobs = [self._read(path.stem) for path in self.dir.glob("*.json")]
+        found = [job.public() for job in jobs if job is not None]
+        return sorted(found, key=lambda job: (job.created_at, job.id), reverse=True)
 
     def get(self, job_id: str) -> RetrainJob:
         job = self._read(job_id)

@@ -161,8 +161,9 @@ def _promote(
     """Write the version, then activate it only if ACTIVE still names the version the job
     started from: an activation or rollback made during training wins."""
     job = job_run.job
+    origin = "the outcome store" if job.source == "store" else "an upload"
     description = (
-        f"Retrained from an upload of {data.report['rows_received']} rows "
+        f"Retrained from {origin}: {data.report['rows_received']} rows "
         f"({data.report['unique_students']} unique students)"
         + (" with force despite the quality gate." if not gate_passed else ".")
     )

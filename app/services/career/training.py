@@ -217,12 +217,20 @@ def train_model(
         "holdout_rows": len(X_test),
         "seed": config.seed,
     }
+    reference = reference_stats(data)
+    # The model's own top-1 answers on its students: what drift monitoring compares the
+    # top-1 careers it serves with (app/services/outcomes/monitoring.py).
+    top1 = aligned_proba(estimator, X, classes).argmax(axis=1)
+    shares = np.bincount(top1, minlength=len(classes)) / max(len(X), 1)
+    reference["predicted_top1"] = {
+        c: round(float(v), 6) for c, v in zip(classes, shares, strict=True)
+    }
     return TrainedModel(
         estimator=estimator,
         spec=data.spec,
         classes=classes,
         metrics=metrics,
-        reference=reference_stats(data),
+        reference=reference,
         holdout_X=X_test,
         holdout_y=y_test,
         majority=majority,

@@ -25,6 +25,14 @@ export const ROUTES = Object.freeze({
   retrainFromCsv: { method: 'POST', path: '/api/v1/career/retrain', idempotent: false },
   retrainFromRecords: { method: 'POST', path: '/api/v1/career/retrain', idempotent: false },
   getRetrainJob: { method: 'GET', path: '/api/v1/career/retrain/{job_id}', idempotent: true },
+  listRetrainJobs: { method: 'GET', path: '/api/v1/career/retrain', idempotent: true },
+  retrainFromStore: { method: 'POST', path: '/api/v1/career/retrain/store', idempotent: false },
+  // Not retried after a network error: records without an idempotency_key would count twice.
+  reportOutcomes: { method: 'POST', path: '/api/v1/career/outcomes', idempotent: false },
+  getOutcomeStats: { method: 'GET', path: '/api/v1/career/outcomes/stats', idempotent: true },
+  // Erasing twice deletes nothing more: safe to retry.
+  eraseOutcomes: { method: 'DELETE', path: '/api/v1/career/outcomes', idempotent: true },
+  getMonitoring: { method: 'GET', path: '/api/v1/career/monitoring', idempotent: true },
   compareImages: { method: 'POST', path: '/api/v1/clip/compare', idempotent: true },
   compareImagesBase64: { method: 'POST', path: '/api/v1/clip/json/compare', idempotent: true },
   matchImage: { method: 'POST', path: '/api/v1/clip/match', idempotent: true },
@@ -248,6 +256,42 @@ export class MlClient {
     }
   }
 
+  /** Every retraining job, newest first, with `trigger` and (automatic jobs) `reason` (admin). */
+  listRetrainJobs(options) {
+    return this.#call('listRetrainJobs', {}, options);
+  }
+
+  /** Start a retraining job on the outcome store (admin); answers the queued job (HTTP 202). */
+  retrainFromStore(body = {}, options) {
+    return this.#call('retrainFromStore', { json: body }, options);
+  }
+
+  // ---- closed loop: outcomes and monitoring -------------------------------------------------
+
+  /**
+   * Report the careers students chose: `{ outcomes: [{ student, career, observed_at,
+   * subject_id?, idempotency_key? }] }`. All stored or (any invalid row: 422 naming each) none.
+   */
+  reportOutcomes(body, options) {
+    return this.#call('reportOutcomes', { json: body }, options);
+  }
+
+  /** Outcome counts by career and week, and how many are new since the active model. */
+  getOutcomeStats(options) {
+    return this.#call('getOutcomeStats', {}, options);
+  }
+
+  /** Delete every outcome of a subject (admin); `{ deleted: 0 }` for an unknown one. */
+  eraseOutcomes(subjectId, options) {
+    if (subjectId == null || subjectId === '') throw new TypeError('subjectId is required');
+    return this.#call('eraseOutcomes', { query: { subject_id: String(subjectId) } }, options);
+  }
+
+  /** Drift (PSI per feature and of top-1 careers) and live quality of the active model. */
+  getMonitoring(options) {
+    return this.#call('getMonitoring', {}, options);
+  }
+
   // ---- CLIP --------------------------------------------------------------------------------
 
   /**
@@ -343,7 +387,7 @@ export class MlClient {
   /**
    * One call: headers, deadline, attempts, envelope.
    * @param {keyof typeof ROUTES} name
-   * @param {{ params?: Record<string, string>, json?: unknown, parts?: () => Array<object> }} request
+   * @param {{ params?: Record<string, string>, query?: Record<string, string>, json?: unknown, parts?: () => Array<object> }} request
    * @param {import('../index.js').CallOptions} [options]
    */
   async #call(name, request, options = {}) {
@@ -354,7 +398,8 @@ export class MlClient {
       if (value == null || value === '') throw new TypeError(`${key} is required`);
       path = path.replace(`{${key}}`, encodeURIComponent(String(value)));
     }
-    const url = `${this.#baseUrl}${path}`;
+    const query = new URLSearchParams(request.query ?? {}).toString();
+    const url = `${this.#baseUrl}${path}${query ? `?${query}` : ''}`;
 
     const incoming = options.incoming;
     const requestId = options.requestId ?? readHeader(incoming, 'x-request-id') ?? randomUUID().replaceAll('-', '');

@@ -111,7 +111,12 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /**
+         * Retraining jobs, newest first (admin)
+         * @description Every job on record with its `trigger` (`upload`, `store`, `auto`) and, for automatic
+         *     jobs, the `reason` they started.
+         */
+        get: operations["list_retrain_jobs_api_v1_career_retrain_get"];
         put?: never;
         /**
          * Start a retraining job (admin)
@@ -184,6 +189,97 @@ export interface paths {
          * @description Switch the served model without a restart; a version that fails its checks is refused.
          */
         post: operations["activate_api_v1_career_models__version__activate_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/career/outcomes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Report the careers students chose
+         * @description A batch of outcomes (at most MAX_OUTCOME_BATCH): each student checked as predict checks
+         *     it, against the active model, and scored by it. Any invalid row: one 422 naming every bad
+         *     row (`details[].row`), and nothing is stored.
+         */
+        post: operations["post_outcomes_api_v1_career_outcomes_post"];
+        /**
+         * Erase a subject's outcomes (admin)
+         * @description Deletes every outcome reported with this `subject_id`; 200 with `deleted: 0` when there
+         *     are none (erasure is idempotent and does not say whether a subject was ever known).
+         */
+        delete: operations["erase_outcomes_api_v1_career_outcomes_delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/career/outcomes/stats": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Outcome counts
+         * @description Totals by career and by week, and how many arrived since the active model was trained.
+         */
+        get: operations["outcome_stats_api_v1_career_outcomes_stats_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/career/monitoring": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Drift and live quality of the active model
+         * @description PSI per feature and of the top-1 careers over this process's last MONITORING_WINDOW
+         *     predict/analyze requests, against the training reference; top-1 and log loss of the
+         *     active model on the outcomes it scored (`live_quality.error` when the store is down).
+         */
+        get: operations["monitoring_api_v1_career_monitoring_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/career/retrain/store": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Retrain on the outcome store (admin)
+         * @description A job (`trigger: store`) on the outcomes of the last `window_days`, optionally with the
+         *     rows of the active version, through the same checks, quality gate and registry as an
+         *     upload. Poll `GET /api/v1/career/retrain/{job_id}`.
+         */
+        post: operations["retrain_on_store_api_v1_career_retrain_store_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -884,6 +980,35 @@ export interface components {
              */
             contribution: number;
         };
+        /** DriftReport */
+        DriftReport: {
+            /**
+             * Features
+             * @description Feature -> PSI of its values in the window against the training reference; null until the window holds `min_samples` values of it.
+             */
+            features: {
+                [key: string]: number | null;
+            };
+            /** Max Psi */
+            max_psi: number | null;
+            /** Max Feature */
+            max_feature: string | null;
+            /**
+             * Predictions Psi
+             * @description PSI of the top-1 careers answered.
+             */
+            predictions_psi: number | null;
+            /**
+             * Threshold
+             * @description DRIFT_PSI_THRESHOLD.
+             */
+            threshold: number;
+            /**
+             * Drifting
+             * @description max_psi or predictions_psi at or above the threshold.
+             */
+            drifting: boolean;
+        };
         /** EmbedImagesJson */
         EmbedImagesJson: {
             /**
@@ -1075,6 +1200,14 @@ export interface components {
             error?: components["schemas"]["ErrorBody"] | null;
             meta: components["schemas"]["Meta"];
         };
+        /** Envelope[Erasure] */
+        Envelope_Erasure_: {
+            /** Success */
+            success: boolean;
+            data?: components["schemas"]["Erasure"] | null;
+            error?: components["schemas"]["ErrorBody"] | null;
+            meta: components["schemas"]["Meta"];
+        };
         /** Envelope[Health] */
         Envelope_Health_: {
             /** Success */
@@ -1112,6 +1245,30 @@ export interface components {
             /** Success */
             success: boolean;
             data?: components["schemas"]["ModelInfo"] | null;
+            error?: components["schemas"]["ErrorBody"] | null;
+            meta: components["schemas"]["Meta"];
+        };
+        /** Envelope[Monitoring] */
+        Envelope_Monitoring_: {
+            /** Success */
+            success: boolean;
+            data?: components["schemas"]["Monitoring"] | null;
+            error?: components["schemas"]["ErrorBody"] | null;
+            meta: components["schemas"]["Meta"];
+        };
+        /** Envelope[OutcomeIngest] */
+        Envelope_OutcomeIngest_: {
+            /** Success */
+            success: boolean;
+            data?: components["schemas"]["OutcomeIngest"] | null;
+            error?: components["schemas"]["ErrorBody"] | null;
+            meta: components["schemas"]["Meta"];
+        };
+        /** Envelope[OutcomeStats] */
+        Envelope_OutcomeStats_: {
+            /** Success */
+            success: boolean;
+            data?: components["schemas"]["OutcomeStats"] | null;
             error?: components["schemas"]["ErrorBody"] | null;
             meta: components["schemas"]["Meta"];
         };
@@ -1156,6 +1313,23 @@ export interface components {
             data?: components["schemas"]["ModelVersion"][] | null;
             error?: components["schemas"]["ErrorBody"] | null;
             meta: components["schemas"]["Meta"];
+        };
+        /** Envelope[list[RetrainJob]] */
+        Envelope_list_RetrainJob__: {
+            /** Success */
+            success: boolean;
+            /** Data */
+            data?: components["schemas"]["RetrainJob"][] | null;
+            error?: components["schemas"]["ErrorBody"] | null;
+            meta: components["schemas"]["Meta"];
+        };
+        /** Erasure */
+        Erasure: {
+            /**
+             * Deleted
+             * @description Outcomes deleted; 0 when the subject has none (no error).
+             */
+            deleted: number;
         };
         /**
          * ErrorBody
@@ -1340,6 +1514,28 @@ export interface components {
              *     ]
              */
             keywords?: string[] | null;
+        };
+        /** LiveQuality */
+        LiveQuality: {
+            /** Model Version */
+            model_version: string | null;
+            /**
+             * Outcomes
+             * @description Outcomes scored by this version on arrival.
+             */
+            outcomes: number;
+            /** Top1 Accuracy */
+            top1_accuracy: number | null;
+            /**
+             * Log Loss
+             * @description Mean log loss over the outcomes whose career the model knows.
+             */
+            log_loss: number | null;
+            /**
+             * Error
+             * @description Why there are no numbers (store down).
+             */
+            error?: string | null;
         };
         /** Liveness */
         Liveness: {
@@ -1588,6 +1784,92 @@ export interface components {
                 [key: string]: unknown;
             };
         };
+        /** Monitoring */
+        Monitoring: {
+            /**
+             * Enabled
+             * @description MONITORING_ENABLED.
+             */
+            enabled: boolean;
+            /** Model Version */
+            model_version: string | null;
+            window: components["schemas"]["MonitoringWindow"];
+            drift: components["schemas"]["DriftReport"];
+            live_quality: components["schemas"]["LiveQuality"];
+            /**
+             * Retrain Policy
+             * @description RETRAIN_POLICY: manual or auto.
+             */
+            retrain_policy: string;
+        };
+        /** MonitoringWindow */
+        MonitoringWindow: {
+            /**
+             * Size
+             * @description MONITORING_WINDOW: the last N predict/analyze requests.
+             */
+            size: number;
+            /**
+             * Requests
+             * @description Requests in the window now (this server process).
+             */
+            requests: number;
+            /**
+             * Min Samples
+             * @description Values a PSI needs before it is reported.
+             */
+            min_samples: number;
+        };
+        /** OutcomeIngest */
+        OutcomeIngest: {
+            /**
+             * Stored
+             * @description Records stored now.
+             */
+            stored: number;
+            /**
+             * Duplicates
+             * @description Records skipped: their idempotency key was stored before.
+             */
+            duplicates: number;
+            /**
+             * Model Version
+             * @description The active version that validated and scored them.
+             */
+            model_version: string;
+        };
+        /** OutcomeStats */
+        OutcomeStats: {
+            /** Total */
+            total: number;
+            /**
+             * By Career
+             * @description Career -> outcomes, most first.
+             */
+            by_career: {
+                [key: string]: number;
+            };
+            /**
+             * By Week
+             * @description Outcomes per observed week, oldest first.
+             */
+            by_week: components["schemas"]["WeekCount"][];
+            /**
+             * New Since Active
+             * @description Outcomes received since the active model was trained (its created_at).
+             */
+            new_since_active: number;
+            /** Active Version */
+            active_version: string | null;
+            /** Active Trained At */
+            active_trained_at: string | null;
+            /** Oldest Observed At */
+            oldest_observed_at: string | null;
+            /** Newest Observed At */
+            newest_observed_at: string | null;
+            /** Retention Days */
+            retention_days: number;
+        };
         /**
          * OpenAIError
          * @description Every error of a `/v1` route, in OpenAI's shape.
@@ -1717,9 +1999,21 @@ export interface components {
             updated_at: string;
             /**
              * Source
-             * @description `csv` or `json`.
+             * @description `csv` or `json` (uploads), `store` (the outcome store).
              */
             source: string;
+            /**
+             * Trigger
+             * @description `upload`, `store` (an admin's retrain on the outcome store) or `auto` (the scheduler, RETRAIN_POLICY=auto).
+             * @default upload
+             * @enum {string}
+             */
+            trigger?: "upload" | "store" | "auto";
+            /**
+             * Reason
+             * @description Why an automatic job started: the threshold(s) crossed.
+             */
+            reason?: string | null;
             /** Force */
             force: boolean;
             /** Mapping */
@@ -1767,6 +2061,28 @@ export interface components {
              */
             error: string | null;
         };
+        /**
+         * StoreRetrainRequest
+         * @description A retraining job on the outcome store (all fields optional).
+         */
+        StoreRetrainRequest: {
+            /**
+             * Window Days
+             * @description Outcomes observed in the last N days; default RETRAIN_WINDOW_DAYS.
+             */
+            window_days?: number | null;
+            /**
+             * Include Base Rows
+             * @description Add the rows of the version it starts from when they can be rebuilt exactly (the synthetic reference set); default RETRAIN_INCLUDE_BASE_ROWS.
+             */
+            include_base_rows?: boolean | null;
+            /**
+             * Force
+             * @description Promote the candidate even if it fails the quality gate.
+             * @default false
+             */
+            force?: boolean;
+        };
         /** TagMatch */
         TagMatch: {
             /** Tag */
@@ -1812,6 +2128,16 @@ export interface components {
             input?: unknown;
             /** Context */
             ctx?: Record<string, never>;
+        };
+        /** WeekCount */
+        WeekCount: {
+            /**
+             * Week
+             * @description Monday of the ISO week (UTC) the outcomes were observed in.
+             */
+            week: string;
+            /** Count */
+            count: number;
         };
     };
     responses: never;
@@ -2240,6 +2566,74 @@ export interface operations {
                      *       "error": {
                      *         "code": "MODEL_UNAVAILABLE",
                      *         "message": "The career model is not available.",
+                     *         "details": []
+                     *       },
+                     *       "meta": {
+                     *         "request_id": "3f1c2a9e6b7d4e0f",
+                     *         "api_version": "v1",
+                     *         "duration_ms": 0.4
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    list_retrain_jobs_api_v1_career_retrain_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_list_RetrainJob__"];
+                };
+            };
+            /** @description Missing or wrong API key. Error code `UNAUTHORIZED`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "success": false,
+                     *       "error": {
+                     *         "code": "UNAUTHORIZED",
+                     *         "message": "A valid API key is required.",
+                     *         "details": []
+                     *       },
+                     *       "meta": {
+                     *         "request_id": "3f1c2a9e6b7d4e0f",
+                     *         "api_version": "v1",
+                     *         "duration_ms": 0.4
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The key may not do this. Error code `FORBIDDEN`. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "success": false,
+                     *       "error": {
+                     *         "code": "FORBIDDEN",
+                     *         "message": "Retraining needs an admin key.",
                      *         "details": []
                      *       },
                      *       "meta": {
@@ -2778,6 +3172,654 @@ export interface operations {
                      *             "type": "less_than_equal"
                      *           }
                      *         ]
+                     *       },
+                     *       "meta": {
+                     *         "request_id": "3f1c2a9e6b7d4e0f",
+                     *         "api_version": "v1",
+                     *         "duration_ms": 0.4
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    post_outcomes_api_v1_career_outcomes_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "outcomes": [
+                 *         {
+                 *           "student": {
+                 *             "academic_scores": {
+                 *               "math": 92,
+                 *               "physics": 85,
+                 *               "computer_science": 95
+                 *             },
+                 *             "interests": {
+                 *               "keywords": [
+                 *                 "coding"
+                 *               ]
+                 *             }
+                 *           },
+                 *           "career": "software_engineer",
+                 *           "observed_at": "2026-11-30T09:15:00Z",
+                 *           "subject_id": "gw-7f3a9c",
+                 *           "idempotency_key": "batch-2026-11-30-0001"
+                 *         }
+                 *       ]
+                 *     }
+                 */
+                "application/json": {
+                    /**
+                     * Outcomes
+                     * @description At most MAX_OUTCOME_BATCH records (default 1,000); 413 beyond.
+                     */
+                    outcomes: {
+                        /**
+                         * PredictRequest
+                         * @description The student's features, exactly as `POST /api/v1/career/predict` takes them (checked by the same rules against the active model).
+                         */
+                        student: {
+                            /**
+                             * Academic Scores
+                             * @description Subject -> score 0-100. Subjects of the active model: `GET /api/v1/career/model`.
+                             * @example {
+                             *       "computer_science": 95,
+                             *       "english": 70,
+                             *       "math": 92,
+                             *       "physics": 85
+                             *     }
+                             */
+                            academic_scores: {
+                                [key: string]: number;
+                            };
+                            interests?: {
+                                /**
+                                 * Riasec
+                                 * @description Holland (RIASEC) interest scores, 0-100, by dimension name.
+                                 * @example {
+                                 *       "conventional": 55,
+                                 *       "investigative": 85,
+                                 *       "realistic": 60
+                                 *     }
+                                 */
+                                riasec?: {
+                                    [key: string]: number;
+                                } | null;
+                                /**
+                                 * Keywords
+                                 * @description Interest keywords from `GET /api/v1/career/interests`.
+                                 * @example [
+                                 *       "coding",
+                                 *       "math puzzles"
+                                 *     ]
+                                 */
+                                keywords?: string[] | null;
+                            } | null;
+                            habits?: {
+                                /** Weekly Self Study Hours */
+                                weekly_self_study_hours?: number | null;
+                                /** Absence Days */
+                                absence_days?: number | null;
+                                /** Part Time Job */
+                                part_time_job?: boolean | null;
+                                /** Extracurricular Activities */
+                                extracurricular_activities?: boolean | null;
+                            } | null;
+                            /**
+                             * Top K
+                             * @description How many careers to return.
+                             * @default 5
+                             */
+                            top_k?: number;
+                        };
+                        /**
+                         * Career
+                         * @description The career chosen: a catalog id or name (`GET /api/v1/career/careers`).
+                         * @example software_engineer
+                         */
+                        career: string;
+                        /**
+                         * Observed At
+                         * Format: date-time
+                         * @description When the choice was observed: ISO 8601 with a time zone, not in the future, not older than OUTCOME_RETENTION_DAYS.
+                         * @example 2026-11-30T09:15:00Z
+                         */
+                        observed_at: string;
+                        /**
+                         * Subject Id
+                         * @description The gateway's pseudonymous id of the student, for erasure. Stored only as an HMAC-SHA256 under OUTCOME_HASH_KEY.
+                         */
+                        subject_id?: string | null;
+                        /**
+                         * Idempotency Key
+                         * @description A record whose key was stored before is skipped (counted in `duplicates`), so a retried batch is not counted twice. Stored only as a keyed hash.
+                         */
+                        idempotency_key?: string | null;
+                    }[];
+                };
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_OutcomeIngest_"];
+                };
+            };
+            /** @description Missing or wrong API key. Error code `UNAUTHORIZED`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "success": false,
+                     *       "error": {
+                     *         "code": "UNAUTHORIZED",
+                     *         "message": "A valid API key is required.",
+                     *         "details": []
+                     *       },
+                     *       "meta": {
+                     *         "request_id": "3f1c2a9e6b7d4e0f",
+                     *         "api_version": "v1",
+                     *         "duration_ms": 0.4
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Body or image too large. Error code `PAYLOAD_TOO_LARGE`. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "success": false,
+                     *       "error": {
+                     *         "code": "PAYLOAD_TOO_LARGE",
+                     *         "message": "The request body is larger than this route's limit.",
+                     *         "details": []
+                     *       },
+                     *       "meta": {
+                     *         "request_id": "3f1c2a9e6b7d4e0f",
+                     *         "api_version": "v1",
+                     *         "duration_ms": 0.4
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Invalid fields; `details` names each one. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "success": false,
+                     *       "error": {
+                     *         "code": "VALIDATION_ERROR",
+                     *         "message": "The request has 1 invalid field.",
+                     *         "details": [
+                     *           {
+                     *             "field": "academic_scores.math",
+                     *             "message": "Input should be less than or equal to 100",
+                     *             "type": "less_than_equal"
+                     *           }
+                     *         ]
+                     *       },
+                     *       "meta": {
+                     *         "request_id": "3f1c2a9e6b7d4e0f",
+                     *         "api_version": "v1",
+                     *         "duration_ms": 0.4
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The outcome store (database) is unavailable: `STORE_UNAVAILABLE`, with `Retry-After`; predict, analyze and CLIP are unaffected. Or the career model is not loaded (`MODEL_LOADING`, `MODEL_UNAVAILABLE`): it defines which outcomes are valid. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "success": false,
+                     *       "error": {
+                     *         "code": "STORE_UNAVAILABLE",
+                     *         "message": "The outcome store (database) is unavailable; predictions are not affected. Retry later.",
+                     *         "details": []
+                     *       },
+                     *       "meta": {
+                     *         "request_id": "3f1c2a9e6b7d4e0f",
+                     *         "api_version": "v1",
+                     *         "duration_ms": 0.4
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    erase_outcomes_api_v1_career_outcomes_delete: {
+        parameters: {
+            query: {
+                subject_id: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_Erasure_"];
+                };
+            };
+            /** @description Missing or wrong API key. Error code `UNAUTHORIZED`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "success": false,
+                     *       "error": {
+                     *         "code": "UNAUTHORIZED",
+                     *         "message": "A valid API key is required.",
+                     *         "details": []
+                     *       },
+                     *       "meta": {
+                     *         "request_id": "3f1c2a9e6b7d4e0f",
+                     *         "api_version": "v1",
+                     *         "duration_ms": 0.4
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The key may not do this. Error code `FORBIDDEN`. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "success": false,
+                     *       "error": {
+                     *         "code": "FORBIDDEN",
+                     *         "message": "Retraining needs an admin key.",
+                     *         "details": []
+                     *       },
+                     *       "meta": {
+                     *         "request_id": "3f1c2a9e6b7d4e0f",
+                     *         "api_version": "v1",
+                     *         "duration_ms": 0.4
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Invalid fields; `details` names each one. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "success": false,
+                     *       "error": {
+                     *         "code": "VALIDATION_ERROR",
+                     *         "message": "The request has 1 invalid field.",
+                     *         "details": [
+                     *           {
+                     *             "field": "academic_scores.math",
+                     *             "message": "Input should be less than or equal to 100",
+                     *             "type": "less_than_equal"
+                     *           }
+                     *         ]
+                     *       },
+                     *       "meta": {
+                     *         "request_id": "3f1c2a9e6b7d4e0f",
+                     *         "api_version": "v1",
+                     *         "duration_ms": 0.4
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The outcome store (database) is unavailable: `STORE_UNAVAILABLE`, with `Retry-After`; predict, analyze and CLIP are unaffected. Or the career model is not loaded (`MODEL_LOADING`, `MODEL_UNAVAILABLE`): it defines which outcomes are valid. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "success": false,
+                     *       "error": {
+                     *         "code": "STORE_UNAVAILABLE",
+                     *         "message": "The outcome store (database) is unavailable; predictions are not affected. Retry later.",
+                     *         "details": []
+                     *       },
+                     *       "meta": {
+                     *         "request_id": "3f1c2a9e6b7d4e0f",
+                     *         "api_version": "v1",
+                     *         "duration_ms": 0.4
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    outcome_stats_api_v1_career_outcomes_stats_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_OutcomeStats_"];
+                };
+            };
+            /** @description Missing or wrong API key. Error code `UNAUTHORIZED`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "success": false,
+                     *       "error": {
+                     *         "code": "UNAUTHORIZED",
+                     *         "message": "A valid API key is required.",
+                     *         "details": []
+                     *       },
+                     *       "meta": {
+                     *         "request_id": "3f1c2a9e6b7d4e0f",
+                     *         "api_version": "v1",
+                     *         "duration_ms": 0.4
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The outcome store (database) is unavailable: `STORE_UNAVAILABLE`, with `Retry-After`; predict, analyze and CLIP are unaffected. Or the career model is not loaded (`MODEL_LOADING`, `MODEL_UNAVAILABLE`): it defines which outcomes are valid. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "success": false,
+                     *       "error": {
+                     *         "code": "STORE_UNAVAILABLE",
+                     *         "message": "The outcome store (database) is unavailable; predictions are not affected. Retry later.",
+                     *         "details": []
+                     *       },
+                     *       "meta": {
+                     *         "request_id": "3f1c2a9e6b7d4e0f",
+                     *         "api_version": "v1",
+                     *         "duration_ms": 0.4
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    monitoring_api_v1_career_monitoring_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_Monitoring_"];
+                };
+            };
+            /** @description Missing or wrong API key. Error code `UNAUTHORIZED`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "success": false,
+                     *       "error": {
+                     *         "code": "UNAUTHORIZED",
+                     *         "message": "A valid API key is required.",
+                     *         "details": []
+                     *       },
+                     *       "meta": {
+                     *         "request_id": "3f1c2a9e6b7d4e0f",
+                     *         "api_version": "v1",
+                     *         "duration_ms": 0.4
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    retrain_on_store_api_v1_career_retrain_store_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["StoreRetrainRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_RetrainJob_"];
+                };
+            };
+            /** @description Missing or wrong API key. Error code `UNAUTHORIZED`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "success": false,
+                     *       "error": {
+                     *         "code": "UNAUTHORIZED",
+                     *         "message": "A valid API key is required.",
+                     *         "details": []
+                     *       },
+                     *       "meta": {
+                     *         "request_id": "3f1c2a9e6b7d4e0f",
+                     *         "api_version": "v1",
+                     *         "duration_ms": 0.4
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The key may not do this. Error code `FORBIDDEN`. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "success": false,
+                     *       "error": {
+                     *         "code": "FORBIDDEN",
+                     *         "message": "Retraining needs an admin key.",
+                     *         "details": []
+                     *       },
+                     *       "meta": {
+                     *         "request_id": "3f1c2a9e6b7d4e0f",
+                     *         "api_version": "v1",
+                     *         "duration_ms": 0.4
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Conflicts with current state. Error code `CONFLICT`. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "success": false,
+                     *       "error": {
+                     *         "code": "CONFLICT",
+                     *         "message": "A retraining job is already running.",
+                     *         "details": []
+                     *       },
+                     *       "meta": {
+                     *         "request_id": "3f1c2a9e6b7d4e0f",
+                     *         "api_version": "v1",
+                     *         "duration_ms": 0.4
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Body or image too large. Error code `PAYLOAD_TOO_LARGE`. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "success": false,
+                     *       "error": {
+                     *         "code": "PAYLOAD_TOO_LARGE",
+                     *         "message": "The request body is larger than this route's limit.",
+                     *         "details": []
+                     *       },
+                     *       "meta": {
+                     *         "request_id": "3f1c2a9e6b7d4e0f",
+                     *         "api_version": "v1",
+                     *         "duration_ms": 0.4
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Invalid fields; `details` names each one. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "success": false,
+                     *       "error": {
+                     *         "code": "VALIDATION_ERROR",
+                     *         "message": "The request has 1 invalid field.",
+                     *         "details": [
+                     *           {
+                     *             "field": "academic_scores.math",
+                     *             "message": "Input should be less than or equal to 100",
+                     *             "type": "less_than_equal"
+                     *           }
+                     *         ]
+                     *       },
+                     *       "meta": {
+                     *         "request_id": "3f1c2a9e6b7d4e0f",
+                     *         "api_version": "v1",
+                     *         "duration_ms": 0.4
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The outcome store (database) is unavailable: `STORE_UNAVAILABLE`, with `Retry-After`; predict, analyze and CLIP are unaffected. Or the career model is not loaded (`MODEL_LOADING`, `MODEL_UNAVAILABLE`): it defines which outcomes are valid. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "success": false,
+                     *       "error": {
+                     *         "code": "STORE_UNAVAILABLE",
+                     *         "message": "The outcome store (database) is unavailable; predictions are not affected. Retry later.",
+                     *         "details": []
                      *       },
                      *       "meta": {
                      *         "request_id": "3f1c2a9e6b7d4e0f",

@@ -8,6 +8,9 @@ import {
   createClient,
   isMlServiceError,
   type CompareResult,
+  type Monitoring,
+  type OutcomeIngest,
+  type OutcomeRecord,
   type PredictRequest,
   type PredictResponse,
   type RetrainJob,
@@ -55,6 +58,29 @@ async function usage(incoming: { headers: Record<string, string | string[] | und
   await other.listModelVersions();
   await other.analyzeCareers({ academic_scores: { math: 1 }, careers: ['Doctor'] });
   await other.waitUntilReady({ timeoutMs: 10 });
+
+  const record: OutcomeRecord = {
+    student: { academic_scores: { math: 90 } },
+    career: 'software_engineer',
+    observed_at: '2026-11-30T09:15:00Z',
+    idempotency_key: 'k-1',
+  };
+  const ingest: OutcomeIngest = await client.reportOutcomes({ outcomes: [record] });
+  const stored: number = ingest.stored + ingest.duplicates;
+  void stored;
+  const stats = await client.getOutcomeStats();
+  const fresh: number = stats.new_since_active;
+  void fresh;
+  const monitoring: Monitoring = await client.getMonitoring();
+  const psi: number | null | undefined = monitoring.drift.max_psi;
+  void psi;
+  const erased = await client.eraseOutcomes('gw-1');
+  const deleted: number = erased.deleted;
+  void deleted;
+  const jobs = await client.listRetrainJobs();
+  const trigger: 'upload' | 'store' | 'auto' | undefined = jobs[0]?.trigger;
+  void trigger;
+  await client.retrainFromStore({ window_days: 30, include_base_rows: false });
 
   try {
     await client.listCareers();
