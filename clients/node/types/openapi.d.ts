@@ -1820,6 +1820,38 @@ export interface components {
              */
             min_samples: number;
         };
+        /**
+         * OpenAIError
+         * @description Every error of a `/v1` route, in OpenAI's shape.
+         */
+        OpenAIError: {
+            error: components["schemas"]["OpenAIErrorBody"];
+        };
+        /** OpenAIErrorBody */
+        OpenAIErrorBody: {
+            /**
+             * Message
+             * @example The model `gpt-4` does not exist.
+             */
+            message: string;
+            /**
+             * Type
+             * @description `invalid_request_error`, `authentication_error` (401), `permission_error` (403), `rate_limit_error` (429) or `server_error` (5xx).
+             * @example invalid_request_error
+             */
+            type: string;
+            /**
+             * Param
+             * @description The request field at fault, if one is.
+             */
+            param: string | null;
+            /**
+             * Code
+             * @description The same stable code as the envelope routes' `error.code`.
+             * @example NOT_FOUND
+             */
+            code: string | null;
+        };
         /** OutcomeIngest */
         OutcomeIngest: {
             /**
@@ -1869,38 +1901,6 @@ export interface components {
             newest_observed_at: string | null;
             /** Retention Days */
             retention_days: number;
-        };
-        /**
-         * OpenAIError
-         * @description Every error of a `/v1` route, in OpenAI's shape.
-         */
-        OpenAIError: {
-            error: components["schemas"]["OpenAIErrorBody"];
-        };
-        /** OpenAIErrorBody */
-        OpenAIErrorBody: {
-            /**
-             * Message
-             * @example The model `gpt-4` does not exist.
-             */
-            message: string;
-            /**
-             * Type
-             * @description `invalid_request_error`, `authentication_error` (401), `permission_error` (403), `rate_limit_error` (429) or `server_error` (5xx).
-             * @example invalid_request_error
-             */
-            type: string;
-            /**
-             * Param
-             * @description The request field at fault, if one is.
-             */
-            param: string | null;
-            /**
-             * Code
-             * @description The same stable code as the envelope routes' `error.code`.
-             * @example NOT_FOUND
-             */
-            code: string | null;
         };
         /**
          * PredictRequest
