@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     retrain_min_lift: float = Field(default=0.05, ge=0, le=1)
     retrain_tolerance: float = Field(default=0.02, ge=0, le=1)
     model_poll_seconds: float = Field(default=2.0, gt=0)
+    # How often each server looks for retraining jobs whose process is gone (a killed pod)
+    # to take them over or record them as failed.
+    retrain_sweep_seconds: float = Field(default=15.0, gt=0)
 
     clip_enabled: bool = True
     clip_model_name: str = "ViT-B-32"
