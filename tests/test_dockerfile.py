@@ -166,3 +166,53 @@ def test_the_image_bakes_in_neither_keys_nor_the_keyless_opt_in() -> None:
     assert "API_KEYS" not in env
     assert "ALLOW_UNAUTHENTICATED_NETWORK" not in env
     assert "-e API_KEYS=" in (ROOT / "Dockerfile").read_text()  # says how to run it
+
+
+# The serving image's Python: torch, torchvision and open_clip cannot be imported.
+_WITHOUT_TORCH = """
+import importlib.abc, json, sys
+
+class NotInstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ("torch", "torchvision", "open_clip"):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+
+sys.meta_path.insert(0, NotInstalled())
+from fastapi.testclient import TestClient
+from app.config import Settings
+from app.main import create_app
+from tests.conftest import wait_for_models
+
+settings = Settings(_env_file=None, career_model_dir=sys.argv[1], upload_dir=sys.argv[2],
+                    clip_model_cache_dir=sys.argv[3], clip_enabled=True)
+with TestClient(create_app(settings)) as client:
+    health = wait_for_models(client)
+    predict = client.post("/api/v1/career/predict", json={"academic_scores": {"math": 90}})
+    print(json.dumps({
+        "models": {k: [v["state"], v["error"]] for k, v in health["models"].items()},
+        "predict": predict.status_code,
+        "ready_career": client.get("/health/ready?model=career").status_code,
+        "clip": client.post("/api/v1/clip/embed/text", json={"texts": ["a"]}).json()["error"]["code"],
+        "torch_loaded": "torch" in sys.modules,
+    }))
+"""
+
+
+def test_the_torch_free_image_serves_career_and_says_why_clip_is_not(
+    career_model_dir: Path, tmp_path: Path
+) -> None:
+    """What the `serve` target runs until CLIP can load without torch: career answers, the
+    pod is ready for career, and CLIP is unavailable with its reason (no torch)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_TORCH, str(career_model_dir), str(tmp_path / "u"),
+         str(tmp_path / "clip")],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["models"]["career"] == ["loaded", None]
+    state, error = result["models"]["clip"]
+    assert state == "unavailable" and "torch" in error
+    assert (result["predict"], result["ready_career"]) == (200, 200)
+    assert result["clip"] == "MODEL_UNAVAILABLE"
+    assert result["torch_loaded"] is False
