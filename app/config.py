@@ -102,6 +102,15 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
+    @field_validator("api_keys", "admin_api_keys")
+    @classmethod
+    def _no_placeholder_keys(cls, value: list[str]) -> list[str]:
+        # Example manifests once shipped REPLACE-ME keys that the service then accepted: a
+        # key anyone can read in the repository is no key.
+        if any("REPLACE-ME" in key.upper() for key in value):
+            raise ValueError("a key is still an example placeholder (REPLACE-ME): set real keys")
+        return value
+
     @field_validator("clip_model_config", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
