@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     # Records of ended jobs (CAREER_MODEL_DIR/.jobs/<id>.json) are deleted after this long.
     retrain_job_retention_days: float = Field(default=30, gt=0)
     model_poll_seconds: float = Field(default=2.0, gt=0)
+    # How often each server looks for retraining jobs whose process is gone (a killed pod)
+    # to take them over or record them as failed.
+    retrain_sweep_seconds: float = Field(default=15.0, gt=0)
 
     # Closed loop (app/services/outcomes): the outcome store, drift monitoring, automatic
     # retraining. Empty DATABASE_URL = a SQLite file in CAREER_MODEL_DIR (one host);
@@ -118,6 +121,15 @@ class Settings(BaseSettings):
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("api_keys", "admin_api_keys")
+    @classmethod
+    def _no_placeholder_keys(cls, value: list[str]) -> list[str]:
+        # Example manifests once shipped REPLACE-ME keys that the service then accepted: a
+        # key anyone can read in the repository is no key.
+        if any("REPLACE-ME" in key.upper() for key in value):
+            raise ValueError("a key is still an example placeholder (REPLACE-ME): set real keys")
         return value
 
     @field_validator("clip_model_config", mode="before")

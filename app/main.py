@@ -90,6 +90,17 @@ async def _follow_active_model(
             logger.exception("model poll failed")
 
 
+async def _sweep_retrain_jobs(jobs: RetrainJobs, every: float) -> None:
+    """Take over (or fail) retraining jobs whose process died with its server elsewhere:
+    a job outlives the pod that ran it (scale-down, eviction)."""
+    while True:
+        await anyio.sleep(every)
+        try:
+            await anyio.to_thread.run_sync(jobs.sweep)
+        except Exception:  # a bad sweep (the volume away for a moment) must not end it
+            logger.exception("retrain job sweep failed")
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service; tests pass their own settings."""
     settings = settings or get_settings()
@@ -118,6 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(_follow_active_model, recommender, settings.model_poll_seconds, served)
             tasks.start_soon(scheduler.run)
+            tasks.start_soon(_sweep_retrain_jobs, app.state.retrain, settings.retrain_sweep_seconds)
             yield
             tasks.cancel_scope.cancel()
         app.state.outcomes.store.close()

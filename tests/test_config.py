@@ -73,3 +73,11 @@ def test_the_body_budget_must_hold_the_largest_body() -> None:
     assert Settings(_env_file=None, max_body_mb_in_flight=108).max_body_bytes_in_flight == (
         108 * 1024 * 1024
     )
+
+
+@pytest.mark.parametrize("field", ["api_keys", "admin_api_keys"])
+def test_placeholder_keys_from_an_example_are_refused(field: str) -> None:
+    """The example Secret's REPLACE-ME-admin-key was accepted as an admin key."""
+    with pytest.raises(ValidationError, match="REPLACE-ME"):
+        Settings(_env_file=None, **{field: "real-key,REPLACE-ME-admin-key"})  # type: ignore[arg-type]
+    assert Settings(_env_file=None, **{field: "k1,k2"}).model_dump()[field] == ["k1", "k2"]  # type: ignore[arg-type]

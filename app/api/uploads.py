@@ -5,6 +5,8 @@ Multipart (a CSV `file`, optional `mapping` and `force` fields) or JSON (`record
 `mapping`, `force`): either way the service gets a table of raw values, a mapping and a flag.
 """
 
+import errno
+import logging
 from dataclasses import dataclass
 from tempfile import SpooledTemporaryFile
 from typing import Any, Literal
@@ -19,10 +21,33 @@ from starlette.datastructures import UploadFile
 
 from app.api.deps import SettingsDep
 from app.core.context import upload_dir_var
-from app.core.exceptions import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from app.core.exceptions import (
+    AppError,
+    InvalidInput,
+    PayloadTooLarge,
+    StorageFailed,
+    StorageFull,
+    UnsupportedMediaType,
+)
 from app.schemas.retrain import RetrainJson
 from app.services.career.tables import check_mapping, parse_csv, records_frame
 from app.utils.text import parse_bool
+
+logger = logging.getLogger(__name__)
+
+# Disk-full errnos: the volume has no room (or the user's quota is spent).
+_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+def storage_error(exc: OSError, where: str) -> AppError:
+    """Our own disk failing, as the domain error it is (never the caller's 4xx), logged
+    with its cause: only the log names the directory."""
+    logger.error("cannot write %s: %s: %s", where, type(exc).__name__, exc)
+    if exc.errno in _FULL:
+        return StorageFull(
+            "The service has no disk space left for this upload; retry later.", retry_after=30
+        )
+    return StorageFailed("The service could not store this upload.")
 
 
 class UploadSpool(SpooledTemporaryFile[bytes]):
@@ -32,6 +57,31 @@ class UploadSpool(SpooledTemporaryFile[bytes]):
 
     def __init__(self, max_size: int = 0) -> None:
         super().__init__(max_size=max_size, dir=upload_dir_var.get())
+
+    # Rolling over to a file (creating it) and writing or flushing to it can fail on our
+    # side: permissions, a missing directory, a full disk. The multipart parser would
+    # report any exception as a body that cannot be decoded (a 422).
+    def rollover(self) -> None:
+        try:
+            super().rollover()
+        except OSError as exc:
+            raise _spool_error(exc) from exc
+
+    def write(self, s: Any) -> int:
+        try:
+            return super().write(s)
+        except OSError as exc:
+            raise _spool_error(exc) from exc
+
+    def seek(self, *args: Any) -> int:
+        try:
+            return super().seek(*args)
+        except OSError as exc:  # a buffered write reaching the full disk only now
+            raise _spool_error(exc) from exc
+
+
+def _spool_error(exc: OSError) -> AppError:
+    return storage_error(exc, f"the upload spool in UPLOAD_DIR {upload_dir_var.get()}")
 
 
 def spool_uploads_in_upload_dir() -> None:

@@ -86,6 +86,16 @@ class BodyBudgetExceeded(AppError):
     allows; retry after `retry_after` seconds."""
 
 
+class StorageFull(AppError):
+    """The service's own disk is full (the upload spool's volume): not the caller's fault,
+    and the same request may succeed on another replica or later."""
+
+
+class StorageFailed(AppError):
+    """The service could not write its own storage (permissions, a missing or read-only
+    directory): an operator must fix the volume."""
+
+
 class MalformedUpload(AppError):
     """An uploaded table cannot be read (not UTF-8, not CSV); the message names the line."""
 

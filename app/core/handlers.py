@@ -31,6 +31,8 @@ ERROR_STATUS: dict[type[AppError], tuple[int, str]] = {
     domain.MalformedUpload: (400, "MALFORMED_CSV"),
     domain.ModelInvalid: (409, "MODEL_INVALID"),
     domain.StoreUnavailable: (503, "STORE_UNAVAILABLE"),
+    domain.StorageFull: (507, "STORAGE_FULL"),
+    domain.StorageFailed: (500, "STORAGE_ERROR"),
 }
 
 _HTTP_CODES = {
@@ -91,6 +93,10 @@ _UNPARSABLE = "There was an error parsing the body"
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    # FastAPI wraps any error while it reads a form into that 400: one of ours (the upload
+    # spool could not be written: the service's fault, not the body's) keeps its own answer.
+    if exc.status_code == 400 and isinstance(exc.__cause__, AppError):
+        return app_error_response(exc.__cause__)
     if exc.status_code == 400 and exc.detail == _UNPARSABLE:
         kind = request.headers.get("content-type", "").split(";")[0].strip() or "unknown"
         details = [

@@ -23,101 +23,111 @@ from prometheus_client import (
 )
 
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+# Every metric of ours under one prefix, so that a shared Prometheus never mixes them with
+# another app's `http_requests_total`; the client library's process_* keep their standard
+# names (they describe a process, and the scrape's job/namespace/pod labels tell whose).
+PREFIX = "skill_compass_ml_"
 STATES = ("loading", "loaded", "unavailable", "disabled")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 HTTP_REQUESTS = Counter(
-    "http_requests", "Requests answered, by route template, method and status.",
+    f"{PREFIX}http_requests", "Requests answered, by route template, method and status.",
     ["route", "method", "status"],
 )  # fmt: skip
 HTTP_DURATION = Histogram(
-    "http_request_duration_seconds", "Seconds from request to the end of the answer.",
+    f"{PREFIX}http_request_duration_seconds", "Seconds from request to the end of the answer.",
     ["route", "method"], buckets=LATENCY_BUCKETS,
 )  # fmt: skip
 HTTP_IN_FLIGHT = Gauge(
-    "http_requests_in_flight", "Requests being answered.", multiprocess_mode="livesum"
+    f"{PREFIX}http_requests_in_flight", "Requests being answered.", multiprocess_mode="livesum"
 )
 CLIP_QUEUE_DEPTH = Gauge(
-    "clip_queue_depth", "CLIP requests waiting for a forward pass.", multiprocess_mode="livesum"
+    f"{PREFIX}clip_queue_depth",
+    "CLIP requests waiting for a forward pass.",
+    multiprocess_mode="livesum",
 )
 CLIP_IMAGES_WAITING = Gauge(
-    "clip_images_waiting", "CLIP images and texts admitted and not yet answered.",
+    f"{PREFIX}clip_images_waiting", "CLIP images and texts admitted and not yet answered.",
     multiprocess_mode="livesum",
 )  # fmt: skip
 CLIP_BATCH_SIZE = Histogram(
-    "clip_batch_size", "Rows (images or texts) per CLIP forward pass.", ["tower"],
+    f"{PREFIX}clip_batch_size", "Rows (images or texts) per CLIP forward pass.", ["tower"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
 )  # fmt: skip
 CLIP_INFERENCE = Histogram(
-    "clip_inference_seconds", "Seconds per CLIP forward pass.", ["tower"],
+    f"{PREFIX}clip_inference_seconds", "Seconds per CLIP forward pass.", ["tower"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )  # fmt: skip
 CLIP_PREPROCESS = Histogram(
-    "clip_preprocess_seconds", "Seconds to decode and preprocess one image.",
+    f"{PREFIX}clip_preprocess_seconds", "Seconds to decode and preprocess one image.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )  # fmt: skip
-CLIP_CACHE_HITS = Counter("clip_cache_hits", "Images answered from the embedding cache.")
-CLIP_CACHE_MISSES = Counter("clip_cache_misses", "Images not in the embedding cache.")
-CLIP_OVERLOADED = Counter("clip_overloaded", "CLIP requests refused with 429 (CLIP_MAX_WAITING).")
+CLIP_CACHE_HITS = Counter(f"{PREFIX}clip_cache_hits", "Images answered from the embedding cache.")
+CLIP_CACHE_MISSES = Counter(f"{PREFIX}clip_cache_misses", "Images not in the embedding cache.")
+CLIP_OVERLOADED = Counter(
+    f"{PREFIX}clip_overloaded", "CLIP requests refused with 429 (CLIP_MAX_WAITING)."
+)
 MODEL_STATE = Gauge(
-    "model_state", "1 for each model's current state (loading, loaded, unavailable, disabled).",
+    f"{PREFIX}model_state", "1 for each model's current state (loading, loaded, unavailable, disabled).",
     ["model", "state"], multiprocess_mode="livemax",
 )  # fmt: skip
 CLIP_RUNTIME = Gauge(
-    "clip_runtime_info", "1 for the CLIP runtime serving.", ["backend", "precision", "device"],
+    f"{PREFIX}clip_runtime_info", "1 for the CLIP runtime serving.", ["backend", "precision", "device"],
     multiprocess_mode="livemax",
 )  # fmt: skip
-CAREER_PREDICTIONS = Counter("career_predictions", "Career answers, by use case.", ["route"])
+CAREER_PREDICTIONS = Counter(
+    f"{PREFIX}career_predictions", "Career answers, by use case.", ["route"]
+)
 CAREER_MODEL = Gauge(
-    "career_model_info", "1 for the career model version being served.", ["version"],
+    f"{PREFIX}career_model_info", "1 for the career model version being served.", ["version"],
     multiprocess_mode="livemax",
 )  # fmt: skip
 CAREER_TOP1 = Gauge(
-    "career_model_holdout_top1", "Held-out top-1 accuracy of the career model being served.",
+    f"{PREFIX}career_model_holdout_top1", "Held-out top-1 accuracy of the career model being served.",
     multiprocess_mode="livemax",
 )  # fmt: skip
-RETRAIN_JOBS = Counter("career_retrain_jobs", "Retraining jobs by final state.", ["state"])
+RETRAIN_JOBS = Counter(f"{PREFIX}career_retrain_jobs", "Retraining jobs by final state.", ["state"])
 RETRAIN_DURATION = Histogram(
-    "career_retrain_duration_seconds", "Seconds from a retraining job's start to its end.",
+    f"{PREFIX}career_retrain_duration_seconds", "Seconds from a retraining job's start to its end.",
     buckets=(5, 10, 30, 60, 120, 300, 600, 1800, 3600),
 )  # fmt: skip
 
 # Closed loop (app/services/outcomes). Drift gauges: one series per feature of the active
 # model (a bounded set: the known subjects, interests and habits).
 OUTCOMES_INGESTED = Counter(
-    "career_outcomes_ingested", "Outcome records received, stored or skipped as duplicates.",
+    f"{PREFIX}career_outcomes_ingested", "Outcome records received, stored or skipped as duplicates.",
     ["result"],
 )  # fmt: skip
 DRIFT_PSI = Gauge(
-    "career_drift_psi", "PSI of each feature's values in the monitoring window against the "
+    f"{PREFIX}career_drift_psi", "PSI of each feature's values in the monitoring window against the "
     "active model's training reference.", ["feature"], multiprocess_mode="livemax",
 )  # fmt: skip
 DRIFT_MAX_PSI = Gauge(
-    "career_drift_max_psi", "Largest feature PSI in the monitoring window.",
+    f"{PREFIX}career_drift_max_psi", "Largest feature PSI in the monitoring window.",
     multiprocess_mode="livemax",
 )  # fmt: skip
 PREDICTION_PSI = Gauge(
-    "career_prediction_psi", "PSI of the top-1 careers answered in the monitoring window.",
+    f"{PREFIX}career_prediction_psi", "PSI of the top-1 careers answered in the monitoring window.",
     multiprocess_mode="livemax",
 )  # fmt: skip
 MONITORING_WINDOW = Gauge(
-    "career_monitoring_window_requests", "Requests in the monitoring window.",
+    f"{PREFIX}career_monitoring_window_requests", "Requests in the monitoring window.",
     multiprocess_mode="livesum",
 )  # fmt: skip
 LIVE_TOP1 = Gauge(
-    "career_live_top1_accuracy", "Top-1 accuracy of the active model on the outcomes scored "
+    f"{PREFIX}career_live_top1_accuracy", "Top-1 accuracy of the active model on the outcomes scored "
     "with it on arrival.", multiprocess_mode="livemax",
 )  # fmt: skip
 LIVE_LOG_LOSS = Gauge(
-    "career_live_log_loss", "Log loss of the active model on the outcomes scored with it on "
+    f"{PREFIX}career_live_log_loss", "Log loss of the active model on the outcomes scored with it on "
     "arrival.", multiprocess_mode="livemax",
 )  # fmt: skip
 OUTCOMES_NEW = Gauge(
-    "career_outcomes_new_since_active", "Outcomes received since the active model was trained.",
+    f"{PREFIX}career_outcomes_new_since_active", "Outcomes received since the active model was trained.",
     multiprocess_mode="livemax",
 )  # fmt: skip
 AUTO_RETRAINS = Counter(
-    "career_retrain_auto_triggers", "Automatic retraining jobs started, by what crossed its "
+    f"{PREFIX}career_retrain_auto_triggers", "Automatic retraining jobs started, by what crossed its "
     "threshold (outcomes, drift or both).", ["reason"],
 )  # fmt: skip
 

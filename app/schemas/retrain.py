@@ -137,6 +137,11 @@ class JobRecord(RetrainJob):
     pid: int | None = None
     pid_start: str | None = None
     config: JobConfig | None = None
+    # How many processes have started on this job: a server whose worker was lost (a
+    # killed or evicted pod) starts it again, up to MAX_ATTEMPTS in all.
+    attempts: int = 1
+    # sha256 of the submission's Idempotency-Key: a repeat answers this job.
+    idempotency_key: str | None = None
 
     def public(self) -> RetrainJob:
         return RetrainJob.model_validate(self.model_dump(include=set(RetrainJob.model_fields)))

@@ -131,6 +131,12 @@ export interface CallOptions {
   apiKey?: string;
   /** Resolve to `{ data, meta, status, requestId, attempts }` instead of `data`. */
   withMeta?: boolean;
+  /**
+   * Sent as Idempotency-Key (retrainFromCsv, retrainFromRecords): the service answers a
+   * repeat with the same job, so the call is then retried on network errors and on any
+   * 429/503 too. Without it a side-effecting call retries only the service's own 429/503.
+   */
+  idempotencyKey?: string;
 }
 
 export type MetaCallOptions = CallOptions & { withMeta: true };

@@ -58,3 +58,46 @@ def test_corrupt_model_is_reported_not_loaded(make_client, career_model_dir: Pat
     assert career["state"] == "unavailable"
     assert "sha256" in career["error"]
     assert_error(client.get("/api/v1/career/model"), 503, "MODEL_UNAVAILABLE")
+
+
+def test_readiness_per_model_keeps_career_serving_when_clip_cannot_load(  # type: ignore[no-untyped-def]
+    make_client, tmp_path: Path
+) -> None:
+    """The pods' probe asks for career: a CLIP that cannot load must not take the career
+    routes away (nor stall a rollout), while the bare probe still says not ready."""
+    client: TestClient = make_client(
+        clip_enabled=True, clip_pretrained=str(tmp_path / "no-such-checkpoint.pt")
+    )
+    models = client.get("/health").json()["data"]["models"]
+    assert (models["career"]["state"], models["clip"]["state"]) == ("loaded", "unavailable")
+    ready = client.get("/health/ready", params={"model": "career"})
+    assert ready.status_code == 200
+    assert ready.json()["data"] == {"ready": True, "reasons": []}
+    error = assert_error(client.get("/health/ready"), 503, "NOT_READY")
+    assert [d["reason"].split(":")[0] for d in error["details"]] == ["clip"]
+    error = assert_error(client.get("/health/ready?model=clip"), 503, "NOT_READY")
+    assert error["details"][0]["reason"].startswith("clip: ")
+    assert_error(client.get("/health/ready?model=career&model=clip"), 503, "NOT_READY")
+    error = assert_error(client.get("/health/ready?model=gpu"), 422, "VALIDATION_ERROR")
+    assert "career, clip" in error["message"]
+
+
+def test_readiness_for_a_model_waits_while_another_still_loads(  # type: ignore[no-untyped-def]
+    make_client,
+) -> None:
+    """A model that is about to arrive is waited for: a pod is not sent CLIP traffic it
+    would answer with 503 MODEL_LOADING, only one whose CLIP has settled."""
+    client: TestClient = make_client()
+    career = client.app.state.models["career"]  # type: ignore[attr-defined]
+    original = career.status
+    career.status = lambda: {**original(), "state": "loading"}
+    try:
+        error = assert_error(client.get("/health/ready?model=clip"), 503, "NOT_READY")
+        assert {"reason": "career: still loading"} in error["details"]
+        assert_error(client.get("/health/ready?model=career"), 503, "NOT_READY")
+    finally:
+        career.status = original
+    # CLIP disabled here (the tests' default): asked for by name, it is not ready.
+    error = assert_error(client.get("/health/ready?model=clip"), 503, "NOT_READY")
+    assert error["details"] == [{"reason": "clip: disabled"}]
+    assert client.get("/health/ready?model=career").status_code == 200

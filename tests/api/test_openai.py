@@ -196,7 +196,10 @@ def test_requests_count_in_the_same_metrics(client: TestClient, model_id: str) -
         - requests_of(before, "/v1/embeddings", "POST", "200")
         == 2
     )
-    assert grew("clip_cache_misses_total") == 2 and grew("clip_cache_hits_total") == 2
+    assert (
+        grew("skill_compass_ml_clip_cache_misses_total") == 2
+        and grew("skill_compass_ml_clip_cache_hits_total") == 2
+    )
 
 
 # --- usage --------------------------------------------------------------------------------

@@ -60,7 +60,9 @@ def value(samples: dict[Any, float], name: str, **labels: str) -> float:
 
 
 def requests_of(samples: dict[Any, float], route: str, method: str, status: str) -> float:
-    return value(samples, "http_requests_total", route=route, method=method, status=status)
+    return value(
+        samples, "skill_compass_ml_http_requests_total", route=route, method=method, status=status
+    )
 
 
 def test_metric_names_labels_and_exact_counts(make_client: Callable[..., TestClient]) -> None:
@@ -91,25 +93,43 @@ def test_metric_names_labels_and_exact_counts(make_client: Callable[..., TestCli
     def grew(name: str, **labels: str) -> float:  # counters are per process: compare
         return value(after, name, **labels) - value(before, name, **labels)
 
-    assert grew("http_requests_total", route=PREDICT[0], method="POST", status="200") == 3
-    assert grew("career_predictions_total", route="predict") == 3
+    assert (
+        grew("skill_compass_ml_http_requests_total", route=PREDICT[0], method="POST", status="200")
+        == 3
+    )
+    assert grew("skill_compass_ml_career_predictions_total", route="predict") == 3
     # Route templates, never raw paths: an unknown path does not make a new series.
-    assert grew("http_requests_total", route="unmatched", method="GET", status="404") == 1
+    assert (
+        grew("skill_compass_ml_http_requests_total", route="unmatched", method="GET", status="404")
+        == 1
+    )
     assert not any(("/api/v1/nowhere" in str(labels)) for _, labels in after)
-    assert value(after, "model_state", model="career", state="loaded") == 1
-    assert value(after, "model_state", model="clip", state="loaded") == 1
-    assert value(after, "model_state", model="clip", state="loading") == 0
-    assert value(after, "clip_runtime_info", backend="torch", precision="fp32", device="cpu") == 1
+    assert value(after, "skill_compass_ml_model_state", model="career", state="loaded") == 1
+    assert value(after, "skill_compass_ml_model_state", model="clip", state="loaded") == 1
+    assert value(after, "skill_compass_ml_model_state", model="clip", state="loading") == 0
+    assert (
+        value(
+            after,
+            "skill_compass_ml_clip_runtime_info",
+            backend="torch",
+            precision="fp32",
+            device="cpu",
+        )
+        == 1
+    )
     # The two images of the first compare are looked up together, both missing: one forward
     # pass of two rows. The second compare finds both in the cache.
-    assert grew("clip_cache_misses_total") == 2
-    assert grew("clip_cache_hits_total") == 2
-    assert grew("clip_batch_size_count", tower="image") == 1
-    assert grew("clip_batch_size_sum", tower="image") == 2
-    assert grew("clip_preprocess_seconds_count") == 2
+    assert grew("skill_compass_ml_clip_cache_misses_total") == 2
+    assert grew("skill_compass_ml_clip_cache_hits_total") == 2
+    assert grew("skill_compass_ml_clip_batch_size_count", tower="image") == 1
+    assert grew("skill_compass_ml_clip_batch_size_sum", tower="image") == 2
+    assert grew("skill_compass_ml_clip_preprocess_seconds_count") == 2
     model = client.get("/api/v1/career/model").json()["data"]
-    assert value(after, "career_model_info", version=model["version"]) == 1
-    assert value(after, "career_model_holdout_top1") == model["metrics"]["holdout"]["top1_accuracy"]
+    assert value(after, "skill_compass_ml_career_model_info", version=model["version"]) == 1
+    assert (
+        value(after, "skill_compass_ml_career_model_holdout_top1")
+        == model["metrics"]["holdout"]["top1_accuracy"]
+    )
     assert value(after, "process_resident_memory_bytes") > 0
 
 
@@ -147,11 +167,11 @@ def test_counters_add_up_over_workers(career_model_dir: Path, tmp_path: Path, wo
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
     assert requests_of(after, *PREDICT) - requests_of(before, *PREDICT) == 40
-    grew = value(after, "career_predictions_total", route="predict") - value(
-        before, "career_predictions_total", route="predict"
+    grew = value(after, "skill_compass_ml_career_predictions_total", route="predict") - value(
+        before, "skill_compass_ml_career_predictions_total", route="predict"
     )
     assert grew == 40
-    assert value(after, "model_state", model="career", state="loaded") == 1
+    assert value(after, "skill_compass_ml_model_state", model="career", state="loaded") == 1
     if workers > 1:
         # Each worker wrote its own samples; a stale file from an earlier start is gone.
         assert not (metrics_dir / "counter_999999.db").exists()

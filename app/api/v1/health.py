@@ -1,13 +1,15 @@
 """Health probes for orchestrators: overall health, liveness and readiness."""
 
 import time
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from app import __version__
 from app.api.responses import errors
 from app.core.envelope import error_response, ok
+from app.core.exceptions import InvalidInput
 from app.schemas.envelope import Envelope
 from app.schemas.health import Health, Liveness, ModelHealth, Readiness
 from app.services.served import ServedModel
@@ -55,21 +57,48 @@ async def live() -> Response:
     return ok(Liveness(status="alive"))
 
 
+ReadyModels = Annotated[
+    list[str] | None,
+    Query(
+        alias="model",
+        description="The models this probe asks for (repeatable: `?model=career&model=clip`). "
+        "Each must be loaded; the others need only have finished loading, loaded or not, so "
+        "a pod whose CLIP cannot load stays ready for career. Without it: every enabled "
+        "model must be loaded.",
+    ),
+]
+
+
 @router.get(
     "/ready",
     response_model=Envelope[Readiness],
-    responses={503: errors(503)[503]},
+    responses=errors(422, 503),
     summary="Readiness probe",
 )
-async def ready(request: Request) -> Response:
-    """200 only when every enabled model is loaded; else 503 with the reasons."""
-    reasons = [
-        f"{name}: {m.error if m.state == 'unavailable' else 'still loading'}"
-        for name, m in _models(request).items()
-        if m.state in ("unavailable", "loading")
-    ]
+async def ready(request: Request, model: ReadyModels = None) -> Response:
+    """200 when the asked-for models (all enabled ones by default) are loaded; else 503
+    with the reasons."""
+    models = _models(request)
+    unknown = sorted(set(model or ()) - set(models))
+    if unknown:
+        raise InvalidInput(
+            f"Unknown model {', '.join(unknown)}; the models are {', '.join(sorted(models))}.",
+            details=[{"field": "model", "message": f"one of {sorted(models)}"}],
+        )
+    wanted = set(model or ())
+    reasons = []
+    for name, m in models.items():
+        if m.state == "loading":
+            reasons.append(f"{name}: still loading")
+        elif m.state == "unavailable" and (not wanted or name in wanted):
+            reasons.append(f"{name}: {m.error}")
+        elif m.state == "disabled" and name in wanted:
+            reasons.append(f"{name}: disabled")
     if reasons:
         return error_response(
-            503, "NOT_READY", "Not every enabled model is loaded.", [{"reason": r} for r in reasons]
+            503,
+            "NOT_READY",
+            "Not every model asked for is loaded.",
+            [{"reason": r} for r in reasons],
         )
     return ok(Readiness(ready=True, reasons=[]))

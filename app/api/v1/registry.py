@@ -2,7 +2,7 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Header
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
@@ -15,6 +15,16 @@ from app.schemas.envelope import Envelope
 from app.schemas.retrain import Activation, ModelVersion, RetrainJob
 
 router = APIRouter(prefix="/career", tags=["career models"])
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        description="Names this submission: a repeat with the same key and data answers the "
+        "job the first created (409 with other data).",
+    ),
+]
 Admin = [Depends(require_admin_key)]
 
 
@@ -28,14 +38,23 @@ Admin = [Depends(require_admin_key)]
     summary="Start a retraining job (admin)",
 )
 async def retrain(
-    upload: Annotated[RetrainUpload, Depends(retrain_upload)], jobs: RetrainDep
+    upload: Annotated[RetrainUpload, Depends(retrain_upload)],
+    jobs: RetrainDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Multipart `file` (CSV) + optional `mapping` and `force`, or JSON `records`/`mapping`/`force`.
 
-    Answers 202 with the job at once; poll `GET /api/v1/career/retrain/{job_id}`.
+    Answers 202 with the job at once; poll `GET /api/v1/career/retrain/{job_id}`. With an
+    `Idempotency-Key`, a repeat of the submission (a retry after a lost answer) answers the
+    job the first one created instead of starting another.
     """
     job = await run_in_threadpool(
-        jobs.submit, upload.frame, mapping=upload.mapping, force=upload.force, source=upload.source
+        jobs.submit,
+        upload.frame,
+        mapping=upload.mapping,
+        force=upload.force,
+        source=upload.source,
+        idempotency_key=idempotency_key,
     )
     return ok(job, status_code=202)
 
@@ -52,7 +71,8 @@ def retrain_status(job_id: str, jobs: RetrainDep) -> Response:
 
     A job that succeeded may still have `activated: false`: the active version changed while
     it trained (`not_activated_reason`), and that change wins. A job whose process is gone
-    (crash, shutdown) is `failed` with the reason in `error`.
+    (a killed pod) is started again by a server sharing the model directory (its
+    `reasons` say so), or, when it cannot be, `failed` with the reason in `error`.
     """
     return ok(jobs.get(job_id))
 

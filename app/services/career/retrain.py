@@ -13,9 +13,18 @@ and label (no names, emails or ids), mode 0600, deleted however the job ends. A 
 record is mode 0600 too (its row counts name careers) and is deleted once the job has been
 over for RETRAIN_JOB_RETENTION_DAYS: at start-up and whenever a job is submitted. An upload
 refused by its checks leaves no record at all: it is refused before a job exists.
+
+Jobs outlive their process: a job whose worker is gone without a final word (its pod
+killed, evicted or lost with its node) is started again by whichever server sharing the
+directory notices first (`sweep`, every RETRAIN_SWEEP_SECONDS; at start-up; on a status
+read), from the rows still on disk, up to MAX_ATTEMPTS; else it is recorded as failed with
+the reason. A worker on another host counts as gone once its heartbeat stops
+(job_lock.FOREIGN_STALE_S), so a job is never left `running` with no one on it for longer
+than that plus one sweep.
 """
 
 import contextlib
+import hashlib
 import logging
 import os
 import re
@@ -33,7 +42,7 @@ from pydantic import ValidationError
 
 from app.config import Settings
 from app.core import metrics
-from app.core.exceptions import NotFound
+from app.core.exceptions import Conflict, NotFound
 from app.schemas.retrain import JobConfig, JobRecord, JobTrigger, RetrainJob
 from app.services.career.bundle import ModelStore
 from app.services.career.features import FeatureSpec
@@ -64,6 +73,22 @@ SHUTDOWN_REASON = "the service shut down during training"
 # names the careers it counted and the columns it ignored.
 RECORD_MODE = 0o600
 STOP_SECONDS = 10.0
+# Processes a job may use up: one whose worker keeps dying (an upload that runs it out of
+# memory every time) ends as failed instead of taking down replica after replica.
+MAX_ATTEMPTS = 3
+LOST_REASON = "its training process was lost (its server stopped without a word)"
+
+
+def takeover_notes(job: JobRecord) -> list[str]:
+    """The job's notes of earlier attempts lost with their process (`attempt N: why`): its
+    reasons keep them whatever the last attempt adds."""
+    return [r for r in job.reasons if re.match(r"attempt \d+: ", r)]
+
+
+def idempotency_digest(key: str) -> str:
+    """What a job record keeps of an Idempotency-Key: its hash (the key may be a secret-ish
+    token of the caller's; the record is readable by every replica)."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 def _now() -> str:
@@ -163,9 +188,11 @@ class RetrainJobs:
         trigger: JobTrigger = "upload",
         reason: str | None = None,
         report: dict[str, object] | None = None,
+        idempotency_key: str | None = None,
     ) -> RetrainJob:
         """Validate now (422 for unusable tables), then start the job and return it (queued).
-        `report`: facts added to the job's row report (and so to the new version's manifest)."""
+        `report`: facts added to the job's row report (and so to the new version's manifest).
+        With an Idempotency-Key already used for the same submission: that job, unchanged."""
         data = prepare_frame(frame, mapping=mapping, min_rows_per_class=MIN_ROWS_PER_CLASS)
         data.report.update(report or {})
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -173,8 +200,17 @@ class RetrainJobs:
             self.expire()
         except OSError:  # old records staying a while longer must not refuse a job
             logger.exception("could not delete expired retraining job records")
+        digest = None if idempotency_key is None else idempotency_digest(idempotency_key)
+        if digest is not None and (earlier := self._submitted_with(digest, data.data_hash)):
+            return earlier
         job_id = uuid.uuid4().hex[:16]
-        self.lock.take(job_id)
+        try:
+            self.lock.take(job_id)
+        except Conflict:
+            # The first attempt of this very submission may hold the lock.
+            if digest is not None and (earlier := self._submitted_with(digest, data.data_hash)):
+                return earlier
+            raise
         rows = data_path(self.store.root, job_id)
         path = self.dir / f"{job_id}.json"
         job: JobRecord | None = None
@@ -191,6 +227,7 @@ class RetrainJobs:
                 mapping=mapping or {},
                 rows=data.report,
                 base_version=self.store.active_version(),
+                idempotency_key=digest,
                 config=JobConfig(
                     min_lift=self.settings.retrain_min_lift,
                     tolerance=self.settings.retrain_tolerance,
@@ -200,19 +237,7 @@ class RetrainJobs:
                 ),
             )
             write_job(path, job)
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "app.services.career.retrain_worker",
-                    str(self.store.root),
-                    job_id,
-                    str(os.getpid()),  # the worker stops if this process goes
-                ],
-                stdin=subprocess.DEVNULL,
-                env=child_environment(),
-                start_new_session=True,  # a Ctrl-C to the server does not kill the job half-way
-            )
+            process = self._spawn(job_id)
         except BaseException as exc:
             rows.unlink(missing_ok=True)
             if job is not None:
@@ -221,13 +246,7 @@ class RetrainJobs:
                 _try_write_job(path, job)
             self.lock.release(job_id)
             raise
-        try:
-            self.lock.hand_over(job_id, process.pid, process_start(process.pid))
-        except OSError:  # the lock stays this process's until the worker ends the job
-            logger.exception("retrain job %s: could not hand the lock to its worker", job_id)
-        with self._guard:
-            self._children[job_id] = process
-        threading.Thread(target=self._reap, args=(process, job_id), daemon=True).start()
+        self._watch(job_id, process)
         logger.info(
             "retrain job %s started (pid %s, %d rows)",
             job_id,
@@ -235,6 +254,99 @@ class RetrainJobs:
             data.report["rows_used"],
         )
         return job.public()
+
+    def _submitted_with(self, digest: str, data_sha256: str) -> RetrainJob | None:
+        """The job an earlier submission with this Idempotency-Key created, or None; 409 when
+        the key came with other data (a key names one submission)."""
+        for path in sorted(self.dir.glob("*.json")):
+            job = read_job(path)
+            if job is None or job.idempotency_key != digest:
+                continue
+            if job.config is not None and job.config.data_sha256 != data_sha256:
+                raise Conflict(
+                    "This Idempotency-Key was used for another upload; use a new key.",
+                    details=[{"field": "Idempotency-Key", "job_id": job.id}],
+                )
+            return self.get(job.id)
+        return None
+
+    def _spawn(self, job_id: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "app.services.career.retrain_worker",
+                str(self.store.root),
+                job_id,
+                str(os.getpid()),  # the worker stops if this process goes
+            ],
+            stdin=subprocess.DEVNULL,
+            env=child_environment(),
+            start_new_session=True,  # a Ctrl-C to the server does not kill the job half-way
+        )
+
+    def _watch(self, job_id: str, process: subprocess.Popen[bytes]) -> None:
+        """The worker runs: the lock is its, and a thread records how it ends."""
+        try:
+            self.lock.hand_over(job_id, process.pid, process_start(process.pid))
+        except OSError:  # the lock stays this process's until the worker ends the job
+            logger.exception("retrain job %s: could not hand the lock to its worker", job_id)
+        with self._guard:
+            self._children[job_id] = process
+        threading.Thread(target=self._reap, args=(process, job_id), daemon=True).start()
+
+    def _take_over(self, job: JobRecord, reason: str) -> None:
+        """A queued or running job whose process is gone: start it again here from its rows
+        on disk, or, when they are gone or its attempts are spent, record it as failed."""
+        rows = data_path(self.store.root, job.id)
+        if job.config is None or not rows.exists():
+            self._fail(job, reason)
+            return
+        if job.attempts >= MAX_ATTEMPTS:
+            self._fail(job, f"{reason}, {job.attempts} times")
+            return
+        with self._guard:
+            if self._closing:
+                return
+        try:
+            self.lock.take(job.id)
+        except Conflict:
+            return  # another server took it over first (or a new job runs: it waits)
+        current = self._read(job.id)
+        if current is None or current.state not in ACTIVE_STATES or not rows.exists():
+            self.lock.release(job.id)  # it ended (or was taken over and ended) meanwhile
+            return
+        current.attempts += 1
+        current.state, current.stage, current.progress = "queued", "queued", 0.0
+        current.pid = current.pid_start = None
+        current.reasons = [*current.reasons, f"attempt {current.attempts - 1}: {reason}"]
+        path = self.dir / f"{job.id}.json"
+        try:
+            write_job(path, current)
+            process = self._spawn(job.id)
+        except Exception as exc:
+            logger.exception("retrain job %s: could not start it again", job.id)
+            self._fail(current, f"{reason}; starting it again failed: {_os_reason(exc)}")
+            return
+        self._watch(job.id, process)
+        logger.warning(
+            "retrain job %s taken over (attempt %d of %d, pid %s): %s",
+            job.id,
+            current.attempts,
+            MAX_ATTEMPTS,
+            process.pid,
+            reason,
+        )
+
+    def sweep(self) -> None:
+        """Every job whose process is gone is taken over or failed (see the module doc);
+        each server runs this every RETRAIN_SWEEP_SECONDS."""
+        if not self.dir.is_dir():
+            return
+        for path in sorted(self.dir.glob("*.json")):
+            job = self._read(path.stem)
+            if job and job.state in ACTIVE_STATES and not self._alive(job):
+                self._take_over(job, LOST_REASON)
 
     def _alive(self, job: JobRecord) -> bool:
         """Does a live process still work on this queued or running job?"""
@@ -260,7 +372,7 @@ class RetrainJobs:
         for path in sorted(self.dir.glob("*.json")):
             job = self._read(path.stem)
             if job and job.state in ACTIVE_STATES and not self._alive(job):
-                self._fail(job, "the training process was gone when the service started")
+                self._take_over(job, "the training process was gone when the service started")
             elif job:  # written by a version that made records 0644
                 with contextlib.suppress(FileNotFoundError):  # expired by another process
                     path.chmod(RECORD_MODE)
@@ -354,7 +466,8 @@ class RetrainJobs:
         if job.state in ACTIVE_STATES and not self._alive(job):
             job = self._read(job_id) or job  # it may have finished since the first read
             if job.state in ACTIVE_STATES:
-                self._fail(job, "the training process is gone")
+                self._take_over(job, LOST_REASON)
+                job = self._read(job_id) or job
         return job.public()
 
 

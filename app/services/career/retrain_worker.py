@@ -34,6 +34,7 @@ from app.services.career.retrain import (
     data_path,
     read_job,
     read_training_rows,
+    takeover_notes,
     write_job,
 )
 from app.services.career.training import TrainedModel, TrainingConfig, train_model
@@ -122,7 +123,7 @@ def run(root: Path, job_id: str, job_run: JobRun | None = None) -> int:
         progress("quality gate", 0.95)
         gate = quality_gate(trained, store, min_lift=config.min_lift, tolerance=config.tolerance)
         job.gate = gate
-        job.reasons = gate.reasons
+        job.reasons = [*takeover_notes(job), *gate.reasons]
         if gate.passed or job.force:
             with job_run.lock:  # a shutdown waits for the version and the pointer
                 _promote(store, job_run, trained, data, gate_passed=gate.passed)
@@ -134,7 +135,7 @@ def run(root: Path, job_id: str, job_run: JobRun | None = None) -> int:
             job_run.finish(
                 state="failed",
                 error=exc.message,
-                reasons=[d.get("message", "") for d in exc.details],
+                reasons=[*takeover_notes(job), *(d.get("message", "") for d in exc.details)],
             )
     except OSError as exc:
         logger.exception("retrain job %s failed", job_id)

@@ -11,8 +11,10 @@ export const VERSION = '0.1.0';
 
 /**
  * Every route the client calls. `idempotent`: the call has no side effects, so it may be
- * retried after a network error too (429 and 503 mean "not processed" and are retried for
- * every route). A test checks this table against the service's OpenAPI document.
+ * retried after a network error or any 429/503. A call with side effects is retried only
+ * when the 429/503 is the service's own envelope (it says "not processed"; a proxy's 503
+ * says nothing of the sort), or when it carries an `idempotencyKey` (the service answers a
+ * replay with the same job). A test checks this table against the service's OpenAPI document.
  */
 export const ROUTES = Object.freeze({
   predictCareers: { method: 'POST', path: '/api/v1/career/predict', idempotent: true },
@@ -205,7 +207,7 @@ export class MlClient {
     return this.#call('listModelVersions', {}, options);
   }
 
-  /** Activate a version or roll back (admin). Not retried except on 429/503. */
+  /** Activate a version or roll back (admin). Retried only on the service's own 429/503. */
   activateModelVersion(version, options) {
     return this.#call('activateModelVersion', { params: { version } }, options);
   }
@@ -412,6 +414,10 @@ export class MlClient {
     }
     const apiKey = options.apiKey ?? this.#apiKey;
     if (apiKey) headers['x-api-key'] = apiKey;
+    const idempotencyKey = options.idempotencyKey;
+    if (idempotencyKey != null) headers['idempotency-key'] = String(idempotencyKey);
+    // Safe to send again: no side effects, or the service deduplicates by the key.
+    const replaySafe = route.idempotent || idempotencyKey != null;
     headers['x-request-id'] = requestId;
     if (traceparent) headers.traceparent = traceparent;
     if (tracestate) headers.tracestate = tracestate;
@@ -455,8 +461,8 @@ export class MlClient {
         text = await response.text();
       } catch (err) {
         const error = failure(err, attempt);
-        // A network error may come after the service acted: only side-effect-free calls retry.
-        if (error.code === ClientErrorCode.NETWORK_ERROR && route.idempotent && mayRetry) {
+        // A network error may come after the service acted: only replay-safe calls retry.
+        if (error.code === ClientErrorCode.NETWORK_ERROR && replaySafe && mayRetry) {
           if (await this.#pause(this.#backoff(attempt), signal, started, timeoutMs, (e) => failure(e, attempt))) continue;
         }
         throw error;
@@ -500,8 +506,11 @@ export class MlClient {
             attempts: attempt,
           });
 
-      // 429 and 503 mean "not processed": every route may retry them, POSTs with side effects too.
-      if ((status === 429 || status === 503) && mayRetry) {
+      // The service's 429 and 503 mean "not processed": every route may retry them. A 429/503
+      // that is not its envelope (a proxy, a load balancer, uvicorn's connection limit) may
+      // come after the service acted: only replay-safe calls retry that.
+      const notProcessed = isEnvelope && envelope.error != null;
+      if ((status === 429 || status === 503) && mayRetry && (notProcessed || replaySafe)) {
         let wait;
         if (retryAfterMs != null && retryAfterMs > 0) {
           if (retryAfterMs > cfg.maxRetryAfterMs) throw error;

@@ -114,6 +114,38 @@ describe('retries', () => {
     }
   });
 
+  test("a side-effecting call is not retried on a 503 that is not the service's envelope", async () => {
+    // A proxy's HTML 503 may come after the service took the job: retrainFromRecords was
+    // sent three times against one.
+    const html = () => reply(503, '<html><body>503 Service Temporarily Unavailable</body></html>', { 'content-type': 'text/html', 'retry-after': '0' });
+    stub.script(html(), html(), html());
+    await assert.rejects(make().retrainFromRecords({ records: [{ a: 1 }] }), (err) => {
+      assert.equal(err.code, 'INVALID_RESPONSE');
+      assert.equal(err.status, 503);
+      assert.equal(err.attempts, 1);
+      return true;
+    });
+    assert.equal(stub.requests.length, 1);
+
+    stub.script(reply(429, 'Too Many Requests', { 'content-type': 'text/plain' }));
+    await assert.rejects(make().activateModelVersion('v1'), (err) => err.status === 429 && err.attempts === 1);
+    assert.equal(stub.requests.length, 1);
+
+    // Side-effect-free calls still retry it.
+    stub.script(html(), ok({ ok: 1 }));
+    assert.deepEqual(await make().predictCareers(PROFILE), { ok: 1 });
+    assert.equal(stub.requests.length, 2);
+  });
+
+  test('with an idempotency key, a side-effecting call is retried like a safe one', async () => {
+    const html = reply(503, '<html>busy</html>', { 'content-type': 'text/html', 'retry-after': '0' });
+    stub.script(html, hangUp(), ok({ id: 'job-1' }));
+    const job = await make().retrainFromRecords({ records: [{ a: 1 }] }, { idempotencyKey: 'import-2026-12-02' });
+    assert.equal(job.id, 'job-1');
+    assert.equal(stub.requests.length, 3);
+    for (const request of stub.requests) assert.equal(request.headers['idempotency-key'], 'import-2026-12-02');
+  });
+
   test('probes are never retried', async () => {
     stub.script(fail(503, 'NOT_READY', { 'retry-after': '0' }));
     await assert.rejects(make().ready(), (err) => err.code === 'NOT_READY' && err.attempts === 1);

@@ -122,7 +122,9 @@ export interface paths {
          * Start a retraining job (admin)
          * @description Multipart `file` (CSV) + optional `mapping` and `force`, or JSON `records`/`mapping`/`force`.
          *
-         *     Answers 202 with the job at once; poll `GET /api/v1/career/retrain/{job_id}`.
+         *     Answers 202 with the job at once; poll `GET /api/v1/career/retrain/{job_id}`. With an
+         *     `Idempotency-Key`, a repeat of the submission (a retry after a lost answer) answers the
+         *     job the first one created instead of starting another.
          */
         post: operations["retrain_api_v1_career_retrain_post"];
         delete?: never;
@@ -144,7 +146,8 @@ export interface paths {
          *
          *     A job that succeeded may still have `activated: false`: the active version changed while
          *     it trained (`not_activated_reason`), and that change wins. A job whose process is gone
-         *     (crash, shutdown) is `failed` with the reason in `error`.
+         *     (a killed pod) is started again by a server sharing the model directory (its
+         *     `reasons` say so), or, when it cannot be, `failed` with the reason in `error`.
          */
         get: operations["retrain_status_api_v1_career_retrain__job_id__get"];
         put?: never;
@@ -517,7 +520,8 @@ export interface paths {
         };
         /**
          * Readiness probe
-         * @description 200 only when every enabled model is loaded; else 503 with the reasons.
+         * @description 200 when the asked-for models (all enabled ones by default) are loaded; else 503
+         *     with the reasons.
          */
         get: operations["ready_health_ready_get"];
         put?: never;
@@ -2651,7 +2655,10 @@ export interface operations {
     retrain_api_v1_career_retrain_post: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Names this submission: a repeat with the same key and data answers the job the first created (409 with other data). */
+                "Idempotency-Key"?: string | null;
+            };
             path?: never;
             cookie?: never;
         };
@@ -5406,7 +5413,10 @@ export interface operations {
     };
     ready_health_ready_get: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description The models this probe asks for (repeatable: `?model=career&model=clip`). Each must be loaded; the others need only have finished loading, loaded or not, so a pod whose CLIP cannot load stays ready for career. Without it: every enabled model must be loaded. */
+                model?: string[] | null;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -5420,6 +5430,36 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Envelope_Readiness_"];
+                };
+            };
+            /** @description Invalid fields; `details` names each one. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "success": false,
+                     *       "error": {
+                     *         "code": "VALIDATION_ERROR",
+                     *         "message": "The request has 1 invalid field.",
+                     *         "details": [
+                     *           {
+                     *             "field": "academic_scores.math",
+                     *             "message": "Input should be less than or equal to 100",
+                     *             "type": "less_than_equal"
+                     *           }
+                     *         ]
+                     *       },
+                     *       "meta": {
+                     *         "request_id": "3f1c2a9e6b7d4e0f",
+                     *         "api_version": "v1",
+                     *         "duration_ms": 0.4
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
             /** @description The model is not loaded: `MODEL_LOADING` (with `Retry-After`) while it loads at start-up, `MODEL_UNAVAILABLE` when it failed to load; the message says why. */

@@ -34,6 +34,7 @@ from app.services.career.retrain import (
     SHUTDOWN_REASON,
     RetrainJobs,
     child_environment,
+    data_path,
     read_training_rows,
     write_training_rows,
 )
@@ -447,3 +448,51 @@ def test_a_failed_job_records_the_kind_of_error_not_its_message(
 
 def _no_worker(*args: Any, **kwargs: Any) -> None:
     raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+
+
+CONFIG = {
+    "min_lift": 0.05,
+    "tolerance": 0.02,
+    "min_rows_per_class": 5,
+    "feature_spec": [],
+    "data_sha256": "0" * 64,
+}
+
+
+@pytest.mark.parametrize("case", ["its rows are gone", "its attempts are spent"])
+def test_a_lost_job_that_cannot_be_taken_over_is_failed_with_the_reason(
+    jobs: RetrainJobs, career_model_dir: Path, case: str
+) -> None:
+    """The sweep never leaves a job `running` with no process on it: when it cannot start it
+    again, it records why. (The takeover itself: tests/api/test_retrain_faults.py.)"""
+    job_id = "00112233445566aa"
+    here = job_lock.namespace_id()
+    stale = {"job_id": job_id, "pid": dead_pid(), "start": f"{here}:3"}
+    attempts = retrain.MAX_ATTEMPTS if case == "its attempts are spent" else 1
+    _leave_job(
+        career_model_dir, job_id, stale, pid=stale["pid"], pid_start=stale["start"],
+        config=CONFIG, attempts=attempts,
+    )  # fmt: skip
+    if case == "its rows are gone":
+        data_path(career_model_dir, job_id).unlink()
+
+    jobs.sweep()
+
+    job = job_file(career_model_dir, job_id)
+    assert job["state"] == "failed"
+    assert job["error"].startswith(retrain.LOST_REASON)
+    if case == "its attempts are spent":
+        assert job["error"].endswith(f", {retrain.MAX_ATTEMPTS} times")
+    assert data_files(career_model_dir) == [] and jobs.lock.holder() is None
+
+
+def test_the_sweep_leaves_live_and_foreign_jobs_alone(
+    jobs: RetrainJobs, career_model_dir: Path
+) -> None:
+    """A job on another host whose heartbeat is fresh is that host's: not taken over."""
+    job_id = "00112233445566bb"
+    foreign = {"job_id": job_id, "pid": 1, "start": "another-boot/pid:[1]:7"}
+    _leave_job(career_model_dir, job_id, foreign, pid=1, pid_start=foreign["start"], config=CONFIG)
+    jobs.sweep()
+    assert job_file(career_model_dir, job_id)["state"] == "running"
+    assert jobs.lock.holder() == foreign

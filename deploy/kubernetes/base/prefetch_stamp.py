@@ -27,6 +27,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 # What the runtimes in the cache depend on. CLIP_DEVICE is left out: prefetch builds on CPU.
+# Packages present in both images (the Job runs the torch target, the pods may run the
+# torch-free one): a torch version here would never match a pod without torch.
 SETTINGS = (
     "CLIP_MODEL_NAME",
     "CLIP_PRETRAINED",
@@ -34,7 +36,7 @@ SETTINGS = (
     "CLIP_BACKEND",
     "CLIP_PRECISION",
 )
-PACKAGES = ("torch", "open_clip_torch", "onnx", "onnxruntime")
+PACKAGES = ("onnx", "onnxruntime")
 STAMPS = ".prefetched"
 DEFAULT_WAIT_S = 900.0
 POLL_S = 2.0
