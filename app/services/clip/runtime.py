@@ -66,6 +66,20 @@ class Runtime(Protocol):
     def close(self) -> None: ...
 
 
+def configure_torch(threads: int) -> None:
+    """Process-wide torch settings for inference, made where torch is first needed (a
+    start that serves ONNX from the cache never imports torch)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    # Denormal floats slow CPU inference many-fold (seen with random-init weights) and
+    # carry no meaning for embeddings.
+    torch.set_flush_denormal(True)
+    if torch.get_num_interop_threads() != 1:
+        with contextlib.suppress(RuntimeError):  # may be set only once per process
+            torch.set_num_interop_threads(1)
+
+
 class TorchModel:
     """An open_clip model loaded in fp32 on one device: the reference every other runtime
     is checked against, and the source of the ONNX exports."""
@@ -75,6 +89,7 @@ class TorchModel:
         import torch
 
         s = settings
+        configure_torch(s.torch_threads)
         register_model_config(s)
         options = {k: v for k, v in weights.options.items() if v is not None}
         model, _, preprocess = open_clip.create_model_and_transforms(

@@ -9,12 +9,13 @@ precision) is chosen on this machine by `selection.py`. Tests load a tiny model 
 this same path.
 """
 
-import contextlib
+import importlib.util
 import logging
 import os
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -31,6 +32,7 @@ from app.schemas.clip import (
 )
 from app.services.clip.decode_pool import DecodeBudget
 from app.services.clip.engine import ClipEngine, ImageInput
+from app.services.clip.runtime import configure_torch
 from app.services.clip.selection import Selection, select
 from app.services.served import ModelState
 from app.utils.image_structure import StructureLimits
@@ -39,17 +41,16 @@ from app.utils.text import brief_error
 logger = logging.getLogger(__name__)
 
 
-def _configure_torch(threads: int) -> None:
-    """Process-wide torch settings for inference (once torch is imported at all)."""
-    import torch
+def _cuda_possible() -> bool:
+    """Whether torch could see a GPU, decided without importing torch (seconds of a cached
+    start): it needs torch installed and a GPU driver's device node."""
+    if importlib.util.find_spec("torch") is None:
+        return False
+    return any(Path(node).exists() for node in ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg"))
 
-    torch.set_num_threads(threads)
-    # Denormal floats slow CPU inference many-fold (seen with random-init weights) and
-    # carry no meaning for embeddings.
-    torch.set_flush_denormal(True)
-    if torch.get_num_interop_threads() != 1:
-        with contextlib.suppress(RuntimeError):  # may be set only once per process
-            torch.set_num_interop_threads(1)
+
+# Kept for the benchmarks, which set torch up before building runtimes themselves.
+_configure_torch = configure_torch
 
 
 __all__ = ["ClipService", "ImageInput", "parse_tags"]
@@ -158,7 +159,9 @@ class ClipService:
     def _build(self) -> ClipEngine:
         s = self.settings
         cpu_only = s.clip_backend == "onnx" or s.clip_precision in ("int8", "bf16")
-        if s.clip_device == "cpu" or (s.clip_device == "auto" and cpu_only):
+        if s.clip_device == "cpu" or (
+            s.clip_device == "auto" and (cpu_only or not _cuda_possible())
+        ):
             self.device = "cpu"  # decided without importing torch
         else:
             import torch
@@ -168,8 +171,6 @@ class ClipService:
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
         gpu = self.device == "cuda"
         max_batch = s.clip_max_batch or (256 if gpu else 32)
-        if s.clip_backend != "onnx":  # torch candidates are timed with these settings
-            _configure_torch(s.torch_threads)
         self.selection = selection = select(s, self.device, max_batch)
         return ClipEngine(
             selection.runtime,
