@@ -7,7 +7,7 @@ import hashlib
 import json
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from app.config import Settings
 from app.services.clip import onnx_runtime
 from app.services.clip.artifacts import ArtifactError, ArtifactStore, library_versions
 from app.services.clip.candidates import Trial
-from app.services.clip.parity import PROBE_TAGS, Reference, probe_reference
+from app.services.clip.parity import PROBE_TAGS, Reference, fast_agreement, probe_reference
 from app.services.clip.preprocess import ImageSpec
 from app.services.clip.runtime import ClipMeta, TorchModel
 from app.services.clip.tokenizer import vocabulary_file
@@ -104,10 +104,14 @@ def vocabulary_in(directory: Path) -> Path | None:
 
 def build_reference(
     store: ArtifactStore | None, source: TorchModel | None, meta: ClipMeta
-) -> Reference:
-    """torch fp32 on the probe set, cached with the model's metadata."""
+) -> tuple[Reference, ClipMeta]:
+    """torch fp32 on the probe set, and how closely the fast decode follows open_clip's
+    transform (recorded in the metadata), cached together: both need torch, so a later
+    start without it has them."""
     assert source is not None
     reference = probe_reference(source)
+    agreement = fast_agreement(source)
+    meta = replace(meta, fast_agreement=agreement.to_dict() if agreement is not None else None)
     if store is not None:
 
         def write(out: Path) -> dict[str, Any]:
@@ -120,7 +124,7 @@ def build_reference(
             store.build("reference", library_versions(*REFERENCE_VERSIONS), write)
         except ArtifactError as exc:  # a read-only or full cache: this start still gates
             logger.warning("CLIP probe reference not cached: %s", exc)
-    return reference
+    return reference, meta
 
 
 def build_exports(

@@ -35,6 +35,9 @@ class ClipMeta:
     logit_scale: float
     preprocess: dict[str, Any]  # open_clip's preprocess config (size, mean, std, ...)
     tokenizer: dict[str, Any] | None  # ClipTokenizer spec; None: only open_clip's will do
+    # CLIP_PREPROCESS=fast against open_clip's transform, measured with torch once and kept
+    # with the reference (parity.FastAgreement.to_dict); None: not measured.
+    fast_agreement: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -23,7 +23,7 @@ import gc
 import importlib.util
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -138,7 +138,10 @@ def _measure(
         source = TorchModel(settings, device, weights)
     meta = source.meta if source is not None else cached.meta
     assert meta is not None
-    reference = cached.reference or build_reference(store, source, meta)
+    if cached.reference is not None and cached.meta is not None:
+        reference, meta = cached.reference, replace(meta, fast_agreement=cached.meta.fast_agreement)
+    else:
+        reference, meta = build_reference(store, source, meta)
     exports = build_exports(store, source, cached.exports)
 
     for trial in live:
@@ -290,7 +293,7 @@ def _recall(
         )
     else:
         source = TorchModel(settings, device, weights)
-        meta = source.meta
+        meta = replace(source.meta, fast_agreement=meta.fast_agreement)
         runtime = source.runtime(chosen.precision)
     chosen.runtime = runtime
     chosen.error = None
