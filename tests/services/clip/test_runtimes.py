@@ -521,7 +521,7 @@ def test_a_read_only_cache_still_serves_torch(
     monkeypatch.setattr(artifacts.tempfile, "mkdtemp", denied)
     chosen = select(settings(tmp_path), "cpu", max_batch=8)
     assert chosen.chosen.backend == "torch"
-    onnx = [t for t in chosen.trials if t.backend == "onnx"]
+    onnx = [t for t in chosen.trials if t.backend == "onnx" and "skipped" not in str(t.error)]
     assert onnx and all("cannot write the CLIP cache" in str(t.error) for t in onnx)
     assert all(str(tmp_path) not in str(t.error) for t in chosen.trials)
     chosen.runtime.close()
