@@ -37,9 +37,14 @@ class ClipCandidate(BaseModel):
 class ClipPreprocess(BaseModel):
     mode: Literal["exact", "fast"] = Field(
         description="What preprocesses images: `exact` decodes JPEGs at least at 4x the input "
-        "(and 1024 px), `fast` at the smallest DCT scale that still covers the input."
+        "(and 1024 px), `fast` at the smallest DCT scale that keeps `factor` x the input."
     )
     setting: Literal["auto", "exact", "fast"] = Field(description="CLIP_PREPROCESS.")
+    factor: int | None = Field(
+        default=None,
+        description="`fast` decodes the shorter side to >= this many times the input: the "
+        "smallest factor (1, 2, 4) measured to agree with open_clip's transform.",
+    )
     min_cosine: float | None = Field(
         description="Fast against open_clip's transform: lowest embedding cosine over the "
         "parity sets (measured at start-up, on this model)."

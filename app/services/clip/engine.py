@@ -70,6 +70,7 @@ class ClipEngine:
         budget: DecodeBudget,
         jpeg_device: str | None = None,
         decode: DecodeMode = "exact",
+        fast_factor: int = 2,
     ) -> None:
         self.runtime = runtime
         self.meta = meta
@@ -77,7 +78,7 @@ class ClipEngine:
         self.fallback_preprocess = fallback_preprocess
         self.identity = identity
         self.budget = budget
-        self.spec = ImageSpec.from_open_clip(meta.preprocess, decode)
+        self.spec = ImageSpec.from_open_clip(meta.preprocess, decode, fast_factor)
         if self.spec is None and fallback_preprocess is None:
             raise ValueError(f"no preprocessing reproduces {meta.preprocess}")
         self.jpeg_device = jpeg_device if self.spec is not None else None

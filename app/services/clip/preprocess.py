@@ -8,8 +8,8 @@ free, it runs in the decode workers without contending for torch's threads.
 Two decode sizes (`ImageSpec.decode`, CLIP_PREPROCESS): `exact` decodes large images down
 to no less than 4x the input and 1024 px, so only large photos move at all; `fast` decodes
 JPEGs at the smallest DCT scale (others reduced by the largest integer factor) that keeps
-the shorter side >= 2x the input. At 1x the fixture model's answers drifted (embedding
-cosine 0.990 to open_clip's on photos); at 2x the lowest was 0.99977, ViT-B-32's 0.999995.
+the shorter side >= `factor` x the input, the smallest factor measured to agree with
+open_clip's transform for the model (`parity.fast_agreement`).
 """
 
 from collections.abc import Callable
@@ -23,8 +23,6 @@ from PIL import Image
 from app.utils.images import Decoded, Region
 
 MIN_DECODED_SIDE = 1024
-# `fast` decodes to a shorter side of at least this many times the input.
-FAST_DECODE_FACTOR = 2
 DecodeMode = Literal["exact", "fast"]
 
 _RESAMPLING = {
@@ -47,6 +45,7 @@ class ImageSpec:
     mean: np.ndarray
     std: np.ndarray
     decode: DecodeMode = "exact"
+    factor: int = 2  # `fast`: the shorter side is decoded to >= factor x the input
     # uint8 value -> normalised float32, per channel (3, 256): the normalisation as one
     # table look-up, the same float32 steps as `(v / 255 - mean) / std` computed once.
     table: np.ndarray = field(init=False, repr=False, compare=False)
@@ -58,7 +57,7 @@ class ImageSpec:
 
     @classmethod
     def from_open_clip(
-        cls, cfg: dict[str, Any], decode: DecodeMode = "exact"
+        cls, cfg: dict[str, Any], decode: DecodeMode = "exact", factor: int = 2
     ) -> "ImageSpec | None":
         """The spec for open_clip's preprocess config, or None where this module cannot
         reproduce it exactly (then the caller uses open_clip's own transform)."""
@@ -77,6 +76,7 @@ class ImageSpec:
             mean=np.asarray(cfg["mean"], dtype=np.float32).reshape(3, 1, 1),
             std=np.asarray(cfg["std"], dtype=np.float32).reshape(3, 1, 1),
             decode=decode,
+            factor=factor,
         )
 
     @property
@@ -85,9 +85,9 @@ class ImageSpec:
         1024 px; images up to that size decode in full and preprocess exactly as open_clip
         does, larger ones decode reduced (JPEG draft, integer reduce), which moves the input
         by at most 0.015 (about 1/255 before normalisation) for ViT-B-32 on photos.
-        `fast`: FAST_DECODE_FACTOR x the input (see the module doc)."""
+        `fast`: `factor` x the input (see the module doc)."""
         if self.decode == "fast":
-            return FAST_DECODE_FACTOR * max(self.size)
+            return self.factor * max(self.size)
         return max(4 * max(self.size), MIN_DECODED_SIDE)
 
 

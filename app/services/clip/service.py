@@ -226,6 +226,7 @@ class ClipService:
             ),
             jpeg_device="cuda" if gpu and s.clip_gpu_decode else None,
             decode=self.decode,
+            fast_factor=self.agreement.factor if self.agreement is not None else 2,
         )
 
     def close(self) -> None:
@@ -247,6 +248,7 @@ class ClipService:
                     "preprocess": {
                         "mode": self.decode,
                         "setting": self.settings.clip_preprocess,
+                        "factor": self.agreement.factor if self.agreement else None,
                         "min_cosine": self.agreement.min_cosine if self.agreement else None,
                         "same_answers": self.agreement.same_answers if self.agreement else None,
                     },

@@ -190,7 +190,8 @@ def test_fast_decoding_agreement_is_measured_for_the_model(tiny: TorchModel) -> 
     """What CLIP_PREPROCESS=auto decides by, measured with torch when the reference is built."""
     agreement = fast_agreement(tiny)
     assert agreement is not None and agreement.images == len(agreement_set())
-    assert agreement.agrees, agreement
+    # 1x (32 px: JPEGs drop to 1/8 scale) drifts for the fixture's tiny input; 2x agrees.
+    assert agreement.agrees and agreement.factor == 2, agreement
     assert FastAgreement.from_dict(agreement.to_dict()) == agreement
 
 
