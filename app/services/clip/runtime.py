@@ -70,8 +70,9 @@ class Runtime(Protocol):
 
 
 def configure_torch(threads: int) -> None:
-    """Process-wide torch settings for inference, made where torch is first needed (a
-    start that serves ONNX from the cache never imports torch)."""
+    """Torch settings for inference, made by the service just before torch is first needed
+    (a start that serves ONNX from the cache never imports torch). Flushing denormals sets
+    the calling thread's floating-point state: the service calls this on its load thread."""
     import torch
 
     torch.set_num_threads(threads)
@@ -92,7 +93,6 @@ class TorchModel:
         import torch
 
         s = settings
-        configure_torch(s.torch_threads)
         register_model_config(s)
         options = {k: v for k, v in weights.options.items() if v is not None}
         model, _, preprocess = open_clip.create_model_and_transforms(

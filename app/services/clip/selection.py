@@ -87,9 +87,16 @@ class Selection:
         }
 
 
-def select(settings: Settings, device: str, max_batch: int) -> Selection:
+def select(
+    settings: Settings,
+    device: str,
+    max_batch: int,
+    prepare_torch: Callable[[], None] | None = None,
+) -> Selection:
     """The runtime that serves: the one remembered for this kind of machine if it still
-    passes the gate, else every candidate built, checked and (under auto) timed."""
+    passes the gate, else every candidate built, checked and (under auto) timed.
+    `prepare_torch` runs once, just before torch is first imported, if it is."""
+    prepare = prepare_torch or (lambda: None)
     flags = cpu_flags()
     trials = plan(settings, device, flags)
     weights = resolve_weights(settings)
@@ -104,10 +111,10 @@ def select(settings: Settings, device: str, max_batch: int) -> Selection:
     batches = sorted({min(b, max_batch) for b in TIMING_BATCHES[_kind(device)]})
     key = ChoiceKey.of(settings, device, batches, trials, flags)
     if store is not None:
-        recalled = _recall(settings, device, weights, store, key)
+        recalled = _recall(settings, device, weights, store, key, prepare)
         if recalled is not None:
             return recalled
-    selection = _measure(settings, device, weights, store, trials, batches)
+    selection = _measure(settings, device, weights, store, trials, batches, prepare)
     if store is not None:
         _remember(store, key, selection)
     return selection
@@ -124,6 +131,7 @@ def _measure(
     store: ArtifactStore | None,
     trials: list[Trial],
     batches: list[int],
+    prepare_torch: Callable[[], None],
 ) -> Selection:
     """Build, check and (under auto) time the candidates; return the one that serves."""
     live = [t for t in trials if t.error is None]
@@ -135,6 +143,7 @@ def _measure(
                 "torch is not installed and the CLIP cache lacks the probe reference or an "
                 "ONNX export: build them with `python -m app.prefetch` where torch is"
             )
+        prepare_torch()
         source = TorchModel(settings, device, weights)
     meta = source.meta if source is not None else cached.meta
     assert meta is not None
@@ -262,7 +271,12 @@ def _remember(store: ArtifactStore, key: ChoiceKey, selection: Selection) -> Non
 
 
 def _recall(
-    settings: Settings, device: str, weights: Weights, store: ArtifactStore, key: ChoiceKey
+    settings: Settings,
+    device: str,
+    weights: Weights,
+    store: ArtifactStore,
+    key: ChoiceKey,
+    prepare_torch: Callable[[], None],
 ) -> Selection | None:
     """The remembered choice for `key`, loaded and gated against the stored reference;
     None (measure again) if there is none, an artifact changed, or it fails the gate now."""
@@ -292,6 +306,7 @@ def _recall(
             export[0], chosen.precision, settings.torch_threads
         )
     else:
+        prepare_torch()
         source = TorchModel(settings, device, weights)
         meta = replace(source.meta, fast_agreement=meta.fast_agreement)
         runtime = source.runtime(chosen.precision)

@@ -189,7 +189,9 @@ class ClipService:
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
         gpu = self.device == "cuda"
         max_batch = s.clip_max_batch or (256 if gpu else 32)
-        self.selection = selection = select(s, self.device, max_batch)
+        self.selection = selection = select(
+            s, self.device, max_batch, prepare_torch=lambda: configure_torch(s.torch_threads)
+        )
         self.agreement = (
             FastAgreement.from_dict(selection.meta.fast_agreement)
             if selection.meta.fast_agreement
