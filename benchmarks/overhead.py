@@ -7,8 +7,9 @@
    whole body), decode (header, structure scan, reduced decode of the crop's region),
    preprocess (one resample to the input, normalise), model (the fixture model's image
    tower through the runtime that serves), serialise (the envelope with 8 embeddings: float
-   and base64). Decode and preprocess are shown for CLIP_PREPROCESS=exact and fast, with
-   ViT-B-32's geometry (224 px input), which is what they cost in production.
+   and base64). Decode and preprocess are shown for CLIP_PREPROCESS=exact and fast (at
+   2x and 1x the input: the factor is measured per model), with ViT-B-32's geometry
+   (224 px input), which is what they cost in production.
 2. End to end: a server with the fixture model (one worker, cache off) answering 8
    connections that each post 8 JPEGs of 640x480 a request for `--seconds`; the server's
    CPU time (utime + stime from /proc/<pid>/stat) per image, alone and with its descendants
@@ -117,8 +118,8 @@ def in_process(runs: int) -> list[tuple[str, float]]:
         ("parse (multipart, 8 JPEGs a body)", parse_ms(multipart_body(jpegs), runs))
     ]
     limits = StructureLimits(max_scans=64, max_chunks=1024)
-    for mode in ("exact", "fast"):
-        spec = ImageSpec.from_open_clip(VIT_PREPROCESS, decode=mode)  # type: ignore[arg-type]
+    for mode, factor in (("exact", 2), ("fast", 2), ("fast", 1)):
+        spec = ImageSpec.from_open_clip(VIT_PREPROCESS, mode, factor)  # type: ignore[arg-type]
         assert spec is not None
         decoded = []
 
