@@ -742,7 +742,7 @@ export interface components {
         ClipPreprocess: {
             /**
              * Mode
-             * @description What preprocesses images: `exact` decodes JPEGs at least at 4x the input (and 1024 px), `fast` at the smallest DCT scale that still covers the input.
+             * @description What preprocesses images: `exact` decodes JPEGs at least at 4x the input (and 1024 px), `fast` at the smallest DCT scale that keeps `factor` x the input.
              * @enum {string}
              */
             mode: "exact" | "fast";
@@ -752,6 +752,11 @@ export interface components {
              * @enum {string}
              */
             setting: "auto" | "exact" | "fast";
+            /**
+             * Factor
+             * @description `fast` decodes the shorter side to >= this many times the input: the smallest factor (1, 2, 4) measured to agree with open_clip's transform.
+             */
+            factor?: number | null;
             /**
              * Min Cosine
              * @description Fast against open_clip's transform: lowest embedding cosine over the parity sets (measured at start-up, on this model).
