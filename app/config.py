@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     clip_precision: Literal["auto", "fp32", "bf16", "int8", "fp16"] = "auto"
     # 0 = automatic: 0.995 for int8, 0.999 for the others.
     clip_min_cosine: float = Field(default=0.0, ge=0, le=1)
+    # exact: decode at >= 4x the input (and 1024 px); fast: >= 2x; auto: fast where its
+    # measured agreement with open_clip's transform holds (parity.FAST_MIN_COSINE).
+    clip_preprocess: Literal["auto", "exact", "fast"] = "auto"
     # 0 = automatic for the four below: CPU count, 32 (CPU) or 256 (CUDA), 2 x CLIP_MAX_BATCH.
     clip_preprocess_workers: int = Field(default=0, ge=0, le=256)
     clip_max_batch: int = Field(default=0, ge=0, le=4096)

@@ -3,7 +3,9 @@
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
+import orjson
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 
 from app.core import openai_format
 from app.core.context import elapsed_ms, error_dialect_var, request_id_var
@@ -16,21 +18,34 @@ def meta() -> Meta:
     return Meta(request_id=request_id_var.get(), duration_ms=elapsed_ms())
 
 
-# Parametrised once: each Envelope[Any] lookup in pydantic's generic cache costs more than
+# Parametrised once: each Envelope[None] lookup in pydantic's generic cache costs more than
 # serialising a small answer.
-_ANY = Envelope[Any]
 _NONE = Envelope[None]
 
 
 def ok(data: T, status_code: int = 200) -> Response:
-    """Wrap a route's result in the success envelope, serialised once by pydantic-core.
+    """Wrap a route's result in the success envelope, serialised once by orjson: pydantic
+    models through their JSON-mode dump, dataclasses and numpy arrays natively (float32
+    vectors in their shortest round-trip form, without a list of Python floats between:
+    an 8-image embedding answer costs a fraction of pydantic's dump of the same).
 
     Routes still declare `response_model=Envelope[...]` for OpenAPI; returning a ready
     Response skips FastAPI's dump-validate-encode round trip, which would validate every
     answer a second time.
     """
-    body = _ANY(success=True, data=data, meta=meta())
-    return Response(body.model_dump_json(), status_code=status_code, media_type="application/json")
+    body = {"success": True, "data": data, "error": None, "meta": meta()}
+    return Response(
+        orjson.dumps(body, default=_json_mode, option=orjson.OPT_SERIALIZE_NUMPY),
+        status_code=status_code,
+        media_type="application/json",
+    )
+
+
+def _json_mode(value: Any) -> Any:
+    """What orjson cannot write itself: pydantic models, as their JSON-mode dump."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def error_response(

@@ -6,7 +6,6 @@ written in their shortest round-trip form, which keeps a float body about 40% sm
 writing them as the float64 numbers `tolist()` makes, and takes a sixth of the time.
 """
 
-import base64
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,7 +13,9 @@ import numpy as np
 import orjson
 from fastapi.responses import JSONResponse
 
-from app.schemas.openai import EncodingFormat, ModelCard
+from app.schemas.clip import EncodingFormat
+from app.schemas.openai import ModelCard
+from app.utils.vectors import encode_rows
 
 # OpenAI's error `type` for a status; every other 4xx is an `invalid_request_error`.
 _ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
@@ -34,12 +35,7 @@ def embeddings_response(
 ) -> JSONResponse:
     """`{"object": "list", "data": [...], "model", "usage"}`; with `base64`, each vector is
     its little-endian float32 bytes in base64, which is what OpenAI's clients decode."""
-    rows = np.ascontiguousarray(vectors, dtype="<f4")
-    embeddings: list[Any] = (
-        [base64.b64encode(row.tobytes()).decode("ascii") for row in rows]
-        if encoding_format == "base64"
-        else list(rows)
-    )
+    embeddings = encode_rows(vectors, encoding_format)
     return OpenAIResponse(
         {
             "object": "list",

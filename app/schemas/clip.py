@@ -13,6 +13,14 @@ Base64Image = Annotated[
     ),
 ]
 Text = Annotated[str, Field(min_length=1)]
+# How embeddings are written: JSON numbers, or (OpenAI's convention) each vector's
+# little-endian float32 bytes in base64: a quarter of the size, and exact.
+EncodingFormat = Literal["float", "base64"]
+ENCODING_FORMAT_DOC = (
+    "`float` (default): each embedding as a list of numbers. `base64`: each embedding as "
+    "its little-endian float32 bytes in base64 (OpenAI's convention), about a quarter of "
+    "the size and bit-exact."
+)
 # Upper bound of any list in a request, whatever the settings allow (they are checked too).
 MAX_LIST = 1000
 
@@ -62,11 +70,15 @@ class MatchResult(BaseModel):
 class Embedding(BaseModel):
     index: int
     name: str | None = Field(description="File name (images) or the text itself (texts).")
-    embedding: list[float] = Field(description="L2-normalised vector.")
+    embedding: list[float] | str = Field(
+        description="L2-normalised vector: numbers, or with `encoding_format=base64` its "
+        "little-endian float32 bytes in base64."
+    )
 
 
 class EmbeddingResult(BaseModel):
     model: ModelRef
+    encoding_format: EncodingFormat = Field(default="float", description=ENCODING_FORMAT_DOC)
     embeddings: list[Embedding]
 
 
@@ -97,6 +109,7 @@ class EmbedImagesJson(BaseModel):
     images: list[Base64Image] = Field(
         min_length=1, max_length=256, description="1..MAX_IMAGES_PER_REQUEST images."
     )
+    encoding_format: EncodingFormat = Field(default="float", description=ENCODING_FORMAT_DOC)
 
 
 class EmbedTextsJson(BaseModel):
@@ -108,3 +121,4 @@ class EmbedTextsJson(BaseModel):
         examples=[["a red circle", "a photo of a dog"]],
         description="1..MAX_TEXTS_PER_REQUEST texts of at most MAX_TEXT_LENGTH characters.",
     )
+    encoding_format: EncodingFormat = Field(default="float", description=ENCODING_FORMAT_DOC)

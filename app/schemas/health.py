@@ -8,6 +8,11 @@ from pydantic import BaseModel, Field
 class ClipCandidate(BaseModel):
     backend: Literal["torch", "onnx"]
     precision: Literal["fp32", "bf16", "fp16", "int8"]
+    recipe: str | None = Field(
+        default=None,
+        description="int8 only: the quantisation recipe (`u8s8`, `u8s8-per-channel`, "
+        "`u8s8-reduce-range`, `u8u8`, `u8u8-per-channel`).",
+    )
     threshold: float | None = Field(description="Parity gate: the min cosine it needed.")
     min_cosine: float | None = Field(
         description="Lowest cosine to torch fp32 over the probe images and texts."
@@ -24,11 +29,40 @@ class ClipCandidate(BaseModel):
         description="Image tower ms per image by batch size, measured here (auto only)."
     )
     error: str | None = Field(description="Why it was skipped, failed or dropped.")
+    outcome: str | None = Field(
+        default=None, description="Why it serves, or why it does not (skipped, failed, slower)."
+    )
+
+
+class ClipPreprocess(BaseModel):
+    mode: Literal["exact", "fast"] = Field(
+        description="What preprocesses images: `exact` decodes JPEGs at least at 4x the input "
+        "(and 1024 px), `fast` at the smallest DCT scale that keeps `factor` x the input."
+    )
+    setting: Literal["auto", "exact", "fast"] = Field(description="CLIP_PREPROCESS.")
+    factor: int | None = Field(
+        default=None,
+        description="`fast` decodes the shorter side to >= this many times the input: the "
+        "smallest factor (1, 2, 4) measured to agree with open_clip's transform.",
+    )
+    min_cosine: float | None = Field(
+        description="Fast against open_clip's transform: lowest embedding cosine over the "
+        "parity sets (measured at start-up, on this model)."
+    )
+    same_answers: bool | None = Field(
+        description="Fast gives the same best tag as open_clip's transform on every probe."
+    )
 
 
 class ClipRuntime(BaseModel):
     backend: Literal["torch", "onnx"] = Field(description="What runs the forward passes.")
     precision: Literal["fp32", "bf16", "fp16", "int8"]
+    recipe: str | None = Field(default=None, description="int8: the quantisation recipe.")
+    chosen_by: Literal["measured", "preference", "remembered"] = Field(
+        description="`measured`: the fastest passing candidate, timed at this start; "
+        "`preference`: the first to pass under a forced setting; `remembered`: this kind of "
+        "machine's earlier measurement, gated again against the stored reference."
+    )
     min_cosine: float | None = Field(description="The serving runtime's parity to torch fp32.")
     ms_per_image: dict[str, float] | None = Field(
         description="Its ms per image by batch size; null when forced (no timing)."
@@ -37,6 +71,9 @@ class ClipRuntime(BaseModel):
         description="Every runtime considered (CLIP_BACKEND, CLIP_PRECISION), in order."
     )
     device: str = Field(description="`cpu` or `cuda`.")
+    preprocess: ClipPreprocess | None = Field(
+        default=None, description="Image preprocessing and its measured agreement."
+    )
     gpu_jpeg_decode: bool = Field(description="JPEGs are decoded on the GPU in batches.")
 
 

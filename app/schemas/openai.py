@@ -14,11 +14,10 @@ from pydantic import (
     model_validator,
 )
 
-from app.schemas.clip import MAX_LIST
+from app.schemas.clip import MAX_LIST, EncodingFormat
 
 Input = Annotated[str, Field(min_length=1)]
 Modality = Literal["text", "image"]
-EncodingFormat = Literal["float", "base64"]
 
 
 class EmbeddingsRequest(BaseModel):

@@ -189,6 +189,47 @@ def test_embeddings_equal_direct_open_clip(clip_client: TestClient) -> None:
     assert [e["name"] for e in got_texts["embeddings"]] == texts
 
 
+def test_base64_encoding_round_trips_bit_exactly_to_the_float_answers(
+    clip_client: TestClient,
+) -> None:
+    """`encoding_format=base64` on every embedding route (a query parameter on the upload,
+    a body field on the JSON routes): each vector is its little-endian float32 bytes, the
+    very floats of the default answer."""
+    blobs = [shape_png("red", "circle", seed=1), shape_png("blue", "square", seed=2)]
+    plain = [base64.b64encode(b).decode() for b in blobs]
+    texts = ["a red circle", "a photo of a dog"]
+    files = [("images", (f"{i}.png", b, "image/png")) for i, b in enumerate(blobs)]
+    routes = {
+        "multipart": lambda fmt: clip_client.post(
+            "/api/v1/clip/embed/image",
+            files=files,
+            params={} if fmt is None else {"encoding_format": fmt},
+        ),
+        "json images": lambda fmt: clip_client.post(
+            "/api/v1/clip/json/embed/image",
+            json={"images": plain, **({} if fmt is None else {"encoding_format": fmt})},
+        ),
+        "texts": lambda fmt: clip_client.post(
+            "/api/v1/clip/embed/text",
+            json={"texts": texts, **({} if fmt is None else {"encoding_format": fmt})},
+        ),
+    }
+    for name, post in routes.items():
+        default, floats, packed = data(post(None)), data(post("float")), data(post("base64"))
+        assert default["encoding_format"] == "float" and packed["encoding_format"] == "base64"
+        assert default["embeddings"] == floats["embeddings"], name
+        for number, text in zip(floats["embeddings"], packed["embeddings"], strict=True):
+            assert isinstance(text["embedding"], str), name
+            decoded = np.frombuffer(base64.b64decode(text["embedding"]), dtype="<f4")
+            as_float32 = np.array(number["embedding"], dtype=np.float32)
+            assert decoded.tobytes() == as_float32.tobytes(), name  # bit for bit
+            assert (text["index"], text["name"]) == (number["index"], number["name"])
+    wrong = clip_client.post(
+        "/api/v1/clip/embed/text", json={"texts": texts, "encoding_format": "binary"}
+    )
+    assert_error(wrong, 422, "VALIDATION_ERROR")
+
+
 def test_base64_json_forms(clip_client: TestClient) -> None:
     raw = shape_png("yellow", "square", seed=8)
     plain = base64.b64encode(raw).decode()

@@ -143,12 +143,22 @@ def test_auto_runtime_choice_shows_in_health_and_answers(make_client: Any) -> No
         **{**TINY_CLIP, "clip_backend": "auto", "clip_precision": "auto"}
     )
     runtime = clip_health(client)["runtime"]
-    candidates = {f"{c['backend']}-{c['precision']}": c for c in runtime["candidates"]}
-    assert {"onnx-int8", "onnx-fp32", "torch-fp32", "torch-bf16"} == set(candidates)
+    candidates = {
+        "-".join(filter(None, (c["backend"], c["precision"], c["recipe"])))
+        for c in runtime["candidates"]
+    }
+    assert {"onnx-fp32", "torch-fp32", "torch-bf16"} < candidates
+    assert len({c for c in candidates if c.startswith("onnx-int8-")}) == 5  # every recipe
+    assert runtime["chosen_by"] == "measured"
+    assert all(c["outcome"] for c in runtime["candidates"])
     passing = [c for c in runtime["candidates"] if c["passed"]]
     assert len(passing) >= 3 and all(c["ms_per_image"] for c in passing)
     fastest = min(passing, key=lambda c: math.prod(c["ms_per_image"].values()))
-    assert (runtime["backend"], runtime["precision"]) == (fastest["backend"], fastest["precision"])
+    assert (runtime["backend"], runtime["precision"], runtime["recipe"]) == (
+        fastest["backend"],
+        fastest["precision"],
+        fastest["recipe"],
+    )
     assert runtime["min_cosine"] == fastest["min_cosine"] >= fastest["threshold"]
     for c in runtime["candidates"]:
         assert c["passed"] == (c["error"] is None)

@@ -2,7 +2,7 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from fastapi.responses import Response
 
 from app.api.deps import ClipDep, SettingsDep
@@ -11,12 +11,14 @@ from app.api.responses import IMAGE_422, errors
 from app.config import Settings
 from app.core.envelope import ok
 from app.schemas.clip import (
+    ENCODING_FORMAT_DOC,
     MAX_LIST,
     CompareJson,
     CompareResult,
     EmbeddingResult,
     EmbedImagesJson,
     EmbedTextsJson,
+    EncodingFormat,
     MatchJson,
     MatchResult,
 )
@@ -117,11 +119,14 @@ async def embed_images(
     ],
     clip: ClipDep,
     settings: SettingsDep,
+    encoding_format: Annotated[EncodingFormat, Query(description=ENCODING_FORMAT_DOC)] = "float",
 ) -> Response:
-    """L2-normalised embeddings, one per image, in upload order."""
+    """L2-normalised embeddings, one per image, in upload order. `encoding_format` is a
+    query parameter here (the body is the upload), a body field on the JSON routes."""
     return ok(
         await clip.embed_images(
-            [await _upload(f, f"images.{i}", settings) for i, f in enumerate(images)]
+            [await _upload(f, f"images.{i}", settings) for i, f in enumerate(images)],
+            encoding_format,
         )
     )
 
@@ -134,7 +139,7 @@ async def embed_images(
 )
 async def embed_texts(body: EmbedTextsJson, clip: ClipDep) -> Response:
     """L2-normalised embeddings, one per text, in request order."""
-    return ok(await clip.embed_texts(body.texts))
+    return ok(await clip.embed_texts(body.texts, body.encoding_format))
 
 
 @router.post(
@@ -182,4 +187,4 @@ async def embed_images_json(
     body: EmbedImagesBody, clip: ClipDep, settings: SettingsDep
 ) -> Response:
     """`/embed/image` for callers holding images as base64 strings or data URIs."""
-    return ok(await clip.embed_images(_b64_each(body.images, settings)))
+    return ok(await clip.embed_images(_b64_each(body.images, settings), body.encoding_format))

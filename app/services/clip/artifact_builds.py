@@ -6,7 +6,8 @@ cached artifacts need not import torch."""
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+import shutil
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,10 @@ from app.config import Settings
 from app.services.clip import onnx_runtime
 from app.services.clip.artifacts import ArtifactError, ArtifactStore, library_versions
 from app.services.clip.candidates import Trial
-from app.services.clip.parity import PROBE_TAGS, Reference, probe_reference
+from app.services.clip.parity import PROBE_TAGS, Reference, fast_agreement, probe_reference
 from app.services.clip.preprocess import ImageSpec
 from app.services.clip.runtime import ClipMeta, TorchModel
+from app.services.clip.tokenizer import vocabulary_file
 from app.services.clip.weights import Weights
 from app.utils.hashing import sha256_file
 from app.utils.text import brief_error
@@ -24,6 +26,7 @@ from app.utils.text import brief_error
 logger = logging.getLogger(__name__)
 
 REFERENCE_VERSIONS = ("torch", "open_clip_torch")
+VOCABULARY = "bpe_simple_vocab_16e6.txt.gz"
 ONNX_VERSIONS = ("torch", "open_clip_torch", "onnx", "onnxruntime")
 
 
@@ -57,24 +60,26 @@ class Cached:
 
     meta: ClipMeta | None
     reference: Reference | None
-    exports: dict[str, Path | None]  # precision -> export directory, for the ONNX trials
+    exports: dict[str, Path | None]  # artifact kind -> export directory, for the ONNX trials
+    vocabulary: Path | None = None  # the tokenizer's merges file kept with the reference
 
     @classmethod
-    def look_up(cls, store: ArtifactStore | None, onnx_precisions: list[str]) -> "Cached":
+    def look_up(cls, store: ArtifactStore | None, kinds: list[str]) -> "Cached":
         if store is None:
             return cls(None, None, {})
         found = store.find("reference", library_versions(*REFERENCE_VERSIONS))
         versions = library_versions(*ONNX_VERSIONS)
         exports = {}
-        for precision in onnx_precisions:
-            export = store.find(f"onnx-{precision}", versions)
-            exports[precision] = export[0] if export else None
+        for kind in kinds:
+            export = store.find(kind, versions)
+            exports[kind] = export[0] if export else None
         if found is None:
             return cls(None, None, exports)
         path, manifest = found
         try:
             meta = ClipMeta.from_dict(manifest["meta"])
-            return cls(meta, Reference.load(path / "probes.npz"), exports)
+            reference = Reference.load(path / "probes.npz")
+            return cls(meta, reference, exports, vocabulary_in(path))
         except (OSError, ValueError, KeyError, TypeError) as exc:  # removed or damaged meanwhile
             logger.warning("CLIP probe reference unusable (%s): rebuilding it", brief_error(exc))
             store.discard(path)
@@ -91,57 +96,77 @@ class Cached:
         )
 
 
+def vocabulary_in(directory: Path) -> Path | None:
+    """The tokenizer's merges file kept in a reference artifact (older ones have none)."""
+    path = directory / VOCABULARY
+    return path if path.is_file() else None
+
+
 def build_reference(
     store: ArtifactStore | None, source: TorchModel | None, meta: ClipMeta
-) -> Reference:
-    """torch fp32 on the probe set, cached with the model's metadata."""
+) -> tuple[Reference, ClipMeta]:
+    """torch fp32 on the probe set, and how closely the fast decode follows open_clip's
+    transform (recorded in the metadata), cached together: both need torch, so a later
+    start without it has them."""
     assert source is not None
     reference = probe_reference(source)
+    agreement = fast_agreement(source)
+    meta = replace(meta, fast_agreement=agreement.to_dict() if agreement is not None else None)
     if store is not None:
 
         def write(out: Path) -> dict[str, Any]:
             reference.save(out / "probes.npz")
+            if meta.tokenizer is not None:  # so that a start without open_clip can tokenise
+                shutil.copyfile(vocabulary_file(), out / VOCABULARY)
             return {"meta": meta.to_dict(), "probe_tags": list(PROBE_TAGS)}
 
         try:
             store.build("reference", library_versions(*REFERENCE_VERSIONS), write)
         except ArtifactError as exc:  # a read-only or full cache: this start still gates
             logger.warning("CLIP probe reference not cached: %s", exc)
-    return reference
+    return reference, meta
 
 
 def build_exports(
     store: ArtifactStore | None, source: TorchModel | None, exports: dict[str, Path | None]
 ) -> dict[str, Path | str]:
-    """The ONNX exports the trials need, built where missing (int8 from the fp32 export):
-    precision -> directory, or why it could not be built."""
+    """The ONNX exports the trials need, built where missing (each int8 recipe from the
+    fp32 export): artifact kind -> directory, or why it could not be built."""
     if store is None or all(exports.values()):
         return {k: v for k, v in exports.items() if v is not None}
-    assert source is not None
+    if source is None:
+        why = (
+            "not in the CLIP cache, and torch (needed to export) is not installed: "
+            "build it with `python -m app.prefetch` where torch is"
+        )
+        return {k: v if v is not None else why for k, v in exports.items()}
     versions = library_versions(*ONNX_VERSIONS)
 
     def write_fp32(out: Path) -> dict[str, Any]:
         onnx_runtime.export(source, out)
         return {"opset": onnx_runtime.OPSET}
 
-    def write_int8(out: Path) -> dict[str, Any]:
-        onnx_runtime.quantize_int8(fp32, out)
-        return {"quantization": "dynamic; weights QInt8, activations QUInt8 per batch"}
-
     built: dict[str, Path | str] = {}
     try:
         found = store.find("onnx-fp32", versions) or store.build("onnx-fp32", versions, write_fp32)
     except ArtifactError as exc:
-        return {precision: str(exc) for precision in exports}
+        return {kind: str(exc) for kind in exports}
     fp32 = found[0]
-    for precision, path in exports.items():
+    recipes = {recipe.kind: recipe for recipe in onnx_runtime.INT8_RECIPES.values()}
+    for kind, path in exports.items():
         if path is not None:
-            built[precision] = path
-        elif precision == "fp32":
-            built[precision] = fp32
+            built[kind] = path
+        elif kind == "onnx-fp32":
+            built[kind] = fp32
         else:
+            recipe = recipes[kind]
+
+            def write_int8(out: Path, recipe: onnx_runtime.Int8Recipe = recipe) -> dict[str, Any]:
+                onnx_runtime.quantize_int8(fp32, out, recipe)
+                return {"quantization": recipe.describe(), "recipe": recipe.name}
+
             try:
-                built[precision] = store.build("onnx-int8", versions, write_int8)[0]
+                built[kind] = store.build(kind, versions, write_int8)[0]
             except ArtifactError as exc:
-                built[precision] = str(exc)
+                built[kind] = str(exc)
     return built

@@ -2,12 +2,14 @@
 precision) as a Trial, listed in preference order for the settings, the device and the
 CPU's flags."""
 
+import importlib.util
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from app.config import Settings
+from app.services.clip.onnx_runtime import INT8_RECIPES
 from app.services.clip.runtime import Backend, Precision, Runtime
 
 logger = logging.getLogger(__name__)
@@ -28,6 +30,7 @@ class Trial:
 
     backend: Backend
     precision: Precision
+    recipe: str | None = None  # int8: which quantisation (onnx_runtime.INT8_RECIPES)
     threshold: float | None = None
     min_cosine: float | None = None
     same_best_tag: bool | None = None
@@ -35,11 +38,19 @@ class Trial:
     passed: bool = False
     ms_per_image: dict[str, float] | None = None
     error: str | None = None
+    outcome: str | None = None  # why it serves, or why another one does
     runtime: Runtime | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
-        return f"{self.backend}-{self.precision}"
+        return f"{self.backend}-{self.precision}" + (f"-{self.recipe}" if self.recipe else "")
+
+    @property
+    def artifact(self) -> str:
+        """The artifact kind of an ONNX trial's export."""
+        if self.recipe is not None:
+            return INT8_RECIPES[self.recipe].kind
+        return f"onnx-{self.precision}"
 
     def score(self) -> float:
         """Geometric mean of ms per image over the timed batch sizes (lower is better):
@@ -53,6 +64,7 @@ class Trial:
         return {
             "backend": self.backend,
             "precision": self.precision,
+            "recipe": self.recipe,
             "threshold": self.threshold,
             "min_cosine": self.min_cosine,
             "same_best_tag": self.same_best_tag,
@@ -60,7 +72,13 @@ class Trial:
             "passed": self.passed,
             "ms_per_image": self.ms_per_image,
             "error": self.error,
+            "outcome": self.outcome,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Trial":
+        """A trial as `to_dict` wrote it (a remembered choice's record)."""
+        return cls(**{k: v for k, v in data.items() if k in _FIELDS})
 
     def summary(self) -> str:
         if self.error:
@@ -78,27 +96,66 @@ class Trial:
             self.runtime = None
 
 
-def plan(settings: Settings, device: str, flags: set[str] | None = None) -> list[Trial]:
+# x86 flags of the VNNI instructions, with which ONNX Runtime's U8S8 kernels do not saturate.
+VNNI_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}
+
+
+_FIELDS = {f.name for f in fields(Trial)} - {"runtime"}
+
+
+def plan(
+    settings: Settings,
+    device: str,
+    flags: set[str] | None = None,
+    *,
+    torch_installed: bool | None = None,
+) -> list[Trial]:
     """The candidates for these settings on this device, in preference order. A bf16
-    candidate the CPU would only emulate is listed as skipped unless bf16 was forced."""
+    candidate the CPU would only emulate is listed as skipped unless bf16 was forced; int8
+    comes as one candidate per quantisation recipe that suits the CPU (the others are
+    listed as skipped, with why); without torch installed, the torch candidates are listed
+    as skipped."""
     backend, precision = settings.clip_backend, settings.clip_precision
     pool = CUDA_CANDIDATES if device == "cuda" else CPU_CANDIDATES
-    trials = [Trial(b, p) for b, p in pool if backend in ("auto", b) and precision in ("auto", p)]
+    flags = cpu_flags() if flags is None else flags
+    trials = []
+    for b, p in pool:
+        if backend in ("auto", b) and precision in ("auto", p):
+            trials.extend(int8_trials(flags) if p == "int8" else [Trial(b, p)])
     if not trials:
         offered = ", ".join(f"{b}-{p}" for b, p in pool)
         raise ValueError(
             f"CLIP_BACKEND={backend} with CLIP_PRECISION={precision} has no runtime on "
             f"{device} (available: {offered})"
         )
-    native_bf16 = bool((cpu_flags() if flags is None else flags) & {"avx512_bf16", "amx_bf16"})
+    if torch_installed is None:
+        torch_installed = importlib.util.find_spec("torch") is not None
+    native_bf16 = bool(flags & {"avx512_bf16", "amx_bf16"})
     for trial in trials:
-        if trial.precision == "bf16" and not native_bf16:
+        if trial.backend == "torch" and not torch_installed:
+            trial.error = "skipped: torch is not installed"
+        elif trial.precision == "bf16" and not native_bf16:
             if precision == "bf16":
                 logger.warning(
                     "CLIP_PRECISION=bf16 on a CPU without AVX512-BF16 or AMX: emulated, slow"
                 )
             else:
                 trial.error = "skipped: the CPU has neither AVX512-BF16 nor AMX"
+    return trials
+
+
+def int8_trials(flags: set[str]) -> list[Trial]:
+    """One int8 trial per recipe, in preference order; on x86 without VNNI the recipes that
+    would saturate are listed as skipped."""
+    saturates = "avx2" in flags and not flags & VNNI_FLAGS
+    trials = []
+    for recipe in INT8_RECIPES.values():
+        trial = Trial("onnx", "int8", recipe=recipe.name)
+        if recipe.needs_vnni and saturates:
+            trial.error = "skipped: U8S8 saturates on x86 without VNNI (ONNX Runtime's guide)"
+        elif not recipe.needs_vnni and not saturates:
+            trial.error = "skipped: needed only on x86 without VNNI, where U8S8 saturates"
+        trials.append(trial)
     return trials
 
 

@@ -53,11 +53,8 @@ def serve(conn: Connection, setup: WorkerSetup) -> None:
         while (job := conn.recv()) is not None:
             length, field = job
             try:
-                result = _prepare(bytes(memory[:length]), field, setup)
-                if out is not None:
-                    out[...] = result
-                    result = None
-                conn.send(("ok", result))
+                # The pixels are written straight into shared memory (`out`).
+                conn.send(("ok", _prepare(bytes(memory[:length]), field, setup, out)))
             except AppError as exc:
                 conn.send(("error", type(exc).__name__, exc.message, exc.details))
             except MemoryError:
@@ -68,15 +65,17 @@ def serve(conn: Connection, setup: WorkerSetup) -> None:
         shm.close()
 
 
-def _prepare(data: bytes, field: str, setup: WorkerSetup) -> Any:
+def _prepare(data: bytes, field: str, setup: WorkerSetup, out: np.ndarray | None) -> Any:
+    """None once the pixels are in `out`; without a spec, the decoded image itself."""
     image = open_image(data, max_pixels=setup.max_pixels, name=field)
     try:
-        if setup.spec is None:  # open_clip's own transform runs in the server
+        if setup.spec is None or out is None:  # open_clip's own transform runs in the server
             return load_image(image, min_side=MIN_DECODED_SIDE, name=field).image
         decoded = load_image(
             image, min_side=setup.spec.min_side, region=region_of(setup.spec), name=field
         )
-        return to_array(decoded, setup.spec)
+        to_array(decoded, setup.spec, out)
+        return None
     finally:
         image.close()
 

@@ -31,7 +31,7 @@ from app.services.clip.admission import Admission, Flow
 from app.services.clip.batcher import IMAGES, TEXTS, Batcher
 from app.services.clip.decode_pool import DecodeBudget, DecodePool
 from app.services.clip.embedding_cache import EmbeddingCache
-from app.services.clip.preprocess import ImageSpec
+from app.services.clip.preprocess import DecodeMode, ImageSpec
 from app.services.clip.runtime import ClipMeta, Runtime
 from app.utils.image_structure import check_structure
 from app.utils.images import open_image
@@ -69,6 +69,8 @@ class ClipEngine:
         cache_mb: float,
         budget: DecodeBudget,
         jpeg_device: str | None = None,
+        decode: DecodeMode = "exact",
+        fast_factor: int = 2,
     ) -> None:
         self.runtime = runtime
         self.meta = meta
@@ -76,7 +78,7 @@ class ClipEngine:
         self.fallback_preprocess = fallback_preprocess
         self.identity = identity
         self.budget = budget
-        self.spec = ImageSpec.from_open_clip(meta.preprocess)
+        self.spec = ImageSpec.from_open_clip(meta.preprocess, decode, fast_factor)
         if self.spec is None and fallback_preprocess is None:
             raise ValueError(f"no preprocessing reproduces {meta.preprocess}")
         self.jpeg_device = jpeg_device if self.spec is not None else None

@@ -3,13 +3,19 @@
 It reproduces open_clip's inference transform (torchvision `Resize` on the shorter side or
 a squash, `CenterCrop`, `ToTensor`, `Normalize`) step for step: the same PIL resize call
 with the same output size, the same crop offsets, the same float32 arithmetic. Being torch
-free, it runs in a thread pool beside inference without contending for torch's threads.
+free, it runs in the decode workers without contending for torch's threads.
+
+Two decode sizes (`ImageSpec.decode`, CLIP_PREPROCESS): `exact` decodes large images down
+to no less than 4x the input and 1024 px, so only large photos move at all; `fast` decodes
+JPEGs at the smallest DCT scale (others reduced by the largest integer factor) that keeps
+the shorter side >= `factor` x the input, the smallest factor measured to agree with
+open_clip's transform for the model (`parity.fast_agreement`).
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
@@ -17,6 +23,7 @@ from PIL import Image
 from app.utils.images import Decoded, Region
 
 MIN_DECODED_SIDE = 1024
+DecodeMode = Literal["exact", "fast"]
 
 _RESAMPLING = {
     "bicubic": Image.Resampling.BICUBIC,
@@ -37,9 +44,21 @@ class ImageSpec:
     resample: Image.Resampling
     mean: np.ndarray
     std: np.ndarray
+    decode: DecodeMode = "exact"
+    factor: int = 2  # `fast`: the shorter side is decoded to >= factor x the input
+    # uint8 value -> normalised float32, per channel (3, 256): the normalisation as one
+    # table look-up, the same float32 steps as `(v / 255 - mean) / std` computed once.
+    table: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        levels = np.arange(256, dtype=np.float32)[None, :] / np.float32(255)
+        table = (levels - self.mean.reshape(3, 1)) / self.std.reshape(3, 1)
+        object.__setattr__(self, "table", np.ascontiguousarray(table, dtype=np.float32))
 
     @classmethod
-    def from_open_clip(cls, cfg: dict[str, Any]) -> "ImageSpec | None":
+    def from_open_clip(
+        cls, cfg: dict[str, Any], decode: DecodeMode = "exact", factor: int = 2
+    ) -> "ImageSpec | None":
         """The spec for open_clip's preprocess config, or None where this module cannot
         reproduce it exactly (then the caller uses open_clip's own transform)."""
         size = cfg.get("size", 224)
@@ -56,15 +75,19 @@ class ImageSpec:
             resample=resample,
             mean=np.asarray(cfg["mean"], dtype=np.float32).reshape(3, 1, 1),
             std=np.asarray(cfg["std"], dtype=np.float32).reshape(3, 1, 1),
+            decode=decode,
+            factor=factor,
         )
 
     @property
     def min_side(self) -> int:
-        """Shorter side to decode large images down to: 4x the input and at least 1024 px.
-
-        Images up to that size decode in full and preprocess exactly as open_clip does;
-        larger ones decode reduced (JPEG draft, integer reduce), which moves the input by
-        at most 0.015 (about 1/255 before normalisation) for ViT-B-32 on photos."""
+        """Shorter side to decode large images down to. `exact`: 4x the input and at least
+        1024 px; images up to that size decode in full and preprocess exactly as open_clip
+        does, larger ones decode reduced (JPEG draft, integer reduce), which moves the input
+        by at most 0.015 (about 1/255 before normalisation) for ViT-B-32 on photos.
+        `fast`: `factor` x the input (see the module doc)."""
+        if self.decode == "fast":
+            return self.factor * max(self.size)
         return max(4 * max(self.size), MIN_DECODED_SIDE)
 
 
@@ -102,18 +125,23 @@ def region_of(spec: ImageSpec) -> Callable[[int, int], Region]:
     return partial(source_region, spec=spec)
 
 
-def to_array(image: Image.Image | Decoded, spec: ImageSpec) -> np.ndarray:
-    """An RGB image as the model's float32 input, shape (3, height, width).
+def to_array(
+    image: Image.Image | Decoded, spec: ImageSpec, out: np.ndarray | None = None
+) -> np.ndarray:
+    """An RGB image as the model's float32 input, shape (3, height, width), written into
+    `out` if given (the decode worker's shared memory).
 
     A `Decoded` from `load_image(..., region=region_of(spec))` holds only the region and
     its box; a plain image is resampled from its `source_region`. Resampled once, straight to
-    the input size, then one pass to normalised float32."""
+    the input size, then each channel's uint8 pixels looked up in `spec.table`: one pass,
+    one write of the floats, no intermediate copy."""
     if not isinstance(image, Decoded):
         image = Decoded(image, image.size, source_region(*image.size, spec).box)
     height, width = spec.size
     resized = image.image.resize((width, height), spec.resample, box=image.box)
-    pixels = np.asarray(resized, dtype=np.float32).transpose(2, 0, 1)
-    pixels /= np.float32(255)
-    pixels -= spec.mean
-    pixels /= spec.std
-    return np.ascontiguousarray(pixels)
+    pixels = np.asarray(resized)  # (height, width, 3) uint8, a view of Pillow's buffer
+    if out is None:
+        out = np.empty((3, height, width), dtype=np.float32)
+    for channel in range(3):
+        np.take(spec.table[channel], pixels[:, :, channel], out=out[channel])
+    return out

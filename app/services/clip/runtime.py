@@ -35,6 +35,9 @@ class ClipMeta:
     logit_scale: float
     preprocess: dict[str, Any]  # open_clip's preprocess config (size, mean, std, ...)
     tokenizer: dict[str, Any] | None  # ClipTokenizer spec; None: only open_clip's will do
+    # CLIP_PREPROCESS=fast against open_clip's transform, measured with torch once and kept
+    # with the reference (parity.FastAgreement.to_dict); None: not measured.
+    fast_agreement: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,6 +67,21 @@ class Runtime(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def configure_torch(threads: int) -> None:
+    """Torch settings for inference, made by the service just before torch is first needed
+    (a start that serves ONNX from the cache never imports torch). Flushing denormals sets
+    the calling thread's floating-point state: the service calls this on its load thread."""
+    import torch
+
+    torch.set_num_threads(threads)
+    # Denormal floats slow CPU inference many-fold (seen with random-init weights) and
+    # carry no meaning for embeddings.
+    torch.set_flush_denormal(True)
+    if torch.get_num_interop_threads() != 1:
+        with contextlib.suppress(RuntimeError):  # may be set only once per process
+            torch.set_num_interop_threads(1)
 
 
 class TorchModel:

@@ -6,21 +6,24 @@
          (min cosine >= CLIP_MIN_COSINE, the same best tag for every probe image)
       -> auto: the passing candidates timed on this machine, the fastest serves;
          a forced backend or precision: the first passing one in preference order
+      -> the choice remembered, keyed by what decided it (`remembered.py`)
 
 The fastest runtime differs from CPU to CPU (bf16 is fast with AMX and emulated without;
-int8 needs no special unit), so it is measured here, never assumed. Once the probe
-reference and the exports are cached, an ONNX-only start (CLIP_BACKEND=onnx) does not
-import torch at all.
+int8's exactness depends on VNNI), so it is measured here, never assumed. A later start on
+the same kind of machine loads only the remembered winner and gates it against the stored
+reference: with an ONNX winner it imports no torch, and it works without torch installed.
 
-The steps live beside it: `candidates.py`, `artifact_builds.py`, `parity.py`, `timing.py`.
+The steps live beside it: `candidates.py`, `artifact_builds.py`, `parity.py`, `timing.py`,
+`remembered.py`.
 """
 
 import contextlib
 import ctypes
 import gc
+import importlib.util
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -28,14 +31,31 @@ from PIL import Image
 
 from app.config import Settings
 from app.services.clip import onnx_runtime
-from app.services.clip.artifact_builds import Cached, build_exports, build_reference, store_for
-from app.services.clip.artifacts import ArtifactError
-from app.services.clip.candidates import Trial, plan
+from app.services.clip.artifact_builds import (
+    ONNX_VERSIONS,
+    REFERENCE_VERSIONS,
+    Cached,
+    build_exports,
+    build_reference,
+    store_for,
+    vocabulary_in,
+)
+from app.services.clip.artifacts import ArtifactError, ArtifactStore, library_versions
+from app.services.clip.candidates import Trial, cpu_flags, plan
 from app.services.clip.parity import MIN_COSINE, Reference, gate
+from app.services.clip.preprocess import ImageSpec
+from app.services.clip.remembered import (
+    ChoiceKey,
+    RememberedChoice,
+    artifact_digest,
+    now,
+    recall,
+    remember,
+)
 from app.services.clip.runtime import ClipMeta, Runtime, TorchModel
 from app.services.clip.timing import TIMING_BATCHES, time_trials
 from app.services.clip.tokenizer import ClipTokenizer
-from app.services.clip.weights import resolve_weights
+from app.services.clip.weights import Weights, resolve_weights
 from app.utils.text import brief_error
 
 logger = logging.getLogger(__name__)
@@ -53,20 +73,32 @@ class Selection:
     chosen: Trial
     reference: Reference
     imported_torch: bool
+    chosen_by: str  # "measured", "preference" (forced settings) or "remembered"
 
     def report(self) -> dict[str, Any]:
         return {
             "backend": self.chosen.backend,
             "precision": self.chosen.precision,
+            "recipe": self.chosen.recipe,
+            "chosen_by": self.chosen_by,
             "min_cosine": self.chosen.min_cosine,
             "ms_per_image": self.chosen.ms_per_image,
             "candidates": [trial.to_dict() for trial in self.trials],
         }
 
 
-def select(settings: Settings, device: str, max_batch: int) -> Selection:
-    """Build, check and (under auto) time the candidates; return the one that serves."""
-    trials = plan(settings, device)
+def select(
+    settings: Settings,
+    device: str,
+    max_batch: int,
+    prepare_torch: Callable[[], None] | None = None,
+) -> Selection:
+    """The runtime that serves: the one remembered for this kind of machine if it still
+    passes the gate, else every candidate built, checked and (under auto) timed.
+    `prepare_torch` runs once, just before torch is first imported, if it is."""
+    prepare = prepare_torch or (lambda: None)
+    flags = cpu_flags()
+    trials = plan(settings, device, flags)
     weights = resolve_weights(settings)
     store = store_for(settings, weights)
     if store is None:
@@ -76,18 +108,55 @@ def select(settings: Settings, device: str, max_batch: int) -> Selection:
     live = [t for t in trials if t.error is None]
     if not live:
         raise ValueError("no CLIP runtime to try: " + "; ".join(t.summary() for t in trials))
+    batches = sorted({min(b, max_batch) for b in TIMING_BATCHES[_kind(device)]})
+    key = ChoiceKey.of(settings, device, batches, trials, flags)
+    if store is not None:
+        recalled = _recall(settings, device, weights, store, key, prepare)
+        if recalled is not None:
+            return recalled
+    selection = _measure(settings, device, weights, store, trials, batches, prepare)
+    if store is not None:
+        _remember(store, key, selection)
+    return selection
 
-    cached = Cached.look_up(store, [t.precision for t in live if t.backend == "onnx"])
-    source = None if cached.torch_free(live) else TorchModel(settings, device, weights)
+
+def _kind(device: str) -> str:
+    return "cuda" if device == "cuda" else "cpu"
+
+
+def _measure(
+    settings: Settings,
+    device: str,
+    weights: Weights,
+    store: ArtifactStore | None,
+    trials: list[Trial],
+    batches: list[int],
+    prepare_torch: Callable[[], None],
+) -> Selection:
+    """Build, check and (under auto) time the candidates; return the one that serves."""
+    live = [t for t in trials if t.error is None]
+    cached = Cached.look_up(store, [t.artifact for t in live if t.backend == "onnx"])
+    source = None
+    if not cached.torch_free(live):
+        if importlib.util.find_spec("torch") is None:
+            raise RuntimeError(
+                "torch is not installed and the CLIP cache lacks the probe reference or an "
+                "ONNX export: build them with `python -m app.prefetch` where torch is"
+            )
+        prepare_torch()
+        source = TorchModel(settings, device, weights)
     meta = source.meta if source is not None else cached.meta
     assert meta is not None
-    reference = cached.reference or build_reference(store, source, meta)
+    if cached.reference is not None and cached.meta is not None:
+        reference, meta = cached.reference, replace(meta, fast_agreement=cached.meta.fast_agreement)
+    else:
+        reference, meta = build_reference(store, source, meta)
     exports = build_exports(store, source, cached.exports)
 
     for trial in live:
         try:
             if trial.backend == "onnx":
-                export = exports[trial.precision]
+                export = exports[trial.artifact]
                 if isinstance(export, str):
                     raise ArtifactError(export)
                 trial.runtime = onnx_runtime.OnnxRuntime(
@@ -105,19 +174,23 @@ def select(settings: Settings, device: str, max_batch: int) -> Selection:
             trial.close()
     passing = [t for t in live if t.passed]
     if not passing:
+        for trial in trials:
+            trial.outcome = trial.error
         raise RuntimeError(
             "no CLIP runtime passed its checks: " + "; ".join(t.summary() for t in trials)
         )
     chosen = passing[0]
+    chosen_by = "preference"
     if settings.clip_backend == "auto" and settings.clip_precision == "auto" and len(passing) > 1:
-        batches = TIMING_BATCHES["cuda" if device == "cuda" else "cpu"]
-        time_trials(passing, reference, sorted({min(b, max_batch) for b in batches}))
+        time_trials(passing, reference, batches)
         timed = [t for t in passing if t.passed]
         if not timed:
             raise RuntimeError(
                 "every CLIP runtime failed while timed: " + "; ".join(t.summary() for t in trials)
             )
         chosen = min(timed, key=Trial.score)
+        chosen_by = "measured"
+    _explain(trials, chosen, chosen_by)
     for trial in passing:
         if trial is not chosen:
             trial.close()
@@ -125,7 +198,7 @@ def select(settings: Settings, device: str, max_batch: int) -> Selection:
 
     tokenize: Callable[[list[str]], np.ndarray]
     if meta.tokenizer is not None:
-        tokenize = ClipTokenizer.from_spec(meta.tokenizer)
+        tokenize = ClipTokenizer.from_spec(meta.tokenizer, cached.vocabulary)
     else:
         assert source is not None
         tokenize = source.tokenize
@@ -135,7 +208,7 @@ def select(settings: Settings, device: str, max_batch: int) -> Selection:
     logger.info(
         "CLIP serves %s (%s); candidates: %s",
         chosen.name,
-        "the fastest measured" if chosen.ms_per_image else "the first to pass, in preference order",
+        chosen.outcome,
         "; ".join(t.summary() for t in trials),
     )
     return Selection(
@@ -147,6 +220,131 @@ def select(settings: Settings, device: str, max_batch: int) -> Selection:
         chosen=chosen,
         reference=reference,
         imported_torch=source is not None,
+        chosen_by=chosen_by,
+    )
+
+
+def _explain(trials: list[Trial], chosen: Trial, chosen_by: str) -> None:
+    """Each trial's outcome: why the chosen one serves and why each other one does not."""
+    best = chosen.score()
+    for trial in trials:
+        if trial is chosen:
+            trial.outcome = (
+                f"serves: the fastest measured ({best:.1f} ms/image)"
+                if chosen_by == "measured"
+                else "serves: the first to pass, in preference order (a forced setting)"
+            )
+        elif trial.error is not None:
+            trial.outcome = trial.error
+        elif trial.passed and chosen_by == "measured":
+            trial.outcome = (
+                f"passed, but slower ({trial.score():.1f} vs {best:.1f} ms/image, "
+                "geometric mean over the timed batch sizes)"
+            )
+        elif trial.passed:
+            trial.outcome = "passed, but later in preference order"
+        else:
+            trial.outcome = "not tried: an earlier candidate passed"
+
+
+def _remember(store: ArtifactStore, key: ChoiceKey, selection: Selection) -> None:
+    """Keep the measured choice for the next start on this kind of machine."""
+    chosen = selection.chosen
+    artifacts = {}
+    for kind, versions in (("reference", REFERENCE_VERSIONS), (chosen.artifact, ONNX_VERSIONS)):
+        if kind != "reference" and chosen.backend != "onnx":
+            continue
+        found = store.find(kind, library_versions(*versions))
+        if found is None:
+            return  # not cached (a read-only cache): nothing to remember it by
+        artifacts[kind] = artifact_digest(found[1])
+    remember(
+        store,
+        RememberedChoice(
+            key=key,
+            chosen=chosen.name,
+            artifacts=artifacts,
+            trials=tuple(t.to_dict() for t in selection.trials),
+            measured_at=now(),
+        ),
+    )
+
+
+def _recall(
+    settings: Settings,
+    device: str,
+    weights: Weights,
+    store: ArtifactStore,
+    key: ChoiceKey,
+    prepare_torch: Callable[[], None],
+) -> Selection | None:
+    """The remembered choice for `key`, loaded and gated against the stored reference;
+    None (measure again) if there is none, an artifact changed, or it fails the gate now."""
+    choice = recall(store, key)
+    if choice is None:
+        return None
+    found = store.find("reference", library_versions(*REFERENCE_VERSIONS))
+    if found is None or artifact_digest(found[1]) != choice.artifacts.get("reference"):
+        return None
+    try:
+        meta = ClipMeta.from_dict(found[1]["meta"])
+        reference = Reference.load(found[0] / "probes.npz")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    trials = choice.restored_trials()
+    chosen = next((t for t in trials if t.name == choice.chosen), None)
+    if chosen is None:
+        return None
+    source = None
+    if chosen.backend == "onnx":
+        if meta.tokenizer is None or ImageSpec.from_open_clip(meta.preprocess) is None:
+            return None  # open_clip's tokenizer or transform: torch after all
+        export = store.find(chosen.artifact, library_versions(*ONNX_VERSIONS))
+        if export is None or artifact_digest(export[1]) != choice.artifacts.get(chosen.artifact):
+            return None
+        runtime: Runtime = onnx_runtime.OnnxRuntime(
+            export[0], chosen.precision, settings.torch_threads
+        )
+    else:
+        prepare_torch()
+        source = TorchModel(settings, device, weights)
+        meta = replace(source.meta, fast_agreement=meta.fast_agreement)
+        runtime = source.runtime(chosen.precision)
+    chosen.runtime = runtime
+    chosen.error = None
+    threshold = settings.clip_min_cosine or MIN_COSINE[chosen.precision]
+    gate(chosen, reference, threshold, meta.logit_scale)
+    if not chosen.passed:
+        logger.warning(
+            "the remembered CLIP runtime %s fails its parity gate now (%s): measuring again",
+            chosen.name,
+            chosen.error,
+        )
+        chosen.close()
+        return None
+    chosen.outcome = (
+        f"serves: remembered from the measurement of {choice.measured_at} on this kind of "
+        "machine (same CPU, threads, settings, library versions and artifacts); parity "
+        "checked again against the stored reference"
+    )
+    tokenize: Callable[[list[str]], np.ndarray] = (
+        ClipTokenizer.from_spec(meta.tokenizer, vocabulary_in(found[0]))
+        if meta.tokenizer is not None
+        else source.tokenize  # type: ignore[union-attr]
+    )
+    if source is not None and chosen.name != "torch-fp32":
+        source.release_weights()
+    logger.info("CLIP serves %s (%s)", chosen.name, chosen.outcome)
+    return Selection(
+        runtime=runtime,
+        meta=meta,
+        tokenize=tokenize,
+        fallback_preprocess=source.preprocess if source is not None else None,
+        trials=trials,
+        chosen=chosen,
+        reference=reference,
+        imported_torch=source is not None,
+        chosen_by="remembered",
     )
 
 

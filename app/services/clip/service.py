@@ -9,50 +9,67 @@ precision) is chosen on this machine by `selection.py`. Tests load a tiny model 
 this same path.
 """
 
-import contextlib
+import importlib.util
 import logging
 import os
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from app.config import Settings
 from app.core.exceptions import InvalidInput, ModelLoading, ModelUnavailable
-from app.schemas.clip import (
-    CompareResult,
-    Embedding,
-    EmbeddingResult,
-    MatchResult,
-    ModelRef,
-    TagMatch,
-)
+from app.schemas.clip import CompareResult, EncodingFormat, MatchResult, ModelRef, TagMatch
 from app.services.clip.decode_pool import DecodeBudget
 from app.services.clip.engine import ClipEngine, ImageInput
+from app.services.clip.parity import FastAgreement
+from app.services.clip.preprocess import DecodeMode
+from app.services.clip.runtime import configure_torch
 from app.services.clip.selection import Selection, select
 from app.services.served import ModelState
 from app.utils.image_structure import StructureLimits
 from app.utils.text import brief_error
+from app.utils.vectors import encode_rows
 
 logger = logging.getLogger(__name__)
 
 
-def _configure_torch(threads: int) -> None:
-    """Process-wide torch settings for inference (once torch is imported at all)."""
-    import torch
-
-    torch.set_num_threads(threads)
-    # Denormal floats slow CPU inference many-fold (seen with random-init weights) and
-    # carry no meaning for embeddings.
-    torch.set_flush_denormal(True)
-    if torch.get_num_interop_threads() != 1:
-        with contextlib.suppress(RuntimeError):  # may be set only once per process
-            torch.set_num_interop_threads(1)
+def _cuda_possible() -> bool:
+    """Whether torch could see a GPU, decided without importing torch (seconds of a cached
+    start): it needs torch installed and a GPU driver's device node."""
+    if importlib.util.find_spec("torch") is None:
+        return False
+    return any(Path(node).exists() for node in ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg"))
 
 
-__all__ = ["ClipService", "ImageInput", "parse_tags"]
+# Kept for the benchmarks, which set torch up before building runtimes themselves.
+_configure_torch = configure_torch
+
+
+__all__ = ["ClipService", "Embeddings", "ImageInput", "parse_tags"]
+
+
+@dataclass(frozen=True)
+class EmbeddingRow:
+    index: int
+    name: str | None  # the file name (images) or the text itself (texts)
+    embedding: Any  # float32 row (np.ndarray), or its base64 text
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """An embedding answer, shaped as the schema's EmbeddingResult. A dataclass of numpy
+    rows rather than the pydantic model: the envelope (orjson) writes it directly, where a
+    model would first turn every float32 into a Python float and validate it."""
+
+    model: ModelRef
+    encoding_format: EncodingFormat
+    embeddings: list[EmbeddingRow]
+
 
 # Seconds a client is told to wait while the model is loading.
 LOADING_RETRY_AFTER_S = 5
@@ -103,6 +120,8 @@ class ClipService:
         self.loaded_at: int | None = None  # Unix time of the load, OpenAI's model `created`
         self.engine: ClipEngine | None = None
         self.selection: Selection | None = None
+        self.agreement: FastAgreement | None = None  # CLIP_PREPROCESS=fast's, measured
+        self.decode: DecodeMode = "exact"
         self.device = "cpu"
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -158,7 +177,9 @@ class ClipService:
     def _build(self) -> ClipEngine:
         s = self.settings
         cpu_only = s.clip_backend == "onnx" or s.clip_precision in ("int8", "bf16")
-        if s.clip_device == "cpu" or (s.clip_device == "auto" and cpu_only):
+        if s.clip_device == "cpu" or (
+            s.clip_device == "auto" and (cpu_only or not _cuda_possible())
+        ):
             self.device = "cpu"  # decided without importing torch
         else:
             import torch
@@ -168,9 +189,21 @@ class ClipService:
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
         gpu = self.device == "cuda"
         max_batch = s.clip_max_batch or (256 if gpu else 32)
-        if s.clip_backend != "onnx":  # torch candidates are timed with these settings
-            _configure_torch(s.torch_threads)
-        self.selection = selection = select(s, self.device, max_batch)
+        self.selection = selection = select(
+            s, self.device, max_batch, prepare_torch=lambda: configure_torch(s.torch_threads)
+        )
+        self.agreement = (
+            FastAgreement.from_dict(selection.meta.fast_agreement)
+            if selection.meta.fast_agreement
+            else None
+        )
+        self.decode = (
+            s.clip_preprocess
+            if s.clip_preprocess != "auto"
+            else "fast"
+            if self.agreement is not None and self.agreement.agrees
+            else "exact"
+        )
         return ClipEngine(
             selection.runtime,
             meta=selection.meta,
@@ -194,6 +227,8 @@ class ClipService:
                 memory_mb=s.image_decode_max_mb,
             ),
             jpeg_device="cuda" if gpu and s.clip_gpu_decode else None,
+            decode=self.decode,
+            fast_factor=self.agreement.factor if self.agreement is not None else 2,
         )
 
     def close(self) -> None:
@@ -212,6 +247,13 @@ class ClipService:
                     **selection.report(),
                     "device": self.device,
                     "gpu_jpeg_decode": engine.jpeg_device is not None,
+                    "preprocess": {
+                        "mode": self.decode,
+                        "setting": self.settings.clip_preprocess,
+                        "factor": self.agreement.factor if self.agreement else None,
+                        "min_cosine": self.agreement.min_cosine if self.agreement else None,
+                        "same_answers": self.agreement.same_answers if self.agreement else None,
+                    },
                 },
                 **engine.stats(),
             }
@@ -330,23 +372,28 @@ class ClipService:
             raise InvalidInput(f"Texts may have at most {limit} characters.", details=too_long)
         return await engine.encode_texts(texts)
 
-    async def embed_images(self, images: list[ImageInput]) -> EmbeddingResult:
+    async def embed_images(
+        self, images: list[ImageInput], encoding_format: EncodingFormat = "float"
+    ) -> "Embeddings":
         vectors = await self.image_vectors(images)
-        return EmbeddingResult(
-            model=self.ref(),
-            embeddings=[
-                Embedding(index=i, name=item.filename, embedding=vector.tolist())
-                for i, (item, vector) in enumerate(zip(images, vectors, strict=True))
-            ],
-        )
+        return self._embeddings(vectors, [item.filename for item in images], encoding_format)
 
-    async def embed_texts(self, texts: list[str]) -> EmbeddingResult:
+    async def embed_texts(
+        self, texts: list[str], encoding_format: EncodingFormat = "float"
+    ) -> "Embeddings":
         vectors = await self.text_vectors(texts)
-        return EmbeddingResult(
+        return self._embeddings(vectors, list(texts), encoding_format)
+
+    def _embeddings(
+        self, vectors: np.ndarray, names: list[str | None], encoding_format: EncodingFormat
+    ) -> "Embeddings":
+        rows = encode_rows(vectors, encoding_format)
+        return Embeddings(
             model=self.ref(),
+            encoding_format=encoding_format,
             embeddings=[
-                Embedding(index=i, name=text, embedding=vector.tolist())
-                for i, (text, vector) in enumerate(zip(texts, vectors, strict=True))
+                EmbeddingRow(index=i, name=name, embedding=row)
+                for i, (name, row) in enumerate(zip(names, rows, strict=True))
             ],
         )
 

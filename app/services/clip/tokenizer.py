@@ -89,12 +89,16 @@ def _clean(text: str, mode: str) -> str:
 class ClipTokenizer:
     """Texts to (n, context_length) int64 token ids, as open_clip's SimpleTokenizer."""
 
-    def __init__(self, context_length: int, clean: str = "lower") -> None:
+    def __init__(
+        self, context_length: int, clean: str = "lower", vocabulary: Path | None = None
+    ) -> None:
+        """`vocabulary`: the merges file (default: open_clip's; a torch-free start reads the
+        copy kept beside the probe reference)."""
         if clean not in CLEAN_MODES:
             raise ValueError(f"unknown clean mode {clean!r}")
         self.context_length = context_length
         self.clean = clean
-        self.encoder, self.ranks = _vocabulary(vocabulary_file())
+        self.encoder, self.ranks = _vocabulary(vocabulary or vocabulary_file())
         self.sot = self.encoder[SPECIAL_TOKENS[0]]
         self.eot = self.encoder[SPECIAL_TOKENS[1]]
         self._bytes = _bytes_to_unicode()
@@ -106,8 +110,8 @@ class ClipTokenizer:
         self._cached_merge = functools.lru_cache(maxsize=BPE_CACHE_WORDS)(self._merge)
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any]) -> "ClipTokenizer":
-        return cls(int(spec["context_length"]), str(spec.get("clean", "lower")))
+    def from_spec(cls, spec: dict[str, Any], vocabulary: Path | None = None) -> "ClipTokenizer":
+        return cls(int(spec["context_length"]), str(spec.get("clean", "lower")), vocabulary)
 
     def spec(self) -> dict[str, Any]:
         return {"kind": "clip-bpe", "context_length": self.context_length, "clean": self.clean}

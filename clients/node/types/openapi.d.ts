@@ -340,7 +340,8 @@ export interface paths {
         put?: never;
         /**
          * Image embeddings
-         * @description L2-normalised embeddings, one per image, in upload order.
+         * @description L2-normalised embeddings, one per image, in upload order. `encoding_format` is a
+         *     query parameter here (the body is the upload), a body field on the JSON routes.
          */
         post: operations["embed_images_api_v1_clip_embed_image_post"];
         delete?: never;
@@ -790,6 +791,11 @@ export interface components {
              */
             precision: "fp32" | "bf16" | "fp16" | "int8";
             /**
+             * Recipe
+             * @description int8 only: the quantisation recipe (`u8s8`, `u8s8-per-channel`, `u8s8-reduce-range`, `u8u8`, `u8u8-per-channel`).
+             */
+            recipe?: string | null;
+            /**
              * Threshold
              * @description Parity gate: the min cosine it needed.
              */
@@ -826,6 +832,41 @@ export interface components {
              * @description Why it was skipped, failed or dropped.
              */
             error: string | null;
+            /**
+             * Outcome
+             * @description Why it serves, or why it does not (skipped, failed, slower).
+             */
+            outcome?: string | null;
+        };
+        /** ClipPreprocess */
+        ClipPreprocess: {
+            /**
+             * Mode
+             * @description What preprocesses images: `exact` decodes JPEGs at least at 4x the input (and 1024 px), `fast` at the smallest DCT scale that keeps `factor` x the input.
+             * @enum {string}
+             */
+            mode: "exact" | "fast";
+            /**
+             * Setting
+             * @description CLIP_PREPROCESS.
+             * @enum {string}
+             */
+            setting: "auto" | "exact" | "fast";
+            /**
+             * Factor
+             * @description `fast` decodes the shorter side to >= this many times the input: the smallest factor (1, 2, 4) measured to agree with open_clip's transform.
+             */
+            factor?: number | null;
+            /**
+             * Min Cosine
+             * @description Fast against open_clip's transform: lowest embedding cosine over the parity sets (measured at start-up, on this model).
+             */
+            min_cosine: number | null;
+            /**
+             * Same Answers
+             * @description Fast gives the same best tag as open_clip's transform on every probe.
+             */
+            same_answers: boolean | null;
         };
         /** ClipRuntime */
         ClipRuntime: {
@@ -840,6 +881,17 @@ export interface components {
              * @enum {string}
              */
             precision: "fp32" | "bf16" | "fp16" | "int8";
+            /**
+             * Recipe
+             * @description int8: the quantisation recipe.
+             */
+            recipe?: string | null;
+            /**
+             * Chosen By
+             * @description `measured`: the fastest passing candidate, timed at this start; `preference`: the first to pass under a forced setting; `remembered`: this kind of machine's earlier measurement, gated again against the stored reference.
+             * @enum {string}
+             */
+            chosen_by: "measured" | "preference" | "remembered";
             /**
              * Min Cosine
              * @description The serving runtime's parity to torch fp32.
@@ -862,6 +914,8 @@ export interface components {
              * @description `cpu` or `cuda`.
              */
             device: string;
+            /** @description Image preprocessing and its measured agreement. */
+            preprocess?: components["schemas"]["ClipPreprocess"] | null;
             /**
              * Gpu Jpeg Decode
              * @description JPEGs are decoded on the GPU in batches.
@@ -1020,6 +1074,13 @@ export interface components {
              * @description 1..MAX_IMAGES_PER_REQUEST images.
              */
             images: string[];
+            /**
+             * Encoding Format
+             * @description `float` (default): each embedding as a list of numbers. `base64`: each embedding as its little-endian float32 bytes in base64 (OpenAI's convention), about a quarter of the size and bit-exact.
+             * @default float
+             * @enum {string}
+             */
+            encoding_format?: "float" | "base64";
         };
         /** EmbedTextsJson */
         EmbedTextsJson: {
@@ -1032,6 +1093,13 @@ export interface components {
              *     ]
              */
             texts: string[];
+            /**
+             * Encoding Format
+             * @description `float` (default): each embedding as a list of numbers. `base64`: each embedding as its little-endian float32 bytes in base64 (OpenAI's convention), about a quarter of the size and bit-exact.
+             * @default float
+             * @enum {string}
+             */
+            encoding_format?: "float" | "base64";
         };
         /** Embedding */
         Embedding: {
@@ -1044,9 +1112,9 @@ export interface components {
             name: string | null;
             /**
              * Embedding
-             * @description L2-normalised vector.
+             * @description L2-normalised vector: numbers, or with `encoding_format=base64` its little-endian float32 bytes in base64.
              */
-            embedding: number[];
+            embedding: number[] | string;
         };
         /** EmbeddingObject */
         EmbeddingObject: {
@@ -1070,6 +1138,13 @@ export interface components {
         /** EmbeddingResult */
         EmbeddingResult: {
             model: components["schemas"]["ModelRef"];
+            /**
+             * Encoding Format
+             * @description `float` (default): each embedding as a list of numbers. `base64`: each embedding as its little-endian float32 bytes in base64 (OpenAI's convention), about a quarter of the size and bit-exact.
+             * @default float
+             * @enum {string}
+             */
+            encoding_format?: "float" | "base64";
             /** Embeddings */
             embeddings: components["schemas"]["Embedding"][];
         };
@@ -4226,7 +4301,10 @@ export interface operations {
     };
     embed_images_api_v1_clip_embed_image_post: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description `float` (default): each embedding as a list of numbers. `base64`: each embedding as its little-endian float32 bytes in base64 (OpenAI's convention), about a quarter of the size and bit-exact. */
+                encoding_format?: "float" | "base64";
+            };
             header?: never;
             path?: never;
             cookie?: never;

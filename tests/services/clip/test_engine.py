@@ -23,6 +23,7 @@ from app.services.clip.decode_pool import DecodeBudget
 from app.services.clip.embedding_cache import EmbeddingCache
 from app.services.clip.engine import ClipEngine, ImageInput
 from app.services.clip.gpu_decode import decode_jpegs
+from app.services.clip.parity import FastAgreement, agreement_set, fast_agreement
 from app.services.clip.preprocess import ImageSpec, region_of, to_array
 from app.services.clip.runtime import TorchModel
 from app.services.clip.tokenizer import ClipTokenizer
@@ -30,7 +31,7 @@ from app.services.clip.weights import WeightsUnavailable, resolve_weights
 from app.utils.image_structure import StructureLimits
 from app.utils.images import load_image, open_image
 from benchmarks.common import photo_jpeg
-from research.clip_fixture.shapes import all_pairs, render
+from research.clip_fixture.shapes import all_captions, all_pairs, render
 from tests.conftest import TINY_CLIP
 
 pytestmark = pytest.mark.integration
@@ -126,6 +127,84 @@ def test_embeddings_from_both_preprocessings_agree(tiny: TorchModel) -> None:
             cosines(tiny.fp32.encode_images([ours]), tiny.fp32.encode_images([reference])).min()
             >= 0.9999
         )
+
+
+def awkward_images() -> dict[str, bytes]:
+    """Files the fast decode must still get right: photos, and the awkward shapes."""
+    stored = Image.open(io.BytesIO(photo_jpeg(5, (2601, 2103))))
+    files = {
+        "photo 640x480": photo_jpeg(1, (640, 480)),
+        "photo 1080p": photo_jpeg(2, (1920, 1080)),
+        "photo 24 MP": photo_jpeg(3, (6000, 4000)),
+        "tiny 12x9": jpeg(render("red", "circle", size=(12, 9), seed=1)),
+        "strip 40x2000": jpeg(render("blue", "square", size=(40, 2000), seed=2)),
+        "strip 3000x60 png": png(render("green", "star", size=(3000, 60), seed=3)),
+    }
+    for orientation in (6, 8):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        out = io.BytesIO()
+        stored.save(out, format="JPEG", quality=92, exif=exif)
+        files[f"exif {orientation}"] = out.getvalue()
+    ramp = np.linspace(0, 65535, 1600 * 1200).reshape(1200, 1600).astype(np.uint16)
+    files["16-bit grey 1600x1200"] = png(Image.fromarray(ramp))
+    shapes = render("purple", "triangle", size=1500, seed=4)
+    files["palette 1500"] = png(shapes.convert("P", palette=Image.Palette.ADAPTIVE, colors=16))
+    return files
+
+
+def full_upright(data: bytes) -> Image.Image:
+    """The whole picture at full size, upright, in RGB, as the service converts it (16-bit
+    scaled, transparency over white): what open_clip's transform is given as the reference."""
+    return load_image(open_image(data, max_pixels=10**9)).image
+
+
+def test_fast_decoding_agrees_with_open_clip_on_photos_and_awkward_shapes(
+    tiny: TorchModel, vit_spec: tuple[ImageSpec, Any]
+) -> None:
+    """CLIP_PREPROCESS=fast (JPEG draft / integer reduce to 2x the input): embeddings within
+    0.999 cosine of open_clip's transform on the full-size picture, and the same answers."""
+    import dataclasses
+
+    tiny_fast = ImageSpec.from_open_clip(tiny.meta.preprocess, decode="fast")
+    vit_exact, transform = vit_spec
+    vit_fast = dataclasses.replace(vit_exact, decode="fast")
+    assert tiny_fast is not None and tiny_fast.min_side == 64 and vit_fast.min_side == 448
+    files = awkward_images()
+    uprights = [full_upright(data) for data in files.values()]
+    ours = np.stack([preprocess_bytes(data, tiny_fast) for data in files.values()])
+    theirs = np.stack([tiny.preprocess(image).numpy() for image in uprights])
+    a, b = tiny.fp32.encode_images([ours]), tiny.fp32.encode_images([theirs])
+    texts = tiny.fp32.encode_texts([tiny.tokenize(all_captions())])
+    worst = dict(zip(files, cosines(a, b).round(6), strict=True))
+    assert min(worst.values()) >= 0.999, worst
+    assert np.array_equal(np.argmax(a @ texts.T, axis=1), np.argmax(b @ texts.T, axis=1))
+    # ViT-B-32's geometry (224 px): the model's input itself stays this close.
+    for name, data, upright in zip(files, files.values(), uprights, strict=True):
+        fast = preprocess_bytes(data, vit_fast).reshape(1, -1)
+        reference = transform(upright).numpy().reshape(1, -1)
+        assert cosines(fast, reference)[0] >= 0.999, name
+
+
+def test_fast_decoding_agreement_is_measured_for_the_model(tiny: TorchModel) -> None:
+    """What CLIP_PREPROCESS=auto decides by, measured with torch when the reference is built."""
+    agreement = fast_agreement(tiny)
+    assert agreement is not None and agreement.images == len(agreement_set())
+    # 1x (32 px: JPEGs drop to 1/8 scale) drifts for the fixture's tiny input; 2x agrees.
+    assert agreement.agrees and agreement.factor == 2, agreement
+    assert FastAgreement.from_dict(agreement.to_dict()) == agreement
+
+
+def test_normalising_by_table_is_bit_exact(vit_spec: tuple[ImageSpec, Any]) -> None:
+    """One table look-up per pixel gives the very floats of `(v / 255 - mean) / std`."""
+    spec, _ = vit_spec
+    pixels = np.random.default_rng(3).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    expected = np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / np.float32(255)
+    expected = (expected - spec.mean) / spec.std
+    out = np.full((3, 224, 224), np.nan, dtype=np.float32)
+    assert to_array(image, spec, out) is out
+    assert np.array_equal(out, expected)
 
 
 def test_device_jpeg_decoding_matches_pillow(

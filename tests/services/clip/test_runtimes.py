@@ -132,18 +132,35 @@ def names(trials: list[Trial]) -> list[str]:
 
 def test_candidates_follow_settings_device_and_cpu_flags(tmp_path: Path) -> None:
     auto = settings(tmp_path)
-    assert names(plan(auto, "cpu", {"avx2"})) == ["onnx-int8", "onnx-fp32", "torch-fp32"]
-    skipped = [t for t in plan(auto, "cpu", {"avx2"}) if t.error]
-    assert [t.name for t in skipped] == ["torch-bf16"]
-    assert "AVX512-BF16" in str(skipped[0].error)
+    # x86 without VNNI: U8S8 would saturate, so int8 comes as the recipes that do not.
+    assert names(plan(auto, "cpu", {"avx2"})) == [
+        "onnx-int8-u8s8-reduce-range",
+        "onnx-int8-u8u8",
+        "onnx-int8-u8u8-per-channel",
+        "onnx-fp32",
+        "torch-fp32",
+    ]
+    skipped = {t.name: t.error for t in plan(auto, "cpu", {"avx2"}) if t.error}
+    assert set(skipped) == {"onnx-int8-u8s8", "onnx-int8-u8s8-per-channel", "torch-bf16"}
+    assert "AVX512-BF16" in str(skipped["torch-bf16"])
+    assert "saturates" in str(skipped["onnx-int8-u8s8"])
+    vnni = names(plan(auto, "cpu", {"avx2", "avx512_vnni"}))
+    assert vnni[:2] == ["onnx-int8-u8s8", "onnx-int8-u8s8-per-channel"]
     for flag in ("avx512_bf16", "amx_bf16"):
         assert "torch-bf16" in names(plan(auto, "cpu", {"avx2", flag}))
     cuda = settings(tmp_path, clip_device="auto")
     assert names(plan(cuda, "cuda", set())) == ["torch-fp16", "torch-fp32"]
     assert names(plan(settings(tmp_path, clip_backend="onnx"), "cpu", set())) == [
-        "onnx-int8",
+        "onnx-int8-u8s8",
+        "onnx-int8-u8s8-per-channel",
         "onnx-fp32",
     ]
+    # Without torch installed: the torch candidates are listed, skipped, with the reason.
+    torchless = plan(auto, "cpu", {"avx2"}, torch_installed=False)
+    assert {t.name: t.error for t in torchless if t.backend == "torch"} == {
+        "torch-bf16": "skipped: torch is not installed",
+        "torch-fp32": "skipped: torch is not installed",
+    }
     # bf16 forced on a CPU that only emulates it: the operator's call, with a warning.
     assert names(plan(settings(tmp_path, clip_precision="bf16"), "cpu", set())) == ["torch-bf16"]
     with pytest.raises(ValueError, match="no runtime on cuda"):
@@ -262,13 +279,15 @@ def test_a_candidate_failing_the_gate_is_dropped_with_its_numbers(
     s = settings(tmp_path, clip_min_cosine=0.99999)
     with caplog.at_level(logging.WARNING):
         chosen = select(s, "cpu", max_batch=8)
-    int8 = next(t for t in chosen.trials if t.name == "onnx-int8")
+    int8 = next(t for t in chosen.trials if t.name.startswith("onnx-int8") and t.error)
     assert not int8.passed and int8.min_cosine is not None and int8.min_cosine < 0.99999
     assert f"min cosine {int8.min_cosine:.5f} < 0.99999" in caplog.text
     assert chosen.chosen.precision == "fp32"
     chosen.runtime.close()
     forced = settings(tmp_path, clip_backend="onnx", clip_precision="int8", clip_min_cosine=0.99999)
-    with pytest.raises(RuntimeError, match="no CLIP runtime passed its checks: onnx-int8 dropped"):
+    with pytest.raises(
+        RuntimeError, match=r"no CLIP runtime passed its checks: onnx-int8-\S+ dropped"
+    ):
         select(forced, "cpu", max_batch=8)
 
 
@@ -278,7 +297,8 @@ def test_a_candidate_failing_the_gate_is_dropped_with_its_numbers(
 def test_auto_times_the_passing_candidates_and_serves_the_fastest(tmp_path: Path) -> None:
     chosen = select(settings(tmp_path), "cpu", max_batch=8)
     timed = [t for t in chosen.trials if t.passed]
-    assert {t.name for t in timed} >= {"onnx-int8", "onnx-fp32", "torch-fp32"}
+    assert {t.name for t in timed} >= {"onnx-fp32", "torch-fp32"}
+    assert any(t.name.startswith("onnx-int8-") for t in timed)
     for trial in timed:
         assert trial.ms_per_image is not None and set(trial.ms_per_image) == {"1", "8"}
     assert chosen.chosen.score() == min(t.score() for t in timed)
@@ -301,7 +321,7 @@ def test_a_second_start_reuses_the_cache_without_exporting(
     monkeypatch.setattr(onnx_runtime, "export", no_export)
     monkeypatch.setattr(onnx_runtime, "quantize_int8", no_export)
     again = select(s, "cpu", max_batch=8)
-    assert again.chosen.name == "onnx-int8" and not again.imported_torch
+    assert again.chosen.name.startswith("onnx-int8-") and not again.imported_torch
     again.runtime.close()
 
 
@@ -327,11 +347,102 @@ print(service.engine.runtime.backend, service.engine.runtime.precision, "torch" 
     assert out.stdout.split() == ["onnx", "int8", "False"]
 
 
+def start_in_a_subprocess(cache: Path, *, hide_torch: bool, **overrides: str) -> list[str]:
+    """Load CLIP through ClipService in a fresh interpreter; print how it chose, what serves
+    and whether torch was imported. `hide_torch` makes torch and open_clip uninstalled there."""
+    script = f"""
+import sys
+if {hide_torch!r}:
+    sys.modules["torch"] = sys.modules["open_clip"] = None  # as if not installed
+from app.config import Settings
+from app.services.clip.service import ClipService
+from tests.conftest import TINY_CLIP
+auto = {{"clip_backend": "auto", "clip_precision": "auto"}}
+s = Settings(_env_file=None, **{{**TINY_CLIP, **auto, **{overrides!r},
+                                "clip_model_cache_dir": {str(cache)!r}}})
+service = ClipService(s)
+service.load()
+if service.state != "loaded":
+    print(service.state, service.error)
+    sys.exit(0)
+runtime = service.status()["runtime"]
+skipped = [c["error"] for c in runtime["candidates"] if c["backend"] == "torch"]
+print(runtime["chosen_by"], runtime["backend"], sys.modules.get("torch") is not None, *set(skipped))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().split(maxsplit=3)
+
+
+def test_a_remembered_choice_serves_without_measuring_or_importing_torch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The choice and the fp32 reference are stored beside the exports: a later start with
+    the same key loads the winner alone, gates it against the stored reference, and
+    imports no torch; a changed key (another thread count) measures again."""
+    s = settings(tmp_path, clip_backend="onnx")
+    first = select(s, "cpu", max_batch=8)
+    assert first.chosen_by == "preference"
+    first.runtime.close()
+    again = start_in_a_subprocess(s.clip_model_cache_dir, hide_torch=False, clip_backend="onnx")
+    assert again == ["remembered", "onnx", "False"]
+
+    def no_timing(*args: Any) -> None:
+        raise AssertionError("timed again")
+
+    monkeypatch.setattr("app.services.clip.selection.time_trials", no_timing)
+    recalled = select(s, "cpu", max_batch=8)
+    assert recalled.chosen_by == "remembered" and recalled.chosen.name == first.chosen.name
+    assert recalled.chosen.min_cosine == first.chosen.min_cosine
+    assert "remembered" in str(recalled.chosen.outcome)
+    assert [t.name for t in recalled.trials] == [t.name for t in first.trials]
+    recalled.runtime.close()
+    other = select(settings(tmp_path, clip_backend="onnx", torch_threads=1), "cpu", max_batch=8)
+    assert other.chosen_by == "preference"  # another key: measured (and remembered) anew
+    other.runtime.close()
+
+
+def test_a_remembered_choice_that_fails_its_gate_now_is_measured_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = settings(tmp_path, clip_backend="onnx")
+    select(s, "cpu", max_batch=8).runtime.close()
+    real_gate = parity.gate
+    calls = []
+
+    def strict_once(trial: Trial, *args: Any) -> None:
+        real_gate(trial, *args)
+        if not calls:  # the remembered winner, checked first: as if its kernels changed
+            trial.passed, trial.error = False, "failed the parity gate: drifted"
+        calls.append(trial.name)
+
+    monkeypatch.setattr("app.services.clip.selection.gate", strict_once)
+    again = select(s, "cpu", max_batch=8)
+    assert again.chosen_by == "preference" and len(calls) > 1
+    again.runtime.close()
+
+
+def test_auto_without_torch_installed_serves_onnx_from_the_cache(tmp_path: Path) -> None:
+    """A torch-free serving image: the exports and the reference come from the cache (here,
+    a start with torch), torch candidates are skipped with the reason, the gate still runs
+    against the stored reference; the next start remembers."""
+    s = settings(tmp_path)
+    select(s, "cpu", max_batch=8).runtime.close()
+    first = start_in_a_subprocess(s.clip_model_cache_dir, hide_torch=True)
+    assert first == ["measured", "onnx", "False", "skipped: torch is not installed"]
+    second = start_in_a_subprocess(s.clip_model_cache_dir, hide_torch=True)
+    assert second == ["remembered", "onnx", "False", "skipped: torch is not installed"]
+    empty = start_in_a_subprocess(tmp_path / "empty", hide_torch=True)
+    assert empty[0] == "unavailable" and "app.prefetch" in empty[-1]
+
+
 def test_a_corrupt_artifact_is_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     s = settings(tmp_path, clip_backend="onnx", clip_precision="int8")
     first = select(s, "cpu", max_batch=8)
+    int8 = first.runtime.directory  # type: ignore[attr-defined]
     first.runtime.close()
-    int8 = next(s.clip_model_cache_dir.glob("tiny-clip/*/onnx-int8-*"))
     model = int8 / "image.onnx"
     data = bytearray(model.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -410,7 +521,7 @@ def test_a_read_only_cache_still_serves_torch(
     monkeypatch.setattr(artifacts.tempfile, "mkdtemp", denied)
     chosen = select(settings(tmp_path), "cpu", max_batch=8)
     assert chosen.chosen.backend == "torch"
-    onnx = [t for t in chosen.trials if t.backend == "onnx"]
+    onnx = [t for t in chosen.trials if t.backend == "onnx" and "skipped" not in str(t.error)]
     assert onnx and all("cannot write the CLIP cache" in str(t.error) for t in onnx)
     assert all(str(tmp_path) not in str(t.error) for t in chosen.trials)
     chosen.runtime.close()
