@@ -353,7 +353,10 @@ def start_in_a_subprocess(cache: Path, *, hide_torch: bool, **overrides: str) ->
     script = f"""
 import sys
 if {hide_torch!r}:
-    sys.modules["torch"] = sys.modules["open_clip"] = None  # as if not installed
+    # scipy (imported by the career side) looks for an already imported torch in
+    # sys.modules at import time: import it first, then hide torch as if not installed.
+    import scipy.stats  # noqa: F401
+    sys.modules["torch"] = sys.modules["open_clip"] = None
 from app.config import Settings
 from app.services.clip.service import ClipService
 from tests.conftest import TINY_CLIP
