@@ -138,8 +138,9 @@ def _health_clip(base: str) -> dict[str, Any]:
 
 def test_a_decoder_over_its_budget_costs_one_worker_and_one_answer(tmp_path: Path) -> None:
     """The next decoder bomb nobody has found yet: the worker decoding it is replaced, the
-    image is answered 422, and the server (and the other images) never notice. A 40 MP
-    grey PNG needs 40 MB and a few hundred ms (over the deadline here); a 40 MP RGBA one
+    image is answered 422, and the server (and the other images) never notice. A flat
+    12 MP progressive JPEG whose last scan is repeated 50 times (within IMAGE_MAX_SCANS)
+    needs 36 MB and half a second or more (over the deadline here); a 40 MP RGBA PNG
     needs 160 MB at once (over the memory limit)."""
     process, base = serve(
         CAREER_MODELS,
@@ -150,7 +151,7 @@ def test_a_decoder_over_its_budget_costs_one_worker_and_one_answer(tmp_path: Pat
         IMAGE_DECODE_MAX_MB="64",
     )
     try:
-        slow = assert_error(embed(base, extreme_png(6324, 6324)), 422, "IMAGE_TOO_COMPLEX")
+        slow = assert_error(embed(base, scan_flood_jpeg(50)), 422, "IMAGE_TOO_COMPLEX")
         assert "IMAGE_DECODE_TIMEOUT_MS" in slow["message"]
         large = assert_error(embed(base, rgba_bomb_png()), 422, "IMAGE_TOO_COMPLEX")
         assert "IMAGE_DECODE_MAX_MB" in large["message"]
