@@ -89,8 +89,11 @@ def test_drift_starts_a_job_that_passes_the_gate_and_serves_better(
     assert monitoring["window"]["requests"] >= WINDOW // 2
     assert drift["drifting"] is True and drift["max_psi"] > 0.2, drift
     assert drift["max_feature"] in ("math", "physics", "chemistry", "computer_science")
-    assert gauge(client, "career_drift_max_psi") > 0.2
-    assert gauge(client, f'career_drift_psi{{feature="{drift["max_feature"]}"}}') > 0.2
+    assert gauge(client, "skill_compass_ml_career_drift_max_psi") > 0.2
+    assert (
+        gauge(client, f'skill_compass_ml_career_drift_psi{{feature="{drift["max_feature"]}"}}')
+        > 0.2
+    )
 
     # The scheduler starts a job by itself, and says why.
     def auto_job() -> dict[str, Any] | None:
