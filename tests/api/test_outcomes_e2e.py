@@ -73,11 +73,11 @@ def test_drift_starts_a_job_that_passes_the_gate_and_serves_better(
     old_version = client.get("/api/v1/career/model").json()["data"]["version"]
 
     # Outcomes first: scored by the old model on arrival. Nothing starts yet (no drift).
-    outcomes(client, shifted_students(700, seed=31), "train")
+    outcomes(client, shifted_students(1500, seed=31), "train")
     stats = client.get("/api/v1/career/outcomes/stats").json()["data"]
-    assert stats["total"] == 700 and stats["new_since_active"] == 700
+    assert stats["total"] == 1500 and stats["new_since_active"] == 1500
     before = live(client)
-    assert before["model_version"] == old_version and before["outcomes"] == 700
+    assert before["model_version"] == old_version and before["outcomes"] == 1500
     time.sleep(0.5)  # a few scheduler rounds
     assert client.get("/api/v1/career/retrain", headers=ADMIN).json()["data"] == []
 
@@ -102,7 +102,7 @@ def test_drift_starts_a_job_that_passes_the_gate_and_serves_better(
 
     job = wait_for(auto_job, 30, "no automatic job")
     assert "drift" in job["reason"] and job["source"] == "store" and job["force"] is False
-    assert job["rows"]["outcomes"] == 700 and "base_rows" not in job["rows"]
+    assert job["rows"]["outcomes"] == 1500 and "base_rows" not in job["rows"]
 
     def finished() -> dict[str, Any] | None:
         state = client.get(f"/api/v1/career/retrain/{job['id']}", headers=ADMIN).json()["data"]
@@ -129,4 +129,4 @@ def test_drift_starts_a_job_that_passes_the_gate_and_serves_better(
     assert after["top1_accuracy"] > before["top1_accuracy"] + 0.1, (before, after)
     assert after["log_loss"] < before["log_loss"], (before, after)
     stats = client.get("/api/v1/career/outcomes/stats").json()["data"]
-    assert stats["total"] == 1100 and stats["new_since_active"] == 400
+    assert stats["total"] == 1900 and stats["new_since_active"] == 400
