@@ -1,8 +1,10 @@
 """Schemas of the CLIP routes."""
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from app.domain.enums import Backend, EncodingFormat, Precision, Verdict
 
 Base64Image = Annotated[
     str,
@@ -15,7 +17,6 @@ Base64Image = Annotated[
 Text = Annotated[str, Field(min_length=1)]
 # How embeddings are written: JSON numbers, or (OpenAI's convention) each vector's
 # little-endian float32 bytes in base64: a quarter of the size, and exact.
-EncodingFormat = Literal["float", "base64"]
 ENCODING_FORMAT_DOC = (
     "`float` (default): each embedding as a list of numbers. `base64`: each embedding as "
     "its little-endian float32 bytes in base64 (OpenAI's convention), about a quarter of "
@@ -31,10 +32,10 @@ class ModelRef(BaseModel):
         examples=["openai"], description="Weights tag or checkpoint file and hash."
     )
     dimension: int = Field(examples=[512])
-    backend: Literal["torch", "onnx"] = Field(
+    backend: Backend = Field(
         examples=["onnx"], description="What ran the model (CLIP_BACKEND, or measured)."
     )
-    precision: Literal["fp32", "bf16", "fp16", "int8"] = Field(examples=["int8"])
+    precision: Precision = Field(examples=["int8"])
 
 
 class TagMatch(BaseModel):
@@ -49,7 +50,7 @@ class TagMatch(BaseModel):
 class CompareResult(BaseModel):
     similarity: float = Field(description="Cosine similarity of the two images, -1..1.")
     score: float = Field(description="max(0, similarity) x 100.")
-    verdict: Literal["similar", "related", "different"]
+    verdict: Verdict
     thresholds: dict[str, float] = Field(description="Similarity thresholds behind the verdict.")
     tags_a: list[TagMatch] | None = Field(
         description="image_a against each tag (when tags were sent)."

@@ -4,10 +4,12 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from app.domain.enums import Backend, DecodeMode, ModelState, Precision
+
 
 class ClipCandidate(BaseModel):
-    backend: Literal["torch", "onnx"]
-    precision: Literal["fp32", "bf16", "fp16", "int8"]
+    backend: Backend
+    precision: Precision
     recipe: str | None = Field(
         default=None,
         description="int8 only: the quantisation recipe (`u8s8`, `u8s8-per-channel`, "
@@ -35,7 +37,7 @@ class ClipCandidate(BaseModel):
 
 
 class ClipPreprocess(BaseModel):
-    mode: Literal["exact", "fast"] = Field(
+    mode: DecodeMode = Field(
         description="What preprocesses images: `exact` decodes JPEGs at least at 4x the input "
         "(and 1024 px), `fast` at the smallest DCT scale that keeps `factor` x the input."
     )
@@ -55,8 +57,8 @@ class ClipPreprocess(BaseModel):
 
 
 class ClipRuntime(BaseModel):
-    backend: Literal["torch", "onnx"] = Field(description="What runs the forward passes.")
-    precision: Literal["fp32", "bf16", "fp16", "int8"]
+    backend: Backend = Field(description="What runs the forward passes.")
+    precision: Precision
     recipe: str | None = Field(default=None, description="int8: the quantisation recipe.")
     chosen_by: Literal["measured", "preference", "remembered"] = Field(
         description="`measured`: the fastest passing candidate, timed at this start; "
@@ -109,7 +111,7 @@ class CareerPredictor(BaseModel):
 
 
 class ModelHealth(BaseModel):
-    state: Literal["loading", "loaded", "unavailable", "disabled"]
+    state: ModelState
     version: str | None = Field(description="Model version or weights tag.")
     load_seconds: float | None
     error: str | None = Field(description="Why the model is not loaded, when it is not.")

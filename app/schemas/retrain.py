@@ -1,13 +1,10 @@
 """Schemas of retraining and the model registry."""
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-JobState = Literal["queued", "running", "succeeded", "rejected", "failed"]
-# What started a job: an admin's upload, an admin's retrain on the outcome store, or the
-# scheduler (RETRAIN_POLICY=auto) on the store.
-JobTrigger = Literal["upload", "store", "auto"]
+from app.domain.enums import JobState, JobTrigger
 
 
 class RetrainJson(BaseModel):

@@ -1,8 +1,8 @@
 """What every model the service serves offers the rest of the app (health, metrics)."""
 
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-ModelState = Literal["loading", "loaded", "unavailable", "disabled"]
+from app.domain.enums import ModelState
 
 
 class ServedModel(Protocol):

@@ -15,15 +15,15 @@ open_clip's transform for the model (`parity.fast_agreement`).
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from app.domain.enums import DecodeMode
 from app.utils.images import Decoded, Region
 
 MIN_DECODED_SIDE = 1024
-DecodeMode = Literal["exact", "fast"]
 
 _RESAMPLING = {
     "bicubic": Image.Resampling.BICUBIC,

@@ -11,17 +11,15 @@ import copy
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from app.config import Settings
+from app.domain.enums import Backend, Precision
 from app.services.clip.weights import Weights
 
 logger = logging.getLogger(__name__)
-
-Backend = Literal["torch", "onnx"]
-Precision = Literal["fp32", "bf16", "fp16", "int8"]
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from app.config import Settings
 from app.core.exceptions import InvalidInput, ModelLoading, ModelUnavailable
+from app.domain.enums import Verdict
 from app.schemas.clip import CompareResult, EncodingFormat, MatchResult, ModelRef, TagMatch
 from app.services.clip.decode_pool import DecodeBudget
 from app.services.clip.engine import ClipEngine, ImageInput
@@ -319,7 +320,7 @@ class ClipService:
         vectors = await self._engine().encode_images([image_a, image_b])
         similarity = float(np.clip(vectors[0] @ vectors[1], -1.0, 1.0))
         s = self.settings
-        verdict: Literal["similar", "related", "different"]
+        verdict: Verdict
         if similarity >= s.clip_similar_threshold:
             verdict = "similar"
         elif similarity >= s.clip_related_threshold:
