@@ -10,13 +10,14 @@
 # No build step reaches a model hub: CLIP weights come from the prefetch Job (or
 # `docker compose run prefetch`) into the CLIP cache volume, never into the image.
 #
-# Base image, pinned by digest so that a rebuild gets the same bytes (a moved tag cannot
-# slip in). Refresh: scripts/pin-base-image.sh (rewrites this line). A builder whose local
-# copy of the base has no registry digest (an offline stand-in) overrides it:
-#   --build-arg PYTHON_IMAGE=python:3.11-slim-bookworm
-ARG PYTHON_IMAGE=docker.io/library/python:3.11-slim-bookworm@sha256:a36c24f9cbdf4fd0f52d67f0823eeac19c2028c637cecc392d97f980d4fec56b
-
-FROM ${PYTHON_IMAGE} AS python
+# Base image. The release builds pin it by digest: docker-bake.hcl (`docker buildx bake`)
+# and deploy/docker-compose.yml (`docker compose build`) hand BuildKit a named context
+# `python:3.11-slim-bookworm=docker-image://python:3.11-slim-bookworm@sha256:...`, which
+# replaces this FROM, so a moved tag cannot slip in. Refresh the digest with
+# scripts/pin-base-image.sh. The FROM itself names the tag, not a variable, so that any
+# builder (a plain `docker build`, buildah against a local offline copy of the base, which
+# has no registry digest) can build the file as it is.
+FROM python:3.11-slim-bookworm AS python
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
