@@ -4,8 +4,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.schemas.retrain import VersionFacts
-from app.services.career.features import RIASEC
+from app.domain.enums import RIASEC
+from app.domain.records import VersionFacts
 
 # Strict: a string "85" or a boolean is a wrong type, not a number; NaN/Infinity are refused.
 Score = Annotated[float, Field(ge=0, le=100, strict=True, allow_inf_nan=False)]

@@ -43,7 +43,8 @@ from pydantic import ValidationError
 from app.config import Settings
 from app.core import metrics
 from app.core.exceptions import Conflict, NotFound
-from app.schemas.retrain import JobConfig, JobRecord, JobTrigger, RetrainJob
+from app.domain.enums import JobTrigger
+from app.domain.records import JobConfig, JobRecord, RetrainJob
 from app.services.career.bundle import ModelStore
 from app.services.career.features import FeatureSpec
 from app.services.career.job_lock import JobLock, is_here, process_start, same_process
@@ -216,17 +217,27 @@ class RetrainJobs:
         job: JobRecord | None = None
         try:
             write_training_rows(rows, data)
+            created = _now()
             job = JobRecord(
                 id=job_id,
                 state="queued",
-                created_at=_now(),
+                stage="queued",
+                progress=0.0,
+                created_at=created,
+                updated_at=created,
                 source=source,
                 trigger=trigger,
                 reason=reason,
                 force=force,
                 mapping=mapping or {},
                 rows=data.report,
+                metrics=None,
+                gate=None,
+                reasons=[],
+                candidate_version=None,
                 base_version=self.store.active_version(),
+                activated=False,
+                error=None,
                 idempotency_key=digest,
                 config=JobConfig(
                     min_lift=self.settings.retrain_min_lift,

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from app.core.exceptions import AppError
-from app.schemas.retrain import JobRecord
+from app.domain.records import JobRecord
 from app.services.career.bundle import BundleError, ModelStore
 from app.services.career.catalog import Career
 from app.services.career.gate import quality_gate

@@ -24,7 +24,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from app.config import Settings
 from app.core.exceptions import Conflict
-from app.schemas.retrain import JobConfig, JobRecord
+from app.domain.records import JobConfig, JobRecord
 from app.services.career import job_lock, retrain
 from app.services.career.bundle import ModelStore
 from app.services.career.catalog import default_catalog
