@@ -16,7 +16,7 @@ from app.domain.enums import JobState, JobTrigger
 class ActiveComparison(BaseModel):
     """The candidate against the model that was active, on the candidate's held-out rows."""
 
-    version: str = Field(description="The version that was active when the job ended.")
+    version: str = Field(description="The version that was active when the candidate was judged.")
     compared: bool = Field(description="False when the two could not be compared (`why`).")
     why: str | None = Field(default=None, description="Why the two could not be compared.")
     holdout: dict[str, Any] | None = Field(

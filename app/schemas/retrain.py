@@ -33,20 +33,47 @@ class RetrainJson(BaseModel):
 
 
 class ModelVersion(BaseModel):
-    version: str
-    active: bool
+    """A career model version on disk, as the version list shows it."""
+
+    version: str = Field(
+        description="The version's name.", examples=["retrain-20261201T100312Z-5e1f0c2a"]
+    )
+    active: bool = Field(description="Whether ACTIVE names it.")
     readable: bool = Field(description="False when the manifest cannot be read.")
-    created_at: str | None = None
-    source: str | None = None
-    description: str | None = None
-    data_sha256: str | None = None
-    rows_used: int | None = None
-    features: list[str] = []
-    careers: int | None = None
-    metrics: dict[str, Any] = Field(default_factory=dict, description="Held-out metrics.")
+    created_at: str | None = Field(
+        default=None,
+        description="When it was trained (ISO 8601, UTC).",
+        examples=["2026-12-01T10:03:12+00:00"],
+    )
+    source: str | None = Field(
+        default=None, description="What it was trained on.", examples=["csv"]
+    )
+    description: str | None = Field(default=None, description="One line on it, for people.")
+    data_sha256: str | None = Field(default=None, description="sha256 of its training rows.")
+    rows_used: int | None = Field(
+        default=None, description="Training rows it learnt from.", examples=[4870]
+    )
+    features: list[str] = Field(
+        default=[], description="Its input features, in order.", examples=[["math", "physics"]]
+    )
+    careers: int | None = Field(
+        default=None, description="How many careers it can recommend.", examples=[24]
+    )
+    metrics: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Held-out metrics.",
+        examples=[{"holdout": {"top1_accuracy": 0.61, "top3_accuracy": 0.88}}],
+    )
 
 
 class Activation(BaseModel):
-    version: str
-    active: bool
-    previous: str | None
+    """What an activation or rollback did."""
+
+    version: str = Field(
+        description="The version now active.", examples=["retrain-20261201T100312Z-5e1f0c2a"]
+    )
+    active: bool = Field(description="True: it is the active version now.")
+    previous: str | None = Field(
+        description="The version active before (null if none was).",
+        examples=["synthetic-20261126T044748482208Z-0c32a74b"],
+    )
