@@ -27,16 +27,18 @@ class ActiveComparison(BaseModel):
 class GateReport(BaseModel):
     """The quality gate's verdict on a candidate, with the numbers it was judged on."""
 
-    passed: bool = Field(description="True when the candidate may be activated.")
+    passed: bool = Field(description="True when the candidate may be activated.", examples=[True])
     reasons: list[str] = Field(description="Why the gate refused the candidate (empty if passed).")
     min_lift: float = Field(
-        description="The lift over the majority baseline a candidate needs (RETRAIN_MIN_LIFT)."
+        description="The lift over the majority baseline a candidate needs (RETRAIN_MIN_LIFT).",
+        examples=[0.05],
     )
     tolerance: float = Field(
-        description="How much worse than the active model a candidate may be (RETRAIN_TOLERANCE)."
+        description="How much worse than the active model a candidate may be (RETRAIN_TOLERANCE).",
+        examples=[0.02],
     )
     lift_over_baseline: float = Field(
-        description="Held-out top-1 minus the majority baseline's top-1."
+        description="Held-out top-1 minus the majority baseline's top-1.", examples=[0.41]
     )
     active_model: ActiveComparison | None = Field(
         default=None, description="The candidate against the active model, when there was one."
@@ -47,12 +49,22 @@ class RetrainJob(BaseModel):
     """A retraining job: the fields every reader sees (the API shows exactly these)."""
 
     id: str = Field(description="The job's id: 16 hex digits.", examples=["3f9c2a7d41b8e605"])
-    state: JobState = Field(description="Where the job is in its life cycle.")
+    state: JobState = Field(description="Where the job is in its life cycle.", examples=["running"])
     stage: str = Field(description="What the job is doing now.", examples=["training"])
-    progress: float = Field(ge=0, le=1, description="Share of the job done, 0 to 1.")
-    created_at: str = Field(description="When the job was submitted (ISO 8601, UTC).")
-    updated_at: str = Field(description="When the job's record last changed (ISO 8601, UTC).")
-    source: str = Field(description="`csv` or `json` (uploads), `store` (the outcome store).")
+    progress: float = Field(
+        ge=0, le=1, description="Share of the job done, 0 to 1.", examples=[0.4]
+    )
+    created_at: str = Field(
+        description="When the job was submitted (ISO 8601, UTC).",
+        examples=["2026-12-01T10:00:00+00:00"],
+    )
+    updated_at: str = Field(
+        description="When the job's record last changed (ISO 8601, UTC).",
+        examples=["2026-12-01T10:01:30+00:00"],
+    )
+    source: str = Field(
+        description="`csv` or `json` (uploads), `store` (the outcome store).", examples=["csv"]
+    )
     trigger: JobTrigger = Field(
         default="upload",
         description="`upload`, `store` (an admin's retrain on the outcome store) or `auto` "
@@ -63,22 +75,34 @@ class RetrainJob(BaseModel):
     )
     force: bool = Field(description="Whether the candidate is promoted even if the gate fails.")
     mapping: dict[str, str] = Field(
-        description="Source column -> feature name or `label`, as submitted."
+        description="Source column -> feature name or `label`, as submitted.",
+        examples=[{"math_score": "math", "career_aspiration": "label"}],
     )
     rows: dict[str, Any] = Field(
         description="Rows received and used, unique students, every drop reason with its count, "
-        "values blanked as invalid, ignored columns, rows per career."
+        "values blanked as invalid, ignored columns, rows per career.",
+        examples=[
+            {
+                "rows_received": 5000,
+                "rows_used": 4870,
+                "unique_students": 4870,
+                "rows_dropped": {"missing label": 130},
+                "ignored_columns": ["email"],
+            }
+        ],
     )
     metrics: dict[str, Any] | None = Field(
         description="Held-out top-1, top-3, macro-F1, log loss and majority baseline; "
-        "cross-validation per candidate."
+        "cross-validation per candidate.",
+        examples=[{"holdout": {"top1_accuracy": 0.61, "top3_accuracy": 0.88, "log_loss": 1.42}}],
     )
     gate: GateReport | None = Field(
         description="Quality-gate numbers and the comparison with the active model."
     )
     reasons: list[str] = Field(description="Why the candidate was rejected or the job failed.")
     candidate_version: str | None = Field(
-        description="The version the job trained (null until it is written)."
+        description="The version the job trained (null until it is written).",
+        examples=["retrain-20261201T100312Z-5e1f0c2a"],
     )
     base_version: str | None = Field(
         default=None,

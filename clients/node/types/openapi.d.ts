@@ -1808,6 +1808,7 @@ export interface components {
             /**
              * Passed
              * @description True when the candidate may be activated.
+             * @example true
              */
             passed: boolean;
             /**
@@ -1818,16 +1819,19 @@ export interface components {
             /**
              * Min Lift
              * @description The lift over the majority baseline a candidate needs (RETRAIN_MIN_LIFT).
+             * @example 0.05
              */
             min_lift: number;
             /**
              * Tolerance
              * @description How much worse than the active model a candidate may be (RETRAIN_TOLERANCE).
+             * @example 0.02
              */
             tolerance: number;
             /**
              * Lift Over Baseline
              * @description Held-out top-1 minus the majority baseline's top-1.
+             * @example 0.41
              */
             lift_over_baseline: number;
             /** @description The candidate against the active model, when there was one. */
@@ -2689,6 +2693,7 @@ export interface components {
             /**
              * State
              * @description Where the job is in its life cycle.
+             * @example running
              * @enum {string}
              */
             state: "queued" | "running" | "succeeded" | "rejected" | "failed";
@@ -2701,21 +2706,25 @@ export interface components {
             /**
              * Progress
              * @description Share of the job done, 0 to 1.
+             * @example 0.4
              */
             progress: number;
             /**
              * Created At
              * @description When the job was submitted (ISO 8601, UTC).
+             * @example 2026-12-01T10:00:00+00:00
              */
             created_at: string;
             /**
              * Updated At
              * @description When the job's record last changed (ISO 8601, UTC).
+             * @example 2026-12-01T10:01:30+00:00
              */
             updated_at: string;
             /**
              * Source
              * @description `csv` or `json` (uploads), `store` (the outcome store).
+             * @example csv
              */
             source: string;
             /**
@@ -2738,6 +2747,10 @@ export interface components {
             /**
              * Mapping
              * @description Source column -> feature name or `label`, as submitted.
+             * @example {
+             *       "career_aspiration": "label",
+             *       "math_score": "math"
+             *     }
              */
             mapping: {
                 [key: string]: string;
@@ -2745,6 +2758,17 @@ export interface components {
             /**
              * Rows
              * @description Rows received and used, unique students, every drop reason with its count, values blanked as invalid, ignored columns, rows per career.
+             * @example {
+             *       "ignored_columns": [
+             *         "email"
+             *       ],
+             *       "rows_dropped": {
+             *         "missing label": 130
+             *       },
+             *       "rows_received": 5000,
+             *       "rows_used": 4870,
+             *       "unique_students": 4870
+             *     }
              */
             rows: {
                 [key: string]: unknown;
@@ -2752,6 +2776,13 @@ export interface components {
             /**
              * Metrics
              * @description Held-out top-1, top-3, macro-F1, log loss and majority baseline; cross-validation per candidate.
+             * @example {
+             *       "holdout": {
+             *         "log_loss": 1.42,
+             *         "top1_accuracy": 0.61,
+             *         "top3_accuracy": 0.88
+             *       }
+             *     }
              */
             metrics: {
                 [key: string]: unknown;
@@ -2766,6 +2797,7 @@ export interface components {
             /**
              * Candidate Version
              * @description The version the job trained (null until it is written).
+             * @example retrain-20261201T100312Z-5e1f0c2a
              */
             candidate_version: string | null;
             /**
