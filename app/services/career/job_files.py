@@ -1,4 +1,4 @@
-"""A retraining job on disk: its record file and the rows it trains on, in CAREER_MODEL_DIR/.jobs/.
+"""A retraining job on disk: its record and the rows it trains on, in CAREER_MODEL_DIR/.jobs/.
 
 The server (`retrain.py`) and the worker (`retrain_worker.py`) read and write both through
 these functions alone, so a record is always replaced whole and the rows are never
