@@ -30,3 +30,13 @@ Verdict = Literal["similar", "related", "different"]
 
 EncodingFormat = Literal["float", "base64"]
 """How embeddings are written: JSON floats, or base64 little-endian float32."""
+
+RIASEC: tuple[str, ...] = (
+    "realistic",
+    "investigative",
+    "artistic",
+    "social",
+    "enterprising",
+    "conventional",
+)
+"""Holland's six interest dimensions, in the order of every model's interest features."""

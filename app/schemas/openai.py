@@ -112,8 +112,10 @@ class EmbeddingsRequest(BaseModel):
 
 
 class EmbeddingObject(BaseModel):
-    object: Literal["embedding"] = "embedding"
-    index: int = Field(description="Position of the input in the request.")
+    """One input's embedding."""
+
+    object: Literal["embedding"] = Field(default="embedding", description="Always `embedding`.")
+    index: int = Field(description="Position of the input in the request.", examples=[0])
     embedding: list[float] | str = Field(
         description="The L2-normalised vector: numbers, or with `encoding_format: base64` "
         "its little-endian float32 bytes in base64."
@@ -121,6 +123,8 @@ class EmbeddingObject(BaseModel):
 
 
 class Usage(BaseModel):
+    """What the request cost in tokens, as OpenAI counts it."""
+
     prompt_tokens: int = Field(
         description="CLIP tokens the model read, summed over the texts: each text's own, "
         "without the start and end markers or padding, at most the context length less "
@@ -145,10 +149,10 @@ class EmbeddingsResponse(BaseModel):
         }
     )
 
-    object: Literal["list"] = "list"
+    object: Literal["list"] = Field(default="list", description="Always `list`.")
     data: list[EmbeddingObject] = Field(description="One embedding per input, in input order.")
-    model: str = Field(examples=["ViT-B-32/openai"])
-    usage: Usage
+    model: str = Field(description="The model that embedded them.", examples=["ViT-B-32/openai"])
+    usage: Usage = Field(description="Tokens read.")
 
 
 class ModelCard(BaseModel):
@@ -159,18 +163,26 @@ class ModelCard(BaseModel):
         "sha256), as the CLIP routes' `model` and /health name it.",
         examples=["ViT-B-32/openai"],
     )
-    object: Literal["model"] = "model"
-    created: int = Field(description="Unix time at which this process loaded the model.")
-    owned_by: str = Field(examples=["skill-compass-ml"])
+    object: Literal["model"] = Field(default="model", description="Always `model`.")
+    created: int = Field(
+        description="Unix time at which this process loaded the model.", examples=[1764663300]
+    )
+    owned_by: str = Field(description="Who serves it: this service.", examples=["skill-compass-ml"])
 
 
 class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelCard]
+    """OpenAI's model list: the models `/v1/embeddings` takes."""
+
+    object: Literal["list"] = Field(default="list", description="Always `list`.")
+    data: list[ModelCard] = Field(description="The served embedding models.")
 
 
 class OpenAIErrorBody(BaseModel):
-    message: str = Field(examples=["The model `gpt-4` does not exist."])
+    """What went wrong, in OpenAI's words."""
+
+    message: str = Field(
+        description="A sentence for people.", examples=["The model `gpt-4` does not exist."]
+    )
     type: str = Field(
         description="`invalid_request_error`, `authentication_error` (401), "
         "`permission_error` (403), `rate_limit_error` (429) or `server_error` (5xx).",
@@ -186,4 +198,4 @@ class OpenAIErrorBody(BaseModel):
 class OpenAIError(BaseModel):
     """Every error of a `/v1` route, in OpenAI's shape."""
 
-    error: OpenAIErrorBody
+    error: OpenAIErrorBody = Field(description="The error.")

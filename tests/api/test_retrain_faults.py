@@ -167,10 +167,10 @@ _FULL_DISK = textwrap.dedent(
     import errno, os
     from pathlib import Path
     import joblib
-    from app.services.career import retrain
+    from app.services.career import job_files
 
     full = False
-    write_job = retrain.write_job
+    write_job = job_files.write_job
 
     def dump(value, filename, *args, **kwargs):
         global full
@@ -184,7 +184,7 @@ _FULL_DISK = textwrap.dedent(
         write_job(path, job)
 
     joblib.dump = dump
-    retrain.write_job = write_job_on_a_full_disk
+    job_files.write_job = write_job_on_a_full_disk
     """
 )
 

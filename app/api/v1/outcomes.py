@@ -11,6 +11,7 @@ from app.api.outcomes_body import OUTCOMES_BODY, outcome_batch
 from app.api.responses import documented, errors
 from app.core.envelope import ok
 from app.core.security import require_admin_key
+from app.domain.records import RetrainJob
 from app.schemas.envelope import Envelope
 from app.schemas.outcomes import (
     Erasure,
@@ -19,7 +20,6 @@ from app.schemas.outcomes import (
     OutcomeStats,
     StoreRetrainRequest,
 )
-from app.schemas.retrain import RetrainJob
 from app.services.outcomes.service import ParsedBatch
 
 router = APIRouter(prefix="/career", tags=["closed loop"])

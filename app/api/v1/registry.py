@@ -11,8 +11,9 @@ from app.api.responses import errors
 from app.api.uploads import RETRAIN_BODY, RetrainUpload, retrain_upload
 from app.core.envelope import ok
 from app.core.security import require_admin_key
+from app.domain.records import RetrainJob
 from app.schemas.envelope import Envelope
-from app.schemas.retrain import Activation, ModelVersion, RetrainJob
+from app.schemas.retrain import Activation, ModelVersion
 
 router = APIRouter(prefix="/career", tags=["career models"])
 IdempotencyKey = Annotated[

@@ -32,7 +32,8 @@ import numpy as np
 from pydantic import ValidationError
 
 from app.core.exceptions import InvalidInput, NotFound
-from app.schemas.retrain import Manifest, ModelVersion
+from app.domain.records import Manifest
+from app.schemas.retrain import ModelVersion
 from app.services.career.catalog import Career, load_catalog
 from app.services.career.features import FeatureSpec
 from app.services.career.model_card import model_card

@@ -8,7 +8,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from app.services.career.features import RIASEC
+from app.domain.enums import RIASEC
 
 # The default catalog: 25 careers, each with its Holland code and key subjects.
 CATALOG_PATH = Path(__file__).with_name("careers.json")

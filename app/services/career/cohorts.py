@@ -10,9 +10,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from app.domain.enums import RIASEC
 from app.schemas.career import CareerRef
 from app.services.career.catalog import Career, career_id
-from app.services.career.features import RIASEC, FeatureSpec
+from app.services.career.features import FeatureSpec
 
 KEY_SUBJECTS_WHEN_UNCATALOGUED = 3
 

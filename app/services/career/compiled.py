@@ -28,14 +28,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from app.services.career.trees import (
-    EPS,
-    Response,
-    decision_logits,
-    forest_response,
-    hgb_folds_response,
-    hgb_response,
-)
+from app.services.career.tree_responses import forest_response, hgb_folds_response, hgb_response
+from app.services.career.trees import EPS, Response, decision_logits
 
 logger = logging.getLogger(__name__)
 

@@ -12,9 +12,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from app.domain.enums import RIASEC
 from app.schemas.career import CohortComparison, Contribution, Improvement
 from app.services.career.cohorts import CareerProfile
-from app.services.career.features import RIASEC, FeatureSpec, StudentRow
+from app.services.career.features import FeatureSpec, StudentRow
 
 STRENGTH_PERCENTILE = 60.0
 GAP_PERCENTILE = 40.0

@@ -12,17 +12,9 @@ from typing import Any, Literal
 import numpy as np
 
 from app.core.exceptions import InvalidInput
+from app.domain.enums import RIASEC
 
 FeatureGroup = Literal["subject", "interest", "habit"]
-
-RIASEC: tuple[str, ...] = (
-    "realistic",
-    "investigative",
-    "artistic",
-    "social",
-    "enterprising",
-    "conventional",
-)
 
 SUBJECTS: tuple[str, ...] = (
     "math",

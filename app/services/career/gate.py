@@ -1,6 +1,6 @@
 """The quality gate: may a retrained candidate replace the active model?"""
 
-from app.schemas.retrain import ActiveComparison, GateReport
+from app.domain.records import ActiveComparison, GateReport
 from app.services.career.bundle import BundleError, ModelStore
 from app.services.career.evaluation import evaluate
 from app.services.career.training import TrainedModel

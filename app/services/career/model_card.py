@@ -4,7 +4,7 @@ import re
 import unicodedata
 from typing import Any
 
-from app.schemas.retrain import Manifest
+from app.domain.records import Manifest
 
 
 def model_card(manifest: Manifest) -> str:

@@ -11,6 +11,7 @@ import anyio
 import numpy as np
 
 from app.core import metrics
+from app.domain.enums import RIASEC
 from app.schemas.career import (
     AnalyzeRequest,
     AnalyzeResponse,
@@ -27,7 +28,7 @@ from app.schemas.retrain import Activation, ModelVersion
 from app.services.career.active import ActiveModel, ModelHolder
 from app.services.career.catalog import Career
 from app.services.career.explain import compare, fit, what_if
-from app.services.career.features import INTEREST_KEYWORDS, RIASEC, StudentRow, build_row
+from app.services.career.features import INTEREST_KEYWORDS, StudentRow, build_row
 
 
 class Recommendation(TypedDict):

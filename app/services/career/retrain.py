@@ -1,18 +1,13 @@
 """Retraining jobs: check the upload at once, train in a low-priority child process, gate, promote.
 
-A job lives as a JSON file in CAREER_MODEL_DIR/.jobs/ (a `JobRecord`), so every server
-process sharing the model directory sees the same jobs, and one lock there (`JobLock`)
-allows one job at a time across all of them. The child process runs
+A job lives as a JSON file in CAREER_MODEL_DIR/.jobs/ (a `JobRecord`, read and written by
+`job_files.py` with the rows it trains on), so every server process sharing the model
+directory sees the same jobs, and one lock there (`JobLock`) allows one job at a time
+across all of them. The child process runs
 `app.services.career.retrain_worker`; it writes the new version through ModelStore
 (temporary directory, then rename) and moves the ACTIVE pointer only when the candidate
 passes the quality gate (or `force` is set) and ACTIVE still names the version the job
 started from. Servers notice the new pointer through their model poller.
-
-The rows a job trains on are the only copy of uploaded data on disk: the prepared features
-and label (no names, emails or ids), mode 0600, deleted however the job ends. A job's
-record is mode 0600 too (its row counts name careers) and is deleted once the job has been
-over for RETRAIN_JOB_RETENTION_DAYS: at start-up and whenever a job is submitted. An upload
-refused by its checks leaves no record at all: it is refused before a job exists.
 
 Jobs outlive their process: a job whose worker is gone without a final word (its pod
 killed, evicted or lost with its node) is started again by whichever server sharing the
@@ -24,7 +19,6 @@ than that plus one sweep.
 """
 
 import contextlib
-import hashlib
 import logging
 import os
 import re
@@ -33,80 +27,47 @@ import sys
 import threading
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from pydantic import ValidationError
 
 from app.config import Settings
 from app.core import metrics
 from app.core.exceptions import Conflict, NotFound
-from app.schemas.retrain import JobConfig, JobRecord, JobTrigger, RetrainJob
+from app.domain.enums import JobTrigger
+from app.domain.records import JobConfig, JobRecord, RetrainJob
 from app.services.career.bundle import ModelStore
-from app.services.career.features import FeatureSpec
-from app.services.career.job_lock import JobLock, is_here, process_start, same_process
-from app.services.career.preparation import (
-    LABEL,
-    MIN_ROWS_PER_CLASS,
-    PreparedData,
-    prepare_frame,
+from app.services.career.job_files import (
+    ACTIVE_STATES,
+    JOB_ID,
+    JOBS_DIR,
+    RECORD_MODE,
+    data_path,
+    expire_records,
+    idempotency_digest,
+    now,
+    os_reason,
+    read_job,
+    write_job,
+    write_training_rows,
 )
-from app.utils.files import atomic_write
+from app.services.career.job_lock import JobLock, is_here, process_start, same_process
+from app.services.career.preparation import MIN_ROWS_PER_CLASS, prepare_frame
 
 logger = logging.getLogger(__name__)
 
-JOBS_DIR = ".jobs"
-ACTIVE_STATES = ("queued", "running")
-_JOB_ID = re.compile(r"[0-9a-f]{16}")
-# In a job's data file: students numbered in the order of their identities, so the
-# worker's grouped splits are exactly those the upload gives (the identities stay behind).
-GROUP = "_group"
 # Environment variables the worker does not get: keys, tokens, passwords. Training needs
 # none, and a process's environment is readable by its user in /proc.
 _SECRET_NAME = re.compile(
     r"KEY|SECRET|TOKEN|PASSW|CREDENTIAL|PRIVATE|DATABASE_URL", re.IGNORECASE
 )  # a database URL may hold a password
 SHUTDOWN_REASON = "the service shut down during training"
-# Job records are read by the server processes and workers of this user only; a record
-# names the careers it counted and the columns it ignored.
-RECORD_MODE = 0o600
 STOP_SECONDS = 10.0
 # Processes a job may use up: one whose worker keeps dying (an upload that runs it out of
 # memory every time) ends as failed instead of taking down replica after replica.
 MAX_ATTEMPTS = 3
 LOST_REASON = "its training process was lost (its server stopped without a word)"
-
-
-def takeover_notes(job: JobRecord) -> list[str]:
-    """The job's notes of earlier attempts lost with their process (`attempt N: why`): its
-    reasons keep them whatever the last attempt adds."""
-    return [r for r in job.reasons if re.match(r"attempt \d+: ", r)]
-
-
-def idempotency_digest(key: str) -> str:
-    """What a job record keeps of an Idempotency-Key: its hash (the key may be a secret-ish
-    token of the caller's; the record is readable by every replica)."""
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def write_job(path: Path, job: JobRecord) -> None:
-    """Replace a job file atomically, so readers never see half a file."""
-    job.updated_at = _now()
-    atomic_write(path, job.model_dump_json(indent=2).encode(), mode=RECORD_MODE)
-
-
-def read_job(path: Path) -> JobRecord | None:
-    """A job file, or None when it is missing, unreadable or not a job record."""
-    try:
-        return JobRecord.model_validate_json(path.read_bytes())
-    except (OSError, ValidationError):
-        return None
 
 
 def child_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -119,47 +80,6 @@ def child_environment(environ: Mapping[str, str] | None = None) -> dict[str, str
         # The worker is not a server worker: its (empty) metrics must not join theirs.
         if not _SECRET_NAME.search(name) and name != "PROMETHEUS_MULTIPROC_DIR"
     }
-
-
-# -- the rows a job trains on -----------------------------------------------------------------
-
-
-def data_path(root: Path, job_id: str) -> Path:
-    return root / JOBS_DIR / f"{job_id}.csv"
-
-
-def write_training_rows(path: Path, data: PreparedData) -> None:
-    """The prepared rows only (features, label, a group number), readable by this user only.
-    Created with its mode, so it is never readable by others, not even for a moment."""
-    frame = pd.DataFrame(data.X, columns=data.spec.names)
-    frame[LABEL] = data.y
-    frame[GROUP] = np.unique(data.groups.astype(str), return_inverse=True)[1]
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-        frame.to_csv(fh, index=False)
-
-
-def read_training_rows(path: Path, job: JobRecord) -> PreparedData:
-    """The PreparedData a job was submitted with, read back exactly from its data file."""
-    assert job.config is not None, "a job is written with its config"
-    spec = FeatureSpec.from_list(job.config.feature_spec)
-    frame = pd.read_csv(
-        path,
-        dtype={LABEL: str, GROUP: "int64"},
-        keep_default_na=False,
-        na_values={name: [""] for name in spec.names},
-    )
-    return PreparedData(
-        X=frame[spec.names].to_numpy(dtype="float64"),
-        y=frame[LABEL].to_numpy(dtype=object),
-        groups=frame[GROUP].to_numpy(),
-        spec=spec,
-        data_hash=job.config.data_sha256,
-        report=job.rows,
-    )
-
-
-# -- jobs -------------------------------------------------------------------------------------
 
 
 class RetrainJobs:
@@ -216,17 +136,27 @@ class RetrainJobs:
         job: JobRecord | None = None
         try:
             write_training_rows(rows, data)
+            created = now()
             job = JobRecord(
                 id=job_id,
                 state="queued",
-                created_at=_now(),
+                stage="queued",
+                progress=0.0,
+                created_at=created,
+                updated_at=created,
                 source=source,
                 trigger=trigger,
                 reason=reason,
                 force=force,
                 mapping=mapping or {},
                 rows=data.report,
+                metrics=None,
+                gate=None,
+                reasons=[],
+                candidate_version=None,
                 base_version=self.store.active_version(),
+                activated=False,
+                error=None,
                 idempotency_key=digest,
                 config=JobConfig(
                     min_lift=self.settings.retrain_min_lift,
@@ -242,7 +172,7 @@ class RetrainJobs:
             rows.unlink(missing_ok=True)
             if job is not None:
                 job.state = "failed"
-                job.error = f"the training process could not start: {_os_reason(exc)}"
+                job.error = f"the training process could not start: {os_reason(exc)}"
                 _try_write_job(path, job)
             self.lock.release(job_id)
             raise
@@ -326,7 +256,7 @@ class RetrainJobs:
             process = self._spawn(job.id)
         except Exception as exc:
             logger.exception("retrain job %s: could not start it again", job.id)
-            self._fail(current, f"{reason}; starting it again failed: {_os_reason(exc)}")
+            self._fail(current, f"{reason}; starting it again failed: {os_reason(exc)}")
             return
         self._watch(job.id, process)
         logger.warning(
@@ -390,31 +320,7 @@ class RetrainJobs:
     def expire(self) -> int:
         """Delete the records of jobs over for longer than RETRAIN_JOB_RETENTION_DAYS (by
         their last update); how many went. Queued and running jobs are never touched."""
-        if not self.dir.is_dir():
-            return 0
-        cutoff = datetime.now(UTC) - timedelta(days=self.settings.retrain_job_retention_days)
-        expired = 0
-        for path in sorted(self.dir.glob("*.json")):
-            if not _JOB_ID.fullmatch(path.stem):
-                continue
-            job = read_job(path)
-            if job is not None and job.state in ACTIVE_STATES:
-                continue
-            try:
-                if _last_update(job, path) < cutoff:
-                    path.unlink()
-                    expired += 1
-            except FileNotFoundError:  # another process expired it first
-                continue
-        # What a writer killed mid-write left of a record (atomic_write's temporary file).
-        for path in sorted(self.dir.glob(".*.json-*")):
-            with contextlib.suppress(FileNotFoundError):
-                if datetime.fromtimestamp(path.stat().st_mtime, UTC) < cutoff:
-                    path.unlink()
-                    expired += 1
-        if expired:
-            logger.info("deleted %d expired retraining job record(s)", expired)
-        return expired
+        return expire_records(self.dir, self.settings.retrain_job_retention_days)
 
     def _reap(self, process: subprocess.Popen[bytes], job_id: str) -> None:
         """Wait for the worker; if it died without a final state, record that."""
@@ -447,7 +353,7 @@ class RetrainJobs:
             _count_end(self._read(job_id))
 
     def _read(self, job_id: str) -> JobRecord | None:
-        if not _JOB_ID.fullmatch(job_id):
+        if not JOB_ID.fullmatch(job_id):
             return None
         return read_job(self.dir / f"{job_id}.json")
 
@@ -469,25 +375,6 @@ class RetrainJobs:
                 self._take_over(job, LOST_REASON)
                 job = self._read(job_id) or job
         return job.public()
-
-
-def _os_reason(exc: BaseException) -> str:
-    """An error for the job record: the OS's words, without the host path."""
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return type(exc).__name__
-
-
-def _last_update(job: JobRecord | None, path: Path) -> datetime:
-    """When a record last changed: its own time, else (unreadable, or written without
-    times) the file's."""
-    try:
-        if job is not None and job.updated_at:
-            when = datetime.fromisoformat(job.updated_at)
-            return when if when.tzinfo else when.replace(tzinfo=UTC)
-    except ValueError:
-        pass
-    return datetime.fromtimestamp(path.stat().st_mtime, UTC)
 
 
 def _try_write_job(path: Path, job: JobRecord) -> None:

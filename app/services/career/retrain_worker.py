@@ -23,20 +23,20 @@ from pathlib import Path
 from typing import Any
 
 from app.core.exceptions import AppError
-from app.schemas.retrain import JobRecord
+from app.domain.records import JobRecord
 from app.services.career.bundle import BundleError, ModelStore
 from app.services.career.catalog import Career
 from app.services.career.gate import quality_gate
-from app.services.career.job_lock import HEARTBEAT_S, JobLock, process_start
-from app.services.career.retrain import (
+from app.services.career.job_files import (
     JOBS_DIR,
-    SHUTDOWN_REASON,
     data_path,
     read_job,
     read_training_rows,
     takeover_notes,
     write_job,
 )
+from app.services.career.job_lock import HEARTBEAT_S, JobLock, process_start
+from app.services.career.retrain import SHUTDOWN_REASON
 from app.services.career.training import TrainedModel, TrainingConfig, train_model
 
 logger = logging.getLogger("app.retrain")

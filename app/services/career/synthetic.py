@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from app.domain.enums import RIASEC
 from app.services.career.catalog import Career, default_catalog
-from app.services.career.features import HABITS, RIASEC, SUBJECTS
+from app.services.career.features import HABITS, SUBJECTS
 from app.services.career.training import DEFAULT_SEED
 
 # Which interests lift which subjects (points per interest point above 50).

@@ -4,13 +4,12 @@ Every tree of an ensemble is stacked into one set of node arrays, and all trees 
 rows descend one level per numpy step: the per-tree Python loop of sklearn's predict is
 what costs the time for the few rows of a request. Trees of depth 3 at most (the default
 gradient boosting) skip even the level steps: each becomes a complete 8-slot heap whose
-split outcomes, packed into one byte, index a table of leaves. The responses returned here
-are in the form the temperature calibrator scales (see `compiled.py`).
+split outcomes, packed into one byte, index a table of leaves. `tree_responses.py` reads
+fitted sklearn models into these layouts.
 """
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -38,7 +37,7 @@ def decision_logits(decision: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class _Tree:
+class Tree:
     """One tree in sklearn's own numbering: root 0, x <= threshold goes left."""
 
     feature: np.ndarray
@@ -50,7 +49,7 @@ class _Tree:
 
 
 @dataclass(frozen=True)
-class _Stack:
+class Stack:
     """All trees of an ensemble as flat node arrays, walked together level by level.
 
     Nodes are renumbered so that every right child directly follows its left child: one
@@ -138,13 +137,13 @@ _LEAF_OF_CODE = _leaf_table()
 
 
 @dataclass(frozen=True)
-class _Shallow:
+class Shallow:
     """Single-output trees of depth <= 3 as heaps: every distinct split is compared once,
     in one numpy step, each heap slot picks up its outcome, and a table lookup replaces the
     descent. Trees keep the order given."""
 
     # The distinct (feature, threshold) splits; features index the blocks laid end to end
-    # (feature + block * n_features), as in _Stack. Padding slots are splits at +inf.
+    # (feature + block * n_features), as in Stack. Padding slots are splits at +inf.
     split_feature: np.ndarray  # intp
     split_threshold: np.ndarray
     split_of_slot: np.ndarray  # (n_trees * 8,) intp: each slot's distinct split
@@ -168,7 +167,7 @@ class _Shallow:
         return self.value.take(leaf).T
 
 
-def _heap(tree: _Tree) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+def _heap(tree: Tree) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """(feature, threshold, leaf values) of a tree as a depth-3 heap, or None if deeper."""
     feature = np.zeros(_SLOTS, dtype=np.intp)
     threshold = np.full(_SLOTS, np.inf)
@@ -190,7 +189,7 @@ def _heap(tree: _Tree) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     return feature, threshold, value
 
 
-def _shallow(trees: Sequence[_Tree], n_features: int, blocks: Sequence[int]) -> _Shallow | None:
+def shallow_stack(trees: Sequence[Tree], n_features: int, blocks: Sequence[int]) -> Shallow | None:
     """The heaps of single-output trees, or None if any is deeper than SHALLOW_DEPTH."""
     heaps = []
     for tree in trees:
@@ -205,7 +204,7 @@ def _shallow(trees: Sequence[_Tree], n_features: int, blocks: Sequence[int]) -> 
     splits, split_of_slot = np.unique(
         np.stack([feature_in_blocks.astype(float), threshold], axis=1), axis=0, return_inverse=True
     )
-    return _Shallow(
+    return Shallow(
         split_feature=splits[:, 0].astype(np.intp),
         split_threshold=splits[:, 1].copy(),
         split_of_slot=split_of_slot.reshape(-1).astype(np.intp),
@@ -216,7 +215,9 @@ def _shallow(trees: Sequence[_Tree], n_features: int, blocks: Sequence[int]) -> 
     )
 
 
-def _stack(trees: Sequence[_Tree], n_features: int, blocks: Sequence[int] | None = None) -> _Stack:
+def stack_trees(
+    trees: Sequence[Tree], n_features: int, blocks: Sequence[int] | None = None
+) -> Stack:
     sizes = np.array([len(t.feature) for t in trees])
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
     feature = np.concatenate([t.feature for t in trees]).astype(np.intp)
@@ -259,7 +260,7 @@ def _stack(trees: Sequence[_Tree], n_features: int, blocks: Sequence[int] | None
     sorted_depth = depth[order]
     tree_blocks = np.zeros(len(trees), np.intp) if blocks is None else np.asarray(blocks)
     node_block = np.repeat(tree_blocks, sizes)[old]
-    return _Stack(
+    return Stack(
         feature=new_feature,
         threshold=new_threshold,
         left=new_left,
@@ -272,167 +273,3 @@ def _stack(trees: Sequence[_Tree], n_features: int, blocks: Sequence[int] | None
         n_blocks=int(tree_blocks.max(initial=0)) + 1,
         feature_in_blocks=new_feature + node_block * n_features,
     )
-
-
-def _standardizer(
-    mean: np.ndarray | None, scale: np.ndarray | None, to_float32: bool
-) -> Callable[[np.ndarray], np.ndarray]:
-    """StandardScaler.transform in sklearn's order of operations (thresholds are exact)."""
-
-    def standardize(x: np.ndarray) -> np.ndarray:
-        z = x - mean if mean is not None else x.copy()
-        if scale is not None:
-            z /= scale
-        if to_float32:
-            # sklearn trees cast their input to float32 and compare it with float64
-            # thresholds; the float64 copy of the float32 value compares the same way.
-            # Like sklearn's, a value float32 cannot hold is refused, not read as inf.
-            with np.errstate(over="ignore"):
-                z = z.astype(np.float32)
-            if not np.logical_and.reduce(np.isfinite(z), axis=None):
-                raise ValueError("Input contains a value too large for dtype('float32').")
-            z = z.astype(float)
-        return z
-
-    return standardize
-
-
-def _hgb_trees(model: Any, n_classes: int) -> list[list[_Tree]] | None:
-    """A gradient-boosting model's trees of each class (one list for a binary model),
-    iterations in order, or None if the model is not supported."""
-    per_iteration = model.n_trees_per_iteration_
-    multiclass = per_iteration == n_classes > 2
-    if (
-        not (multiclass or (per_iteration == 1 and n_classes == 2))
-        or getattr(model, "_preprocessor", None) is not None
-        or not model._predictors
-    ):
-        return None
-    trees: list[list[_Tree]] = [[] for _ in range(per_iteration)]
-    for iteration in model._predictors:
-        for k, predictor in enumerate(iteration):
-            nodes = predictor.nodes
-            if nodes["is_categorical"].any():
-                return None
-            trees[k].append(
-                _Tree(
-                    feature=nodes["feature_idx"],
-                    threshold=nodes["num_threshold"],
-                    left=nodes["left"],
-                    right=nodes["right"],
-                    is_leaf=nodes["is_leaf"],
-                    value=nodes["value"][:, None],
-                )
-            )
-    return trees
-
-
-def hgb_response(
-    model: Any, mean: np.ndarray | None, scale: np.ndarray | None, n_classes: int
-) -> Response | None:
-    folds = hgb_folds_response([model], [mean], [scale], n_classes)
-    if folds is None:
-        return None
-    return lambda x: folds(x[None])[0]
-
-
-def hgb_folds_response(
-    models: Sequence[Any],
-    means: Sequence[np.ndarray | None],
-    scales: Sequence[np.ndarray | None],
-    n_classes: int,
-) -> Callable[[np.ndarray], np.ndarray] | None:
-    """The decision functions of several gradient-boosting models (the folds of one
-    calibrated ensemble) from one walk over all their trees: given each fold's imputed
-    rows (folds, rows, features), an array (folds, rows, classes) of logits for the
-    temperature scaler."""
-    trees: list[_Tree] = []
-    tree_fold: list[int] = []
-    group_sizes: list[int] = []
-    per_iteration = models[0].n_trees_per_iteration_
-    for fold, model in enumerate(models):
-        found = _hgb_trees(model, n_classes)
-        if found is None or model.n_trees_per_iteration_ != per_iteration:
-            return None
-        # Grouped by (fold, class), iterations in order: one reduceat then sums each
-        # group's leaves in sklearn's order (which starts from the baseline, added here
-        # last: the sums agree to rounding).
-        for class_trees in found:
-            trees += class_trees
-            group_sizes.append(len(class_trees))
-            tree_fold += [fold] * len(class_trees)
-    n_features = models[0].n_features_in_
-    stack: _Shallow | _Stack | None = _shallow(trees, n_features, tree_fold)
-    if stack is None:
-        stack = _stack(trees, n_features, blocks=tree_fold)
-    group_starts = np.concatenate([[0], np.cumsum(group_sizes)[:-1]]).astype(np.intp)
-    baselines = np.stack(
-        [np.asarray(m._baseline_prediction, dtype=float).reshape(per_iteration) for m in models]
-    )[:, None, :]
-    fold_means = np.stack([np.zeros(n_features) if m is None else m for m in means])[:, None]
-    fold_scales = np.stack([np.ones(n_features) if s is None else s for s in scales])[:, None]
-    multiclass = per_iteration > 1
-
-    def response(filled: np.ndarray) -> np.ndarray:
-        # HistGradientBoostingClassifier.decision_function: baseline + sum of leaves.
-        # `filled` is (folds, rows, features); StandardScaler's arithmetic, every fold at once.
-        n_rows = filled.shape[1]
-        z = (filled - fold_means) / fold_scales
-        leaf_values = stack.leaf_values(z.reshape(-1, z.shape[2]))
-        summed = np.add.reduceat(leaf_values, group_starts, axis=0)
-        raw = summed.reshape(len(models), per_iteration, n_rows).transpose(0, 2, 1) + baselines
-        if not multiclass:
-            return np.concatenate([-raw, raw], axis=2)
-        # decision_logits per fold; most decision values are negative somewhere, which no
-        # probability is, so one reduction usually settles every fold.
-        if (np.minimum.reduce(raw, axis=(1, 2)) < 0).all():
-            return raw
-        return np.stack([decision_logits(fold) for fold in raw])
-
-    return response
-
-
-def forest_response(
-    model: Any, mean: np.ndarray | None, scale: np.ndarray | None, n_classes: int
-) -> Response | None:
-    from sklearn.tree import DecisionTreeClassifier
-
-    if (
-        model.n_outputs_ != 1
-        or model.n_classes_ != n_classes
-        or not model.estimators_
-        or any(type(e) is not DecisionTreeClassifier for e in model.estimators_)
-    ):
-        return None
-    trees = []
-    for estimator in model.estimators_:
-        tree = estimator.tree_
-        # DecisionTreeClassifier.predict_proba returns tree_.value as stored (class
-        # fractions since sklearn 1.4), cut to the forest's classes.
-        trees.append(
-            _Tree(
-                feature=tree.feature,
-                threshold=tree.threshold,
-                left=tree.children_left,
-                right=tree.children_right,
-                is_leaf=tree.children_left == -1,
-                value=tree.value[:, 0, :n_classes],
-            )
-        )
-    stack = _stack(trees, model.n_features_in_)
-    values, n_trees = stack.value, len(trees)
-    standardize = _standardizer(mean, scale, to_float32=True)
-
-    def response(x: np.ndarray) -> np.ndarray:
-        leaves = stack.leaves(standardize(x))
-        # RandomForestClassifier.predict_proba: the mean of the trees' distributions.
-        proba = np.add.reduce(np.take(values, leaves, axis=0), axis=0)
-        proba /= n_trees
-        if n_classes == 2:
-            # sklearn's _get_response_values keeps p of the positive class only, and the
-            # temperature calibrator rebuilds (1 - p, p) from it.
-            proba[:, 0] = 1 - proba[:, 1]
-        proba += EPS
-        return np.log(proba, out=proba)
-
-    return response

@@ -12,6 +12,8 @@ import numpy as np
 from app.config import Settings
 from app.core import metrics
 from app.core.exceptions import InvalidInput, PayloadTooLarge, StoreUnavailable
+from app.domain.enums import JobTrigger
+from app.domain.records import RetrainJob
 from app.schemas.outcomes import (
     Erasure,
     LiveQuality,
@@ -21,7 +23,6 @@ from app.schemas.outcomes import (
     OutcomeStats,
     WeekCount,
 )
-from app.schemas.retrain import JobTrigger, RetrainJob
 from app.services.career.active import ActiveModel
 from app.services.career.catalog import career_id
 from app.services.career.features import build_row

@@ -537,13 +537,27 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
-        /** Activation */
+        /**
+         * Activation
+         * @description What an activation or rollback did.
+         */
         Activation: {
-            /** Version */
+            /**
+             * Version
+             * @description The version now active.
+             * @example retrain-20261201T100312Z-5e1f0c2a
+             */
             version: string;
-            /** Active */
+            /**
+             * Active
+             * @description True: it is the active version now.
+             */
             active: boolean;
-            /** Previous */
+            /**
+             * Previous
+             * @description The version active before (null if none was).
+             * @example synthetic-20261126T044748482208Z-0c32a74b
+             */
             previous: string | null;
         };
         /**
@@ -551,14 +565,20 @@ export interface components {
          * @description The candidate against the model that was active, on the candidate's held-out rows.
          */
         ActiveComparison: {
-            /** Version */
+            /**
+             * Version
+             * @description The version that was active when the candidate was judged.
+             */
             version: string;
             /**
              * Compared
              * @description False when the two could not be compared (`why`).
              */
             compared: boolean;
-            /** Why */
+            /**
+             * Why
+             * @description Why the two could not be compared.
+             */
             why?: string | null;
             /**
              * Holdout
@@ -571,6 +591,35 @@ export interface components {
         /**
          * AnalyzeRequest
          * @description A student and the careers to analyse (all careers when left out).
+         * @example {
+         *       "academic_scores": {
+         *         "computer_science": 95,
+         *         "english": 70,
+         *         "math": 92,
+         *         "physics": 85
+         *       },
+         *       "careers": [
+         *         "Software Engineer",
+         *         "data_scientist"
+         *       ],
+         *       "habits": {
+         *         "absence_days": 4,
+         *         "extracurricular_activities": true,
+         *         "part_time_job": false,
+         *         "weekly_self_study_hours": 12
+         *       },
+         *       "interests": {
+         *         "keywords": [
+         *           "coding",
+         *           "math puzzles"
+         *         ],
+         *         "riasec": {
+         *           "conventional": 55,
+         *           "investigative": 85,
+         *           "realistic": 60
+         *         }
+         *       }
+         *     }
          */
         AnalyzeRequest: {
             /**
@@ -586,7 +635,9 @@ export interface components {
             academic_scores: {
                 [key: string]: number;
             };
+            /** @description What the student likes; leave out when unknown. */
             interests?: components["schemas"]["Interests"] | null;
+            /** @description Study habits and activities; leave out when unknown. */
             habits?: components["schemas"]["Habits"] | null;
             /**
              * Careers
@@ -598,17 +649,47 @@ export interface components {
              */
             careers?: string[] | null;
         };
-        /** AnalyzeResponse */
+        /**
+         * AnalyzeResponse
+         * @description The analysis of each career asked for, from one model version.
+         */
         AnalyzeResponse: {
-            /** Analyses */
+            /**
+             * Analyses
+             * @description One per career, most probable first.
+             */
             analyses: components["schemas"]["CareerAnalysis"][];
-            /** Model Version */
+            /**
+             * Model Version
+             * @description The version that answered.
+             * @example synthetic-20261126T044748482208Z-0c32a74b
+             */
             model_version: string;
-            /** Features Used */
+            /**
+             * Features Used
+             * @description The active model's features, in order.
+             * @example [
+             *       "math",
+             *       "physics",
+             *       "investigative",
+             *       "weekly_self_study_hours"
+             *     ]
+             */
             features_used: string[];
-            /** Imputed */
+            /**
+             * Imputed
+             * @description Features not given, imputed from training data.
+             * @example [
+             *       "chemistry",
+             *       "biology"
+             *     ]
+             */
             imputed: string[];
-            /** Warnings */
+            /**
+             * Warnings
+             * @description What the service ignored or assumed.
+             * @example []
+             */
             warnings: string[];
         };
         /** Body_compare_api_v1_clip_compare_post */
@@ -650,18 +731,37 @@ export interface components {
              */
             tags: string[];
         };
-        /** CareerAnalysis */
+        /**
+         * CareerAnalysis
+         * @description Why one career fits the student or not.
+         */
         CareerAnalysis: {
+            /** @description The career analysed. */
             career: components["schemas"]["CareerRef"];
-            /** Probability */
+            /**
+             * Probability
+             * @description Calibrated probability of this career.
+             * @example 0.42
+             */
             probability: number;
+            /** @description How well the student fits it, 0-100. */
             compatibility: components["schemas"]["Compatibility"];
-            /** Strengths */
+            /**
+             * Strengths
+             * @description Where the student stands above those who chose it.
+             */
             strengths: components["schemas"]["FitPoint"][];
-            /** Gaps */
+            /**
+             * Gaps
+             * @description Where the student stands below them.
+             */
             gaps: components["schemas"]["FitPoint"][];
-            /** Contributions */
+            /**
+             * Contributions
+             * @description Each given feature's effect on the probability, largest first.
+             */
             contributions: components["schemas"]["Contribution"][];
+            /** @description The student against the career's cohort. */
             comparison: components["schemas"]["CohortComparison"];
             /**
              * Improvements
@@ -688,43 +788,69 @@ export interface components {
              */
             problem: string | null;
         };
-        /** CareerRef */
+        /**
+         * CareerRef
+         * @description A career as answers name it: its stable id and its name for people.
+         */
         CareerRef: {
             /**
              * Id
+             * @description Stable catalog id.
              * @example software_engineer
              */
             id: string;
             /**
              * Name
+             * @description Name for people.
              * @example Software Engineer
              */
             name: string;
         };
-        /** CatalogCareer */
+        /**
+         * CatalogCareer
+         * @description A career of the catalog.
+         */
         CatalogCareer: {
             /**
              * Id
+             * @description Stable catalog id.
              * @example software_engineer
              */
             id: string;
             /**
              * Name
+             * @description Name for people.
              * @example Software Engineer
              */
             name: string;
-            /** Description */
+            /**
+             * Description
+             * @description What the work is, in a sentence.
+             * @example Designs, builds and maintains software systems.
+             */
             description: string;
             /**
              * Riasec
              * @description Holland code, most characteristic letter first.
+             * @example ICR
              */
             riasec: string;
-            /** Key Subjects */
+            /**
+             * Key Subjects
+             * @description Subject -> weight in the career's academic fit.
+             * @example {
+             *       "computer_science": 0.5,
+             *       "math": 0.35,
+             *       "physics": 0.15
+             *     }
+             */
             key_subjects: {
                 [key: string]: number;
             };
-            /** In Active Model */
+            /**
+             * In Active Model
+             * @description Whether the active model can recommend it.
+             */
             in_active_model: boolean;
         };
         /** ClipBatching */
@@ -922,7 +1048,10 @@ export interface components {
              */
             gpu_jpeg_decode: boolean;
         };
-        /** CohortComparison */
+        /**
+         * CohortComparison
+         * @description The student against the training students who chose the career.
+         */
         CohortComparison: {
             /**
              * Students
@@ -1005,22 +1134,32 @@ export interface components {
             /**
              * Overall
              * @description Mean of the available parts.
+             * @example 81.5
              */
             overall: number | null;
             /**
              * Academic Fit
              * @description Weighted percentile of the student's key-subject scores among students who chose this career.
+             * @example 88
              */
             academic_fit: number | null;
             /**
              * Interest Fit
              * @description Agreement of the student's RIASEC profile with the career's Holland code (correlation mapped to 0-100).
+             * @example 75
              */
             interest_fit: number | null;
         };
-        /** Contribution */
+        /**
+         * Contribution
+         * @description How much one feature moves a career's probability.
+         */
         Contribution: {
-            /** Feature */
+            /**
+             * Feature
+             * @description The feature.
+             * @example math
+             */
             feature: string;
             /**
              * Value
@@ -1038,7 +1177,10 @@ export interface components {
              */
             contribution: number;
         };
-        /** DriftReport */
+        /**
+         * DriftReport
+         * @description Population stability (PSI) of the window's inputs and answers against training.
+         */
         DriftReport: {
             /**
              * Features
@@ -1047,9 +1189,17 @@ export interface components {
             features: {
                 [key: string]: number | null;
             };
-            /** Max Psi */
+            /**
+             * Max Psi
+             * @description The largest feature PSI.
+             * @example 0.08
+             */
             max_psi: number | null;
-            /** Max Feature */
+            /**
+             * Max Feature
+             * @description The feature with the largest PSI.
+             * @example math
+             */
             max_feature: string | null;
             /**
              * Predictions Psi
@@ -1116,10 +1266,14 @@ export interface components {
              */
             embedding: number[] | string;
         };
-        /** EmbeddingObject */
+        /**
+         * EmbeddingObject
+         * @description One input's embedding.
+         */
         EmbeddingObject: {
             /**
              * Object
+             * @description Always `embedding`.
              * @default embedding
              * @constant
              */
@@ -1127,6 +1281,7 @@ export interface components {
             /**
              * Index
              * @description Position of the input in the request.
+             * @example 0
              */
             index: number;
             /**
@@ -1231,6 +1386,7 @@ export interface components {
         EmbeddingsResponse: {
             /**
              * Object
+             * @description Always `list`.
              * @default list
              * @constant
              */
@@ -1242,171 +1398,316 @@ export interface components {
             data: components["schemas"]["EmbeddingObject"][];
             /**
              * Model
+             * @description The model that embedded them.
              * @example ViT-B-32/openai
              */
             model: string;
+            /** @description Tokens read. */
             usage: components["schemas"]["Usage"];
         };
         /** Envelope[Activation] */
         Envelope_Activation_: {
-            /** Success */
+            /**
+             * Success
+             * @description True when the request succeeded.
+             * @example true
+             */
             success: boolean;
+            /** @description The answer; null on failure. */
             data?: components["schemas"]["Activation"] | null;
+            /** @description What went wrong; null on success. */
             error?: components["schemas"]["ErrorBody"] | null;
+            /** @description Facts about the request itself. */
             meta: components["schemas"]["Meta"];
         };
         /** Envelope[AnalyzeResponse] */
         Envelope_AnalyzeResponse_: {
-            /** Success */
+            /**
+             * Success
+             * @description True when the request succeeded.
+             * @example true
+             */
             success: boolean;
+            /** @description The answer; null on failure. */
             data?: components["schemas"]["AnalyzeResponse"] | null;
+            /** @description What went wrong; null on success. */
             error?: components["schemas"]["ErrorBody"] | null;
+            /** @description Facts about the request itself. */
             meta: components["schemas"]["Meta"];
         };
         /** Envelope[CompareResult] */
         Envelope_CompareResult_: {
-            /** Success */
+            /**
+             * Success
+             * @description True when the request succeeded.
+             * @example true
+             */
             success: boolean;
+            /** @description The answer; null on failure. */
             data?: components["schemas"]["CompareResult"] | null;
+            /** @description What went wrong; null on success. */
             error?: components["schemas"]["ErrorBody"] | null;
+            /** @description Facts about the request itself. */
             meta: components["schemas"]["Meta"];
         };
         /** Envelope[EmbeddingResult] */
         Envelope_EmbeddingResult_: {
-            /** Success */
+            /**
+             * Success
+             * @description True when the request succeeded.
+             * @example true
+             */
             success: boolean;
+            /** @description The answer; null on failure. */
             data?: components["schemas"]["EmbeddingResult"] | null;
+            /** @description What went wrong; null on success. */
             error?: components["schemas"]["ErrorBody"] | null;
+            /** @description Facts about the request itself. */
             meta: components["schemas"]["Meta"];
         };
         /** Envelope[Erasure] */
         Envelope_Erasure_: {
-            /** Success */
+            /**
+             * Success
+             * @description True when the request succeeded.
+             * @example true
+             */
             success: boolean;
+            /** @description The answer; null on failure. */
             data?: components["schemas"]["Erasure"] | null;
+            /** @description What went wrong; null on success. */
             error?: components["schemas"]["ErrorBody"] | null;
+            /** @description Facts about the request itself. */
             meta: components["schemas"]["Meta"];
         };
         /** Envelope[Health] */
         Envelope_Health_: {
-            /** Success */
+            /**
+             * Success
+             * @description True when the request succeeded.
+             * @example true
+             */
             success: boolean;
+            /** @description The answer; null on failure. */
             data?: components["schemas"]["Health"] | null;
+            /** @description What went wrong; null on success. */
             error?: components["schemas"]["ErrorBody"] | null;
+            /** @description Facts about the request itself. */
             meta: components["schemas"]["Meta"];
         };
         /** Envelope[InterestVocabulary] */
         Envelope_InterestVocabulary_: {
-            /** Success */
+            /**
+             * Success
+             * @description True when the request succeeded.
+             * @example true
+             */
             success: boolean;
+            /** @description The answer; null on failure. */
             data?: components["schemas"]["InterestVocabulary"] | null;
+            /** @description What went wrong; null on success. */
             error?: components["schemas"]["ErrorBody"] | null;
+            /** @description Facts about the request itself. */
             meta: components["schemas"]["Meta"];
         };
         /** Envelope[Liveness] */
         Envelope_Liveness_: {
-            /** Success */
+            /**
+             * Success
+             * @description True when the request succeeded.
+             * @example true
+             */
             success: boolean;
+            /** @description The answer; null on failure. */
             data?: components["schemas"]["Liveness"] | null;
+            /** @description What went wrong; null on success. */
             error?: components["schemas"]["ErrorBody"] | null;
+            /** @description Facts about the request itself. */
             meta: components["schemas"]["Meta"];
         };
         /** Envelope[MatchResult] */
         Envelope_MatchResult_: {
-            /** Success */
+            /**
+             * Success
+             * @description True when the request succeeded.
+             * @example true
+             */
             success: boolean;
+            /** @description The answer; null on failure. */
             data?: components["schemas"]["MatchResult"] | null;
+            /** @description What went wrong; null on success. */
             error?: components["schemas"]["ErrorBody"] | null;
+            /** @description Facts about the request itself. */
             meta: components["schemas"]["Meta"];
         };
         /** Envelope[ModelInfo] */
         Envelope_ModelInfo_: {
-            /** Success */
+            /**
+             * Success
+             * @description True when the request succeeded.
+             * @example true
+             */
             success: boolean;
+            /** @description The answer; null on failure. */
             data?: components["schemas"]["ModelInfo"] | null;
+            /** @description What went wrong; null on success. */
             error?: components["schemas"]["ErrorBody"] | null;
+            /** @description Facts about the request itself. */
             meta: components["schemas"]["Meta"];
         };
         /** Envelope[Monitoring] */
         Envelope_Monitoring_: {
-            /** Success */
+            /**
+             * Success
+             * @description True when the request succeeded.
+             * @example true
+             */
             success: boolean;
+            /** @description The answer; null on failure. */
             data?: components["schemas"]["Monitoring"] | null;
+            /** @description What went wrong; null on success. */
             error?: components["schemas"]["ErrorBody"] | null;
+            /** @description Facts about the request itself. */
             meta: components["schemas"]["Meta"];
         };
         /** Envelope[OutcomeIngest] */
         Envelope_OutcomeIngest_: {
-            /** Success */
+            /**
+             * Success
+             * @description True when the request succeeded.
+             * @example true
+             */
             success: boolean;
+            /** @description The answer; null on failure. */
             data?: components["schemas"]["OutcomeIngest"] | null;
+            /** @description What went wrong; null on success. */
             error?: components["schemas"]["ErrorBody"] | null;
+            /** @description Facts about the request itself. */
             meta: components["schemas"]["Meta"];
         };
         /** Envelope[OutcomeStats] */
         Envelope_OutcomeStats_: {
-            /** Success */
+            /**
+             * Success
+             * @description True when the request succeeded.
+             * @example true
+             */
             success: boolean;
+            /** @description The answer; null on failure. */
             data?: components["schemas"]["OutcomeStats"] | null;
+            /** @description What went wrong; null on success. */
             error?: components["schemas"]["ErrorBody"] | null;
+            /** @description Facts about the request itself. */
             meta: components["schemas"]["Meta"];
         };
         /** Envelope[PredictResponse] */
         Envelope_PredictResponse_: {
-            /** Success */
+            /**
+             * Success
+             * @description True when the request succeeded.
+             * @example true
+             */
             success: boolean;
+            /** @description The answer; null on failure. */
             data?: components["schemas"]["PredictResponse"] | null;
+            /** @description What went wrong; null on success. */
             error?: components["schemas"]["ErrorBody"] | null;
+            /** @description Facts about the request itself. */
             meta: components["schemas"]["Meta"];
         };
         /** Envelope[Readiness] */
         Envelope_Readiness_: {
-            /** Success */
+            /**
+             * Success
+             * @description True when the request succeeded.
+             * @example true
+             */
             success: boolean;
+            /** @description The answer; null on failure. */
             data?: components["schemas"]["Readiness"] | null;
+            /** @description What went wrong; null on success. */
             error?: components["schemas"]["ErrorBody"] | null;
+            /** @description Facts about the request itself. */
             meta: components["schemas"]["Meta"];
         };
         /** Envelope[RetrainJob] */
         Envelope_RetrainJob_: {
-            /** Success */
+            /**
+             * Success
+             * @description True when the request succeeded.
+             * @example true
+             */
             success: boolean;
+            /** @description The answer; null on failure. */
             data?: components["schemas"]["RetrainJob"] | null;
+            /** @description What went wrong; null on success. */
             error?: components["schemas"]["ErrorBody"] | null;
+            /** @description Facts about the request itself. */
             meta: components["schemas"]["Meta"];
         };
         /** Envelope[list[CatalogCareer]] */
         Envelope_list_CatalogCareer__: {
-            /** Success */
+            /**
+             * Success
+             * @description True when the request succeeded.
+             * @example true
+             */
             success: boolean;
-            /** Data */
+            /**
+             * Data
+             * @description The answer; null on failure.
+             */
             data?: components["schemas"]["CatalogCareer"][] | null;
+            /** @description What went wrong; null on success. */
             error?: components["schemas"]["ErrorBody"] | null;
+            /** @description Facts about the request itself. */
             meta: components["schemas"]["Meta"];
         };
         /** Envelope[list[ModelVersion]] */
         Envelope_list_ModelVersion__: {
-            /** Success */
+            /**
+             * Success
+             * @description True when the request succeeded.
+             * @example true
+             */
             success: boolean;
-            /** Data */
+            /**
+             * Data
+             * @description The answer; null on failure.
+             */
             data?: components["schemas"]["ModelVersion"][] | null;
+            /** @description What went wrong; null on success. */
             error?: components["schemas"]["ErrorBody"] | null;
+            /** @description Facts about the request itself. */
             meta: components["schemas"]["Meta"];
         };
         /** Envelope[list[RetrainJob]] */
         Envelope_list_RetrainJob__: {
-            /** Success */
+            /**
+             * Success
+             * @description True when the request succeeded.
+             * @example true
+             */
             success: boolean;
-            /** Data */
+            /**
+             * Data
+             * @description The answer; null on failure.
+             */
             data?: components["schemas"]["RetrainJob"][] | null;
+            /** @description What went wrong; null on success. */
             error?: components["schemas"]["ErrorBody"] | null;
+            /** @description Facts about the request itself. */
             meta: components["schemas"]["Meta"];
         };
-        /** Erasure */
+        /**
+         * Erasure
+         * @description What erasing one subject's outcomes did.
+         */
         Erasure: {
             /**
              * Deleted
              * @description Outcomes deleted; 0 when the subject has none (no error).
+             * @example 3
              */
             deleted: number;
         };
@@ -1423,6 +1724,7 @@ export interface components {
             code: string;
             /**
              * Message
+             * @description A sentence for people; never a stack trace.
              * @example The request body has 1 invalid field.
              */
             message: string;
@@ -1447,13 +1749,19 @@ export interface components {
         ErrorEnvelope: {
             /**
              * Success
+             * @description Always false here.
              * @default false
              * @example false
              */
             success?: boolean;
-            /** Data */
+            /**
+             * Data
+             * @description The answer; null on failure.
+             */
             data?: null;
+            /** @description What went wrong; null on success. */
             error?: components["schemas"]["ErrorBody"] | null;
+            /** @description Facts about the request itself. */
             meta: components["schemas"]["Meta"];
         };
         /**
@@ -1461,23 +1769,34 @@ export interface components {
          * @description One subject or interest where the student stands out, up or down.
          */
         FitPoint: {
-            /** Feature */
+            /**
+             * Feature
+             * @description The subject or RIASEC dimension.
+             * @example math
+             */
             feature: string;
             /**
              * Kind
              * @description `subject` or `interest`.
+             * @example subject
              */
             kind: string;
-            /** Value */
+            /**
+             * Value
+             * @description The student's value, 0-100.
+             * @example 92
+             */
             value: number;
             /**
              * Typical
              * @description Median among students who chose this career.
+             * @example 78
              */
             typical: number | null;
             /**
              * Percentile
              * @description Student's percentile among those students.
+             * @example 91
              */
             percentile: number | null;
         };
@@ -1486,19 +1805,36 @@ export interface components {
          * @description The quality gate's verdict on a candidate, with the numbers it was judged on.
          */
         GateReport: {
-            /** Passed */
+            /**
+             * Passed
+             * @description True when the candidate may be activated.
+             * @example true
+             */
             passed: boolean;
-            /** Reasons */
+            /**
+             * Reasons
+             * @description Why the gate refused the candidate (empty if passed).
+             */
             reasons: string[];
-            /** Min Lift */
+            /**
+             * Min Lift
+             * @description The lift over the majority baseline a candidate needs (RETRAIN_MIN_LIFT).
+             * @example 0.05
+             */
             min_lift: number;
-            /** Tolerance */
+            /**
+             * Tolerance
+             * @description How much worse than the active model a candidate may be (RETRAIN_TOLERANCE).
+             * @example 0.02
+             */
             tolerance: number;
             /**
              * Lift Over Baseline
              * @description Held-out top-1 minus the majority baseline's top-1.
+             * @example 0.41
              */
             lift_over_baseline: number;
+            /** @description The candidate against the active model, when there was one. */
             active_model?: components["schemas"]["ActiveComparison"] | null;
         };
         /** HTTPValidationError */
@@ -1511,13 +1847,29 @@ export interface components {
          * @description Study habits and activities; any field may be left out and is then imputed.
          */
         Habits: {
-            /** Weekly Self Study Hours */
+            /**
+             * Weekly Self Study Hours
+             * @description Hours of self-study per week, 0-100.
+             * @example 12
+             */
             weekly_self_study_hours?: number | null;
-            /** Absence Days */
+            /**
+             * Absence Days
+             * @description Days absent from school this year, 0-365.
+             * @example 4
+             */
             absence_days?: number | null;
-            /** Part Time Job */
+            /**
+             * Part Time Job
+             * @description Whether the student has a part-time job.
+             * @example false
+             */
             part_time_job?: boolean | null;
-            /** Extracurricular Activities */
+            /**
+             * Extracurricular Activities
+             * @description Whether the student takes part in extracurricular activities.
+             * @example true
+             */
             extracurricular_activities?: boolean | null;
         };
         /** Health */
@@ -1539,32 +1891,79 @@ export interface components {
                 [key: string]: components["schemas"]["ModelHealth"];
             };
         };
-        /** Improvement */
+        /**
+         * Improvement
+         * @description A change in one feature that would raise a career's probability.
+         */
         Improvement: {
-            /** Feature */
+            /**
+             * Feature
+             * @description The feature to change.
+             * @example physics
+             */
             feature: string;
-            /** Current */
+            /**
+             * Current
+             * @description The student's value now.
+             * @example 64
+             */
             current: number;
-            /** Suggested */
+            /**
+             * Suggested
+             * @description The value tried.
+             * @example 80
+             */
             suggested: number;
-            /** Probability Gain */
+            /**
+             * Probability Gain
+             * @description The career's probability at the suggested value minus now.
+             * @example 0.06
+             */
             probability_gain: number;
         };
-        /** InterestKeyword */
+        /**
+         * InterestKeyword
+         * @description An interest keyword a request may use.
+         */
         InterestKeyword: {
-            /** Keyword */
+            /**
+             * Keyword
+             * @description The keyword as requests give it.
+             * @example coding
+             */
             keyword: string;
             /**
              * Riasec
              * @description Dimensions it points at, primary first.
+             * @example [
+             *       "investigative",
+             *       "conventional"
+             *     ]
              */
             riasec: string[];
         };
-        /** InterestVocabulary */
+        /**
+         * InterestVocabulary
+         * @description The words `interests` understands.
+         */
         InterestVocabulary: {
-            /** Riasec */
+            /**
+             * Riasec
+             * @description The six RIASEC dimensions `interests.riasec` takes.
+             * @example [
+             *       "realistic",
+             *       "investigative",
+             *       "artistic",
+             *       "social",
+             *       "enterprising",
+             *       "conventional"
+             *     ]
+             */
             riasec: string[];
-            /** Keywords */
+            /**
+             * Keywords
+             * @description The keywords `interests.keywords` takes.
+             */
             keywords: components["schemas"]["InterestKeyword"][];
         };
         /**
@@ -1594,16 +1993,27 @@ export interface components {
              */
             keywords?: string[] | null;
         };
-        /** LiveQuality */
+        /**
+         * LiveQuality
+         * @description The active version measured on real outcomes.
+         */
         LiveQuality: {
-            /** Model Version */
+            /**
+             * Model Version
+             * @description The version measured.
+             * @example synthetic-20261126T044748482208Z-0c32a74b
+             */
             model_version: string | null;
             /**
              * Outcomes
              * @description Outcomes scored by this version on arrival.
              */
             outcomes: number;
-            /** Top1 Accuracy */
+            /**
+             * Top1 Accuracy
+             * @description Share of outcomes whose career was its top-1 answer.
+             * @example 0.58
+             */
             top1_accuracy: number | null;
             /**
              * Log Loss
@@ -1656,11 +2066,13 @@ export interface components {
         Meta: {
             /**
              * Request Id
+             * @description The caller's X-Request-ID, or one made here; also sent as that header.
              * @example 3f1c2a9e6b7d4e0f
              */
             request_id: string;
             /**
              * Api Version
+             * @description The API's version.
              * @default v1
              * @example v1
              */
@@ -1685,6 +2097,7 @@ export interface components {
             id: string;
             /**
              * Object
+             * @description Always `model`.
              * @default model
              * @constant
              */
@@ -1692,10 +2105,12 @@ export interface components {
             /**
              * Created
              * @description Unix time at which this process loaded the model.
+             * @example 1764663300
              */
             created: number;
             /**
              * Owned By
+             * @description Who serves it: this service.
              * @example skill-compass-ml
              */
             owned_by: string;
@@ -1753,46 +2168,87 @@ export interface components {
              */
             overloaded?: number | null;
         };
-        /** ModelInfo */
+        /**
+         * ModelInfo
+         * @description The active model version: its facts, careers and card.
+         */
         ModelInfo: {
-            /** Version */
+            /**
+             * Version
+             * @description The version's name: its source, a UTC timestamp and a short hash.
+             * @example synthetic-20261126T044748482208Z-0c32a74b
+             */
             version: string;
-            /** Created At */
+            /**
+             * Created At
+             * @description When the version was trained (ISO 8601, UTC).
+             */
             created_at: string;
-            /** Source */
+            /**
+             * Source
+             * @description What it was trained on: `synthetic`, `csv`, `json`, `store`.
+             */
             source: string;
-            /** Description */
+            /**
+             * Description
+             * @description One line on the version, for people.
+             */
             description: string;
-            /** Feature Spec */
+            /**
+             * Feature Spec
+             * @description The model's inputs in order: name, group, kind, bounds, description.
+             */
             feature_spec: {
                 [key: string]: unknown;
             }[];
-            /** Metrics */
+            /**
+             * Metrics
+             * @description Held-out and cross-validated metrics of the version.
+             */
             metrics: {
                 [key: string]: unknown;
             };
-            /** Data */
+            /**
+             * Data
+             * @description The training data: sha256, rows used, students, rows per career.
+             */
             data: {
                 [key: string]: unknown;
             };
-            /** Libraries */
+            /**
+             * Libraries
+             * @description Library versions it was trained with (scikit-learn, numpy, ...).
+             */
             libraries: {
                 [key: string]: string;
             };
-            /** Careers */
+            /**
+             * Careers
+             * @description The careers it can recommend.
+             */
             careers: components["schemas"]["CareerRef"][];
-            /** Model Card */
+            /**
+             * Model Card
+             * @description The version's model card (Markdown), for people.
+             */
             model_card: string;
         };
-        /** ModelList */
+        /**
+         * ModelList
+         * @description OpenAI's model list: the models `/v1/embeddings` takes.
+         */
         ModelList: {
             /**
              * Object
+             * @description Always `list`.
              * @default list
              * @constant
              */
             object?: "list";
-            /** Data */
+            /**
+             * Data
+             * @description The served embedding models.
+             */
             data: components["schemas"]["ModelCard"][];
         };
         /** ModelRef */
@@ -1827,53 +2283,106 @@ export interface components {
              */
             precision: "fp32" | "bf16" | "fp16" | "int8";
         };
-        /** ModelVersion */
+        /**
+         * ModelVersion
+         * @description A career model version on disk, as the version list shows it.
+         */
         ModelVersion: {
-            /** Version */
+            /**
+             * Version
+             * @description The version's name.
+             * @example retrain-20261201T100312Z-5e1f0c2a
+             */
             version: string;
-            /** Active */
+            /**
+             * Active
+             * @description Whether ACTIVE names it.
+             */
             active: boolean;
             /**
              * Readable
              * @description False when the manifest cannot be read.
              */
             readable: boolean;
-            /** Created At */
+            /**
+             * Created At
+             * @description When it was trained (ISO 8601, UTC).
+             * @example 2026-12-01T10:03:12+00:00
+             */
             created_at?: string | null;
-            /** Source */
+            /**
+             * Source
+             * @description What it was trained on.
+             * @example csv
+             */
             source?: string | null;
-            /** Description */
+            /**
+             * Description
+             * @description One line on it, for people.
+             */
             description?: string | null;
-            /** Data Sha256 */
+            /**
+             * Data Sha256
+             * @description sha256 of its training rows.
+             */
             data_sha256?: string | null;
-            /** Rows Used */
+            /**
+             * Rows Used
+             * @description Training rows it learnt from.
+             * @example 4870
+             */
             rows_used?: number | null;
             /**
              * Features
+             * @description Its input features, in order.
              * @default []
+             * @example [
+             *       "math",
+             *       "physics"
+             *     ]
              */
             features?: string[];
-            /** Careers */
+            /**
+             * Careers
+             * @description How many careers it can recommend.
+             * @example 24
+             */
             careers?: number | null;
             /**
              * Metrics
              * @description Held-out metrics.
+             * @example {
+             *       "holdout": {
+             *         "top1_accuracy": 0.61,
+             *         "top3_accuracy": 0.88
+             *       }
+             *     }
              */
             metrics?: {
                 [key: string]: unknown;
             };
         };
-        /** Monitoring */
+        /**
+         * Monitoring
+         * @description Drift and live quality of the active career model.
+         */
         Monitoring: {
             /**
              * Enabled
              * @description MONITORING_ENABLED.
              */
             enabled: boolean;
-            /** Model Version */
+            /**
+             * Model Version
+             * @description The active version.
+             * @example synthetic-20261126T044748482208Z-0c32a74b
+             */
             model_version: string | null;
+            /** @description The window of recent requests and its size. */
             window: components["schemas"]["MonitoringWindow"];
+            /** @description Drift of inputs and answers. */
             drift: components["schemas"]["DriftReport"];
+            /** @description Quality on reported outcomes. */
             live_quality: components["schemas"]["LiveQuality"];
             /**
              * Retrain Policy
@@ -1881,7 +2390,10 @@ export interface components {
              */
             retrain_policy: string;
         };
-        /** MonitoringWindow */
+        /**
+         * MonitoringWindow
+         * @description The requests drift is measured on.
+         */
         MonitoringWindow: {
             /**
              * Size
@@ -1904,12 +2416,17 @@ export interface components {
          * @description Every error of a `/v1` route, in OpenAI's shape.
          */
         OpenAIError: {
+            /** @description The error. */
             error: components["schemas"]["OpenAIErrorBody"];
         };
-        /** OpenAIErrorBody */
+        /**
+         * OpenAIErrorBody
+         * @description What went wrong, in OpenAI's words.
+         */
         OpenAIErrorBody: {
             /**
              * Message
+             * @description A sentence for people.
              * @example The model `gpt-4` does not exist.
              */
             message: string;
@@ -1931,31 +2448,48 @@ export interface components {
              */
             code: string | null;
         };
-        /** OutcomeIngest */
+        /**
+         * OutcomeIngest
+         * @description What a batch of outcomes did to the store.
+         */
         OutcomeIngest: {
             /**
              * Stored
              * @description Records stored now.
+             * @example 998
              */
             stored: number;
             /**
              * Duplicates
              * @description Records skipped: their idempotency key was stored before.
+             * @example 2
              */
             duplicates: number;
             /**
              * Model Version
              * @description The active version that validated and scored them.
+             * @example synthetic-20261126T044748482208Z-0c32a74b
              */
             model_version: string;
         };
-        /** OutcomeStats */
+        /**
+         * OutcomeStats
+         * @description What the outcome store holds.
+         */
         OutcomeStats: {
-            /** Total */
+            /**
+             * Total
+             * @description Outcomes stored.
+             * @example 5210
+             */
             total: number;
             /**
              * By Career
              * @description Career -> outcomes, most first.
+             * @example {
+             *       "nurse": 512,
+             *       "software_engineer": 640
+             *     }
              */
             by_career: {
                 [key: string]: number;
@@ -1968,22 +2502,69 @@ export interface components {
             /**
              * New Since Active
              * @description Outcomes received since the active model was trained (its created_at).
+             * @example 1480
              */
             new_since_active: number;
-            /** Active Version */
+            /**
+             * Active Version
+             * @description The active model version.
+             * @example synthetic-20261126T044748482208Z-0c32a74b
+             */
             active_version: string | null;
-            /** Active Trained At */
+            /**
+             * Active Trained At
+             * @description When the active version was trained (ISO 8601, UTC).
+             * @example 2026-11-26T04:47:48+00:00
+             */
             active_trained_at: string | null;
-            /** Oldest Observed At */
+            /**
+             * Oldest Observed At
+             * @description The oldest outcome's observed_at (null when empty).
+             * @example 2026-09-01T08:00:00+00:00
+             */
             oldest_observed_at: string | null;
-            /** Newest Observed At */
+            /**
+             * Newest Observed At
+             * @description The newest outcome's observed_at (null when empty).
+             * @example 2026-11-30T09:15:00+00:00
+             */
             newest_observed_at: string | null;
-            /** Retention Days */
+            /**
+             * Retention Days
+             * @description OUTCOME_RETENTION_DAYS: older outcomes are deleted.
+             * @example 730
+             */
             retention_days: number;
         };
         /**
          * PredictRequest
          * @description A student and how many careers to return.
+         * @example {
+         *       "academic_scores": {
+         *         "computer_science": 95,
+         *         "english": 70,
+         *         "math": 92,
+         *         "physics": 85
+         *       },
+         *       "habits": {
+         *         "absence_days": 4,
+         *         "extracurricular_activities": true,
+         *         "part_time_job": false,
+         *         "weekly_self_study_hours": 12
+         *       },
+         *       "interests": {
+         *         "keywords": [
+         *           "coding",
+         *           "math puzzles"
+         *         ],
+         *         "riasec": {
+         *           "conventional": 55,
+         *           "investigative": 85,
+         *           "realistic": 60
+         *         }
+         *       },
+         *       "top_k": 3
+         *     }
          */
         PredictRequest: {
             /**
@@ -1999,32 +2580,61 @@ export interface components {
             academic_scores: {
                 [key: string]: number;
             };
+            /** @description What the student likes; leave out when unknown. */
             interests?: components["schemas"]["Interests"] | null;
+            /** @description Study habits and activities; leave out when unknown. */
             habits?: components["schemas"]["Habits"] | null;
             /**
              * Top K
              * @description How many careers to return.
              * @default 5
+             * @example 3
              */
             top_k?: number;
         };
-        /** PredictResponse */
+        /**
+         * PredictResponse
+         * @description The top-k careers for one student, from one model version.
+         */
         PredictResponse: {
-            /** Recommendations */
+            /**
+             * Recommendations
+             * @description Most probable career first.
+             */
             recommendations: components["schemas"]["Recommendation"][];
-            /** Model Version */
+            /**
+             * Model Version
+             * @description The version that answered.
+             * @example synthetic-20261126T044748482208Z-0c32a74b
+             */
             model_version: string;
             /**
              * Features Used
              * @description The active model's features, in order.
+             * @example [
+             *       "math",
+             *       "physics",
+             *       "investigative",
+             *       "weekly_self_study_hours"
+             *     ]
              */
             features_used: string[];
             /**
              * Imputed
              * @description Features not given, imputed from training data.
+             * @example [
+             *       "chemistry",
+             *       "biology"
+             *     ]
              */
             imputed: string[];
-            /** Warnings */
+            /**
+             * Warnings
+             * @description What the service ignored or assumed (habits the active model does not use, for one).
+             * @example [
+             *       "Not used by the active model: habits.part_time_job."
+             *     ]
+             */
             warnings: string[];
         };
         /** Readiness */
@@ -2037,48 +2647,84 @@ export interface components {
              */
             reasons: string[];
         };
-        /** Recommendation */
+        /**
+         * Recommendation
+         * @description One recommended career, with why it fits.
+         */
         Recommendation: {
-            /** Rank */
+            /**
+             * Rank
+             * @description 1 for the most probable career.
+             * @example 1
+             */
             rank: number;
+            /** @description The career. */
             career: components["schemas"]["CareerRef"];
             /**
              * Probability
              * @description Calibrated probability of this career.
+             * @example 0.42
              */
             probability: number;
+            /** @description How well the student fits it, 0-100. */
             compatibility: components["schemas"]["Compatibility"];
-            /** Strengths */
+            /**
+             * Strengths
+             * @description Where the student stands above those who chose it.
+             */
             strengths: components["schemas"]["FitPoint"][];
-            /** Gaps */
+            /**
+             * Gaps
+             * @description Where the student stands below them.
+             */
             gaps: components["schemas"]["FitPoint"][];
         };
         /**
          * RetrainJob
-         * @description A retraining job as the API shows it.
+         * @description A retraining job: the fields every reader sees (the API shows exactly these).
          */
         RetrainJob: {
-            /** Id */
+            /**
+             * Id
+             * @description The job's id: 16 hex digits.
+             * @example 3f9c2a7d41b8e605
+             */
             id: string;
             /**
              * State
+             * @description Where the job is in its life cycle.
+             * @example running
              * @enum {string}
              */
             state: "queued" | "running" | "succeeded" | "rejected" | "failed";
             /**
              * Stage
              * @description What the job is doing now.
+             * @example training
              */
             stage: string;
-            /** Progress */
+            /**
+             * Progress
+             * @description Share of the job done, 0 to 1.
+             * @example 0.4
+             */
             progress: number;
-            /** Created At */
+            /**
+             * Created At
+             * @description When the job was submitted (ISO 8601, UTC).
+             * @example 2026-12-01T10:00:00+00:00
+             */
             created_at: string;
-            /** Updated At */
+            /**
+             * Updated At
+             * @description When the job's record last changed (ISO 8601, UTC).
+             * @example 2026-12-01T10:01:30+00:00
+             */
             updated_at: string;
             /**
              * Source
              * @description `csv` or `json` (uploads), `store` (the outcome store).
+             * @example csv
              */
             source: string;
             /**
@@ -2093,15 +2739,36 @@ export interface components {
              * @description Why an automatic job started: the threshold(s) crossed.
              */
             reason?: string | null;
-            /** Force */
+            /**
+             * Force
+             * @description Whether the candidate is promoted even if the gate fails.
+             */
             force: boolean;
-            /** Mapping */
+            /**
+             * Mapping
+             * @description Source column -> feature name or `label`, as submitted.
+             * @example {
+             *       "career_aspiration": "label",
+             *       "math_score": "math"
+             *     }
+             */
             mapping: {
                 [key: string]: string;
             };
             /**
              * Rows
              * @description Rows received and used, unique students, every drop reason with its count, values blanked as invalid, ignored columns, rows per career.
+             * @example {
+             *       "ignored_columns": [
+             *         "email"
+             *       ],
+             *       "rows_dropped": {
+             *         "missing label": 130
+             *       },
+             *       "rows_received": 5000,
+             *       "rows_used": 4870,
+             *       "unique_students": 4870
+             *     }
              */
             rows: {
                 [key: string]: unknown;
@@ -2109,6 +2776,13 @@ export interface components {
             /**
              * Metrics
              * @description Held-out top-1, top-3, macro-F1, log loss and majority baseline; cross-validation per candidate.
+             * @example {
+             *       "holdout": {
+             *         "log_loss": 1.42,
+             *         "top1_accuracy": 0.61,
+             *         "top3_accuracy": 0.88
+             *       }
+             *     }
              */
             metrics: {
                 [key: string]: unknown;
@@ -2120,14 +2794,21 @@ export interface components {
              * @description Why the candidate was rejected or the job failed.
              */
             reasons: string[];
-            /** Candidate Version */
+            /**
+             * Candidate Version
+             * @description The version the job trained (null until it is written).
+             * @example retrain-20261201T100312Z-5e1f0c2a
+             */
             candidate_version: string | null;
             /**
              * Base Version
              * @description The active version when the job was submitted. The candidate is activated only if ACTIVE still names it when training ends.
              */
             base_version?: string | null;
-            /** Activated */
+            /**
+             * Activated
+             * @description Whether the candidate became the active version.
+             */
             activated: boolean;
             /**
              * Not Activated Reason
@@ -2182,7 +2863,10 @@ export interface components {
              */
             relevant: boolean;
         };
-        /** Usage */
+        /**
+         * Usage
+         * @description What the request cost in tokens, as OpenAI counts it.
+         */
         Usage: {
             /**
              * Prompt Tokens
@@ -2208,14 +2892,22 @@ export interface components {
             /** Context */
             ctx?: Record<string, never>;
         };
-        /** WeekCount */
+        /**
+         * WeekCount
+         * @description Outcomes observed in one week.
+         */
         WeekCount: {
             /**
              * Week
              * @description Monday of the ISO week (UTC) the outcomes were observed in.
+             * @example 2026-11-23
              */
             week: string;
-            /** Count */
+            /**
+             * Count
+             * @description Outcomes observed that week.
+             * @example 412
+             */
             count: number;
         };
     };
@@ -3309,6 +4001,32 @@ export interface operations {
                         /**
                          * PredictRequest
                          * @description The student's features, exactly as `POST /api/v1/career/predict` takes them (checked by the same rules against the active model).
+                         * @example {
+                         *       "academic_scores": {
+                         *         "computer_science": 95,
+                         *         "english": 70,
+                         *         "math": 92,
+                         *         "physics": 85
+                         *       },
+                         *       "habits": {
+                         *         "absence_days": 4,
+                         *         "extracurricular_activities": true,
+                         *         "part_time_job": false,
+                         *         "weekly_self_study_hours": 12
+                         *       },
+                         *       "interests": {
+                         *         "keywords": [
+                         *           "coding",
+                         *           "math puzzles"
+                         *         ],
+                         *         "riasec": {
+                         *           "conventional": 55,
+                         *           "investigative": 85,
+                         *           "realistic": 60
+                         *         }
+                         *       },
+                         *       "top_k": 3
+                         *     }
                          */
                         student: {
                             /**
@@ -3324,6 +4042,7 @@ export interface operations {
                             academic_scores: {
                                 [key: string]: number;
                             };
+                            /** @description What the student likes; leave out when unknown. */
                             interests?: {
                                 /**
                                  * Riasec
@@ -3347,20 +4066,38 @@ export interface operations {
                                  */
                                 keywords?: string[] | null;
                             } | null;
+                            /** @description Study habits and activities; leave out when unknown. */
                             habits?: {
-                                /** Weekly Self Study Hours */
+                                /**
+                                 * Weekly Self Study Hours
+                                 * @description Hours of self-study per week, 0-100.
+                                 * @example 12
+                                 */
                                 weekly_self_study_hours?: number | null;
-                                /** Absence Days */
+                                /**
+                                 * Absence Days
+                                 * @description Days absent from school this year, 0-365.
+                                 * @example 4
+                                 */
                                 absence_days?: number | null;
-                                /** Part Time Job */
+                                /**
+                                 * Part Time Job
+                                 * @description Whether the student has a part-time job.
+                                 * @example false
+                                 */
                                 part_time_job?: boolean | null;
-                                /** Extracurricular Activities */
+                                /**
+                                 * Extracurricular Activities
+                                 * @description Whether the student takes part in extracurricular activities.
+                                 * @example true
+                                 */
                                 extracurricular_activities?: boolean | null;
                             } | null;
                             /**
                              * Top K
                              * @description How many careers to return.
                              * @default 5
+                             * @example 3
                              */
                             top_k?: number;
                         };

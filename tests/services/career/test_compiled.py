@@ -19,7 +19,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from app.services.career import compiled, trees
+from app.services.career import compiled, tree_responses, trees
 from app.services.career.compiled import compile_predictor, verified_predictor
 
 pytestmark = pytest.mark.unit
@@ -148,10 +148,10 @@ def test_gradient_boosting_takes_the_heap_path_only_for_shallow_trees(
     multiclass: dict[str, CalibratedClassifierCV], kind: str, shallow: bool
 ) -> None:
     model = multiclass[kind].calibrated_classifiers_[0].estimator[-1]
-    found = trees._hgb_trees(model, n_classes=6)
+    found = tree_responses._hgb_trees(model, n_classes=6)
     assert found is not None
     every_tree = [tree for class_trees in found for tree in class_trees]
-    heaps = trees._shallow(every_tree, N_FEATURES, [0] * len(every_tree))
+    heaps = trees.shallow_stack(every_tree, N_FEATURES, [0] * len(every_tree))
     assert (heaps is not None) is shallow
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from app.core.exceptions import InvalidInput, MalformedUpload, PayloadTooLarge
-from app.schemas.retrain import Manifest
+from app.domain.records import Manifest
 from app.services.career.catalog import default_catalog
 from app.services.career.labels import (
     IDENTIFIER_MIN_STUDENTS,

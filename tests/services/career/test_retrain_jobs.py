@@ -24,20 +24,14 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from app.config import Settings
 from app.core.exceptions import Conflict
-from app.schemas.retrain import JobConfig, JobRecord
-from app.services.career import job_lock, retrain
+from app.domain.records import JobConfig, JobRecord
+from app.services.career import job_files, job_lock, retrain
 from app.services.career.bundle import ModelStore
 from app.services.career.catalog import default_catalog
+from app.services.career.job_files import data_path, read_training_rows, write_training_rows
 from app.services.career.job_lock import JobLock, process_start
 from app.services.career.preparation import prepare_frame
-from app.services.career.retrain import (
-    SHUTDOWN_REASON,
-    RetrainJobs,
-    child_environment,
-    data_path,
-    read_training_rows,
-    write_training_rows,
-)
+from app.services.career.retrain import SHUTDOWN_REASON, RetrainJobs, child_environment
 from app.services.career.synthetic import generate_students
 
 pytestmark = pytest.mark.integration
@@ -429,12 +423,12 @@ def test_a_failed_job_records_the_kind_of_error_not_its_message(
     (record,) = (career_model_dir / ".jobs").glob("*.json")
     job_id = record.stem
     # The worker's run, in this process: a record and data file as the server leaves them.
-    job = retrain.read_job(record)
+    job = job_files.read_job(record)
     assert job is not None
     job.state, job.error = "queued", None
-    retrain.write_job(record, job)
+    job_files.write_job(record, job)
     write_training_rows(
-        retrain.data_path(career_model_dir, job_id), prepare_frame(students(), mapping=None)
+        job_files.data_path(career_model_dir, job_id), prepare_frame(students(), mapping=None)
     )
 
     retrain_worker.run(career_model_dir, job_id)
