@@ -8,6 +8,7 @@ from fastapi.responses import Response
 from app.api.deps import ClipDep, SettingsDep
 from app.api.json_body import json_body, openapi_body
 from app.api.responses import IMAGE_422, errors
+from app.api.tags import parse_tags
 from app.config import Settings
 from app.core.envelope import ok
 from app.schemas.clip import (
@@ -23,7 +24,7 @@ from app.schemas.clip import (
     MatchResult,
 )
 from app.schemas.envelope import Envelope
-from app.services.clip.service import ImageInput, parse_tags
+from app.services.clip.service import ImageInput
 from app.utils.images import decode_base64, take_each
 
 router = APIRouter(prefix="/clip", tags=["clip"])
