@@ -18,7 +18,7 @@ import pytest
 from open_clip.tokenizer import SimpleTokenizer
 
 from app.config import Settings
-from app.services.clip import artifacts, onnx_runtime, parity, timing
+from app.services.clip import artifacts, onnx_export, parity, timing
 from app.services.clip.artifacts import ArtifactStore, artifact_name
 from app.services.clip.candidates import Trial, plan
 from app.services.clip.parity import Reference, gate
@@ -318,14 +318,16 @@ def test_a_second_start_reuses_the_cache_without_exporting(
     def no_export(*args: Any) -> None:
         raise AssertionError("exported again")
 
-    monkeypatch.setattr(onnx_runtime, "export", no_export)
-    monkeypatch.setattr(onnx_runtime, "quantize_int8", no_export)
+    monkeypatch.setattr(onnx_export, "export", no_export)
+    monkeypatch.setattr(onnx_export, "quantize_int8", no_export)
     again = select(s, "cpu", max_batch=8)
     assert again.chosen.name.startswith("onnx-int8-") and not again.imported_torch
     again.runtime.close()
 
 
-def test_an_onnx_start_from_the_cache_does_not_import_torch(tmp_path: Path) -> None:
+def test_an_onnx_start_from_the_cache_imports_neither_torch_nor_the_exporter(
+    tmp_path: Path,
+) -> None:
     s = settings(tmp_path, clip_backend="onnx", clip_precision="int8")
     select(s, "cpu", max_batch=8).runtime.close()
     script = f"""
@@ -338,13 +340,14 @@ s = Settings(_env_file=None, **{{**TINY_CLIP, "clip_backend": "onnx", "clip_prec
 service = ClipService(s)
 service.load()
 assert service.state == "loaded", service.error
-print(service.engine.runtime.backend, service.engine.runtime.precision, "torch" in sys.modules)
+print(service.engine.runtime.backend, service.engine.runtime.precision, "torch" in sys.modules,
+      "app.services.clip.onnx_export" in sys.modules)
 """
     out = subprocess.run(
         [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["onnx", "int8", "False"]
+    assert out.stdout.split() == ["onnx", "int8", "False", "False"]
 
 
 def start_in_a_subprocess(cache: Path, *, hide_torch: bool, **overrides: str) -> list[str]:
