@@ -26,6 +26,7 @@ from app.services.clip.preprocess import ImageSpec, to_array
 from app.services.clip.runtime import TorchModel
 from app.services.clip.selection import select
 from app.services.clip.tokenizer import ClipTokenizer
+from app.utils import files
 from research.clip_fixture.shapes import all_captions, all_pairs, caption, render
 from tests.conftest import TINY_CLIP
 
@@ -524,7 +525,7 @@ def test_a_read_only_cache_still_serves_torch(
     def denied(*args: Any, **kwargs: Any) -> str:
         raise PermissionError(13, "Permission denied", str(tmp_path / "clip-cache" / "x"))
 
-    monkeypatch.setattr(artifacts.tempfile, "mkdtemp", denied)
+    monkeypatch.setattr(files.tempfile, "mkdtemp", denied)
     chosen = select(settings(tmp_path), "cpu", max_batch=8)
     assert chosen.chosen.backend == "torch"
     onnx = [t for t in chosen.trials if t.backend == "onnx" and "skipped" not in str(t.error)]
