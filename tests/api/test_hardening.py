@@ -11,9 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from app.api.tags import parse_tags
 from app.config import Settings
 from app.main import create_app
-from app.services.clip.service import parse_tags
 from tests.conftest import CAREER_MODELS, TINY_CLIP, assert_error, serve
 
 pytestmark = pytest.mark.integration

@@ -8,6 +8,7 @@ from fastapi.responses import Response
 from app.api.deps import ClipDep, SettingsDep
 from app.api.json_body import json_body, openapi_body
 from app.api.responses import IMAGE_422, errors
+from app.api.tags import parse_tags
 from app.config import Settings
 from app.core.envelope import ok
 from app.schemas.clip import (
@@ -23,7 +24,7 @@ from app.schemas.clip import (
     MatchResult,
 )
 from app.schemas.envelope import Envelope
-from app.services.clip.service import ImageInput, parse_tags
+from app.services.clip.service import ClipService, ImageInput
 from app.utils.images import decode_base64, take_each
 
 router = APIRouter(prefix="/clip", tags=["clip"])
@@ -58,6 +59,30 @@ def _tags(raw: list[str] | None, settings: Settings, *, required: bool) -> list[
     )
 
 
+# One handler per use case, shared by its multipart route and its JSON twin: a route only
+# turns its body into ImageInputs (in field order, before the tags are parsed) and raw tags.
+async def _compare(
+    clip: ClipService,
+    settings: Settings,
+    image_a: ImageInput,
+    image_b: ImageInput,
+    tags: list[str] | None,
+) -> Response:
+    return ok(await clip.compare(image_a, image_b, _tags(tags, settings, required=False)))
+
+
+async def _match(
+    clip: ClipService, settings: Settings, image: ImageInput, tags: list[str] | None
+) -> Response:
+    return ok(await clip.match(image, _tags(tags, settings, required=True)))
+
+
+async def _embed_images(
+    clip: ClipService, images: list[ImageInput], encoding_format: EncodingFormat
+) -> Response:
+    return ok(await clip.embed_images(images, encoding_format))
+
+
 @router.post(
     "/compare",
     response_model=Envelope[CompareResult],
@@ -75,12 +100,12 @@ async def compare(
     ] = None,
 ) -> Response:
     """Cosine similarity, a 0-100 score and a verdict; with tags, each image's tag matches."""
-    return ok(
-        await clip.compare(
-            await _upload(image_a, "image_a", settings),
-            await _upload(image_b, "image_b", settings),
-            _tags(tags, settings, required=False),
-        )
+    return await _compare(
+        clip,
+        settings,
+        await _upload(image_a, "image_a", settings),
+        await _upload(image_b, "image_b", settings),
+        tags,
     )
 
 
@@ -100,11 +125,7 @@ async def match(
     settings: SettingsDep,
 ) -> Response:
     """Per tag: cosine similarity, softmax probability and relevance; plus the best tag."""
-    return ok(
-        await clip.match(
-            await _upload(image, "image", settings), _tags(tags, settings, required=True)
-        )
-    )
+    return await _match(clip, settings, await _upload(image, "image", settings), tags)
 
 
 @router.post(
@@ -123,11 +144,10 @@ async def embed_images(
 ) -> Response:
     """L2-normalised embeddings, one per image, in upload order. `encoding_format` is a
     query parameter here (the body is the upload), a body field on the JSON routes."""
-    return ok(
-        await clip.embed_images(
-            [await _upload(f, f"images.{i}", settings) for i, f in enumerate(images)],
-            encoding_format,
-        )
+    return await _embed_images(
+        clip,
+        [await _upload(f, f"images.{i}", settings) for i, f in enumerate(images)],
+        encoding_format,
     )
 
 
@@ -151,12 +171,12 @@ async def embed_texts(body: EmbedTextsJson, clip: ClipDep) -> Response:
 )
 async def compare_json(body: CompareBody, clip: ClipDep, settings: SettingsDep) -> Response:
     """`/compare` for callers holding images as base64 strings or data URIs."""
-    return ok(
-        await clip.compare(
-            _b64(body.image_a, "image_a", settings),
-            _b64(body.image_b, "image_b", settings),
-            _tags(body.tags, settings, required=False),
-        )
+    return await _compare(
+        clip,
+        settings,
+        _b64(body.image_a, "image_a", settings),
+        _b64(body.image_b, "image_b", settings),
+        body.tags,
     )
 
 
@@ -169,11 +189,7 @@ async def compare_json(body: CompareBody, clip: ClipDep, settings: SettingsDep) 
 )
 async def match_json(body: MatchBody, clip: ClipDep, settings: SettingsDep) -> Response:
     """`/match` for callers holding the image as a base64 string or data URI."""
-    return ok(
-        await clip.match(
-            _b64(body.image, "image", settings), _tags(body.tags, settings, required=True)
-        )
-    )
+    return await _match(clip, settings, _b64(body.image, "image", settings), body.tags)
 
 
 @router.post(
@@ -187,4 +203,4 @@ async def embed_images_json(
     body: EmbedImagesBody, clip: ClipDep, settings: SettingsDep
 ) -> Response:
     """`/embed/image` for callers holding images as base64 strings or data URIs."""
-    return ok(await clip.embed_images(_b64_each(body.images, settings), body.encoding_format))
+    return await _embed_images(clip, _b64_each(body.images, settings), body.encoding_format)

@@ -18,8 +18,6 @@ import json
 import os
 import platform
 import re
-import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,7 +35,7 @@ from app.schemas.retrain import ModelVersion
 from app.services.career.catalog import Career, load_catalog
 from app.services.career.features import FeatureSpec
 from app.services.career.model_card import model_card
-from app.utils.files import atomic_write
+from app.utils.files import StagedDirectory, atomic_write
 from app.utils.hashing import sha256_file
 
 ACTIVE_POINTER = "ACTIVE"
@@ -244,9 +242,8 @@ class ModelStore:
     ) -> str:
         """Write a new version atomically and return its name (it is not activated)."""
         version = new_version_name(source, data.data_hash)
-        self.root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=self.root))
-        try:
+        with StagedDirectory(self.root / version) as staged:
+            staging = staged.path
             joblib.dump(trained.estimator, staging / PIPELINE)
             _write_json(staging / REFERENCE, trained.reference)
             _write_json(staging / CATALOG, {"careers": [c.to_dict() for c in catalog]})
@@ -268,18 +265,8 @@ class ModelStore:
                 },
             )
             (staging / MODEL_CARD).write_text(model_card(manifest), encoding="utf-8")
-            manifest.artifacts = {
-                name: sha256_file(staging / name)
-                for name in (PIPELINE, REFERENCE, CATALOG, MODEL_CARD)
-            }
-            _write_json(staging / MANIFEST, manifest.model_dump(mode="json"))
-            for item in staging.iterdir():
-                _fsync(item)
-            staging.chmod(0o755)  # mkdtemp makes it private; readers may be other users
-            os.replace(staging, self.root / version)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+            manifest.artifacts = staged.digests()  # the four files above
+            staged.publish(MANIFEST, _json(manifest.model_dump(mode="json")).encode())
         return version
 
 
@@ -316,13 +303,12 @@ def _parse_manifest(version: str, path: Path) -> Manifest:
         ) from exc
 
 
+def _json(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
 def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
-def _fsync(path: Path) -> None:
-    with path.open("rb") as fh:
-        os.fsync(fh.fileno())
+    path.write_text(_json(data), encoding="utf-8")
 
 
 def _sklearn_version() -> str:

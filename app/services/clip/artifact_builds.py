@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from app.config import Settings
-from app.services.clip import onnx_runtime
 from app.services.clip.artifacts import ArtifactError, ArtifactStore, library_versions
-from app.services.clip.candidates import Trial
+from app.services.clip.candidates import INT8_RECIPES, Int8Recipe, Trial
 from app.services.clip.parity import PROBE_TAGS, Reference, fast_agreement, probe_reference
 from app.services.clip.preprocess import ImageSpec
 from app.services.clip.runtime import ClipMeta, TorchModel
@@ -140,11 +139,14 @@ def build_exports(
             "build it with `python -m app.prefetch` where torch is"
         )
         return {k: v if v is not None else why for k, v in exports.items()}
+    # Imported only to build: a start that finds every export cached never imports it.
+    from app.services.clip import onnx_export
+
     versions = library_versions(*ONNX_VERSIONS)
 
     def write_fp32(out: Path) -> dict[str, Any]:
-        onnx_runtime.export(source, out)
-        return {"opset": onnx_runtime.OPSET}
+        onnx_export.export(source, out)
+        return {"opset": onnx_export.OPSET}
 
     built: dict[str, Path | str] = {}
     try:
@@ -152,7 +154,7 @@ def build_exports(
     except ArtifactError as exc:
         return {kind: str(exc) for kind in exports}
     fp32 = found[0]
-    recipes = {recipe.kind: recipe for recipe in onnx_runtime.INT8_RECIPES.values()}
+    recipes = {recipe.kind: recipe for recipe in INT8_RECIPES.values()}
     for kind, path in exports.items():
         if path is not None:
             built[kind] = path
@@ -161,8 +163,8 @@ def build_exports(
         else:
             recipe = recipes[kind]
 
-            def write_int8(out: Path, recipe: onnx_runtime.Int8Recipe = recipe) -> dict[str, Any]:
-                onnx_runtime.quantize_int8(fp32, out, recipe)
+            def write_int8(out: Path, recipe: Int8Recipe = recipe) -> dict[str, Any]:
+                onnx_export.quantize_int8(fp32, out, recipe)
                 return {"quantization": recipe.describe(), "recipe": recipe.name}
 
             try:

@@ -17,15 +17,14 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from app.utils.files import StagedDirectory, discard_directory
 from app.utils.hashing import sha256_file
 from app.utils.text import brief_error
 
@@ -106,12 +105,7 @@ class ArtifactStore:
 
     def discard(self, path: Path) -> None:
         """Move an artifact out of the way (atomically), then delete it."""
-        trash = self.root / f".trash-{path.name}-{uuid.uuid4().hex[:8]}"
-        try:
-            os.replace(path, trash)
-        except OSError:
-            return  # already gone: another process got there first
-        shutil.rmtree(trash, ignore_errors=True)
+        discard_directory(path)
 
     def build(
         self,
@@ -126,41 +120,33 @@ class ArtifactStore:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             self._sweep()
-            staging = Path(tempfile.mkdtemp(prefix=f".staging-{name}-", dir=self.root))
+            staged = StagedDirectory(self.root / name)
         except OSError as exc:
             raise ArtifactError(f"cannot write the CLIP cache: {brief_error(exc)}") from exc
         started = time.perf_counter()
-        try:
-            extras = builder(staging)
-            files = sorted(p.name for p in staging.iterdir() if p.is_file())
-            manifest = {
-                "format": FORMAT,
-                "kind": kind,
-                "model": self.model,
-                "weights_sha256": self.weights_sha256,
-                "variant": self.variant,
-                "versions": versions,
-                "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                "build_seconds": round(time.perf_counter() - started, 3),
-                "files": {file: sha256_file(staging / file) for file in files},
-                **extras,
-            }
-            (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")
-            for file in [*files, MANIFEST]:
-                with (staging / file).open("rb") as fh:
-                    os.fsync(fh.fileno())
-            staging.chmod(0o755)  # mkdtemp makes it private; readers may be other users
-            target = self.root / name
+        with staged:
             try:
-                os.rename(staging, target)
-            except OSError:  # published meanwhile by another process: use theirs if sound
-                if self._verify(target)[0] is None:
-                    self.discard(target)
-                    os.rename(staging, target)
-        except Exception as exc:
-            raise ArtifactError(f"building {kind} failed: {brief_error(exc)}") from exc
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+                extras = builder(staged.path)
+                manifest = {
+                    "format": FORMAT,
+                    "kind": kind,
+                    "model": self.model,
+                    "weights_sha256": self.weights_sha256,
+                    "variant": self.variant,
+                    "versions": versions,
+                    "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "build_seconds": round(time.perf_counter() - started, 3),
+                    "files": staged.digests(),
+                    **extras,
+                }
+                # Published meanwhile by another process: use theirs if sound.
+                staged.publish(
+                    MANIFEST,
+                    (json.dumps(manifest, indent=2) + "\n").encode(),
+                    replace_if=lambda target: self._verify(target)[0] is None,
+                )
+            except Exception as exc:
+                raise ArtifactError(f"building {kind} failed: {brief_error(exc)}") from exc
         logger.info("built CLIP artifact %s in %.1fs", name, manifest["build_seconds"])
         self._remove_stale(kind, name)
         found = self.find(kind, versions)

@@ -6,10 +6,9 @@ import importlib.util
 import logging
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Literal
 
 from app.config import Settings
-from app.services.clip.onnx_runtime import INT8_RECIPES
 from app.services.clip.runtime import Backend, Precision, Runtime
 
 logger = logging.getLogger(__name__)
@@ -24,13 +23,59 @@ CPU_CANDIDATES: tuple[tuple[Backend, Precision], ...] = (
 CUDA_CANDIDATES: tuple[tuple[Backend, Precision], ...] = (("torch", "fp16"), ("torch", "fp32"))
 
 
+@dataclass(frozen=True)
+class Int8Recipe:
+    """One way of quantising the fp32 export to int8 (ONNX Runtime dynamic quantisation:
+    weights quantised once, activations per batch at run time as uint8); `onnx_export.py`
+    applies it, and each recipe that suits the CPU is a candidate of its own.
+
+    Which recipes suit a CPU: ONNX Runtime's U8S8 kernels (uint8 activations, int8
+    weights) on x86 without VNNI multiply with `vpmaddubsw`, which saturates the int16 sum
+    of two products, and the embeddings drift (min cosine 0.981 on a ViT-B-32 on an
+    AVX2-only EPYC). Its quantisation guide names the two ways out: 7-bit weights
+    (`reduce_range`) or uint8 weights too (U8U8, another kernel). Per-channel scales
+    recover part of the precision either loses."""
+
+    name: str
+    weight_type: Literal["QInt8", "QUInt8"]
+    per_channel: bool = False
+    reduce_range: bool = False
+    needs_vnni: bool = False  # saturates without VNNI (see above)
+
+    @property
+    def kind(self) -> str:
+        """The artifact kind; plain U8S8 keeps the name it had before recipes existed."""
+        return "onnx-int8" if self.name == "u8s8" else f"onnx-int8-{self.name}"
+
+    def describe(self) -> str:
+        weights = "int8" if self.weight_type == "QInt8" else "uint8"
+        return (
+            f"dynamic; weights {weights}"
+            + (" (7-bit range)" if self.reduce_range else "")
+            + (", per output channel" if self.per_channel else ", per tensor")
+            + "; activations uint8 per batch"
+        )
+
+
+INT8_RECIPES = {
+    recipe.name: recipe
+    for recipe in (
+        Int8Recipe("u8s8", "QInt8", needs_vnni=True),
+        Int8Recipe("u8s8-per-channel", "QInt8", per_channel=True, needs_vnni=True),
+        Int8Recipe("u8s8-reduce-range", "QInt8", reduce_range=True),
+        Int8Recipe("u8u8", "QUInt8"),
+        Int8Recipe("u8u8-per-channel", "QUInt8", per_channel=True),
+    )
+}
+
+
 @dataclass
 class Trial:
     """One candidate: how it did at the gate and, under `auto`, how fast it ran."""
 
     backend: Backend
     precision: Precision
-    recipe: str | None = None  # int8: which quantisation (onnx_runtime.INT8_RECIPES)
+    recipe: str | None = None  # int8: which quantisation (INT8_RECIPES)
     threshold: float | None = None
     min_cosine: float | None = None
     same_best_tag: bool | None = None

@@ -2,7 +2,7 @@
 
 A runtime turns preprocessed image rows and token ids into L2-normalised embeddings. The
 engine (batching, preprocessing, caching) does not care which one it has: torch in fp32,
-bf16 or fp16 (here), or ONNX Runtime in fp32 or int8 (`onnx_runtime.py`).
+bf16 or fp16 (here), or ONNX Runtime in fp32 or int8 (`onnx_session.py`).
 `selection.py` decides which one serves.
 """
 

@@ -18,7 +18,7 @@ import pytest
 from open_clip.tokenizer import SimpleTokenizer
 
 from app.config import Settings
-from app.services.clip import artifacts, onnx_runtime, parity, timing
+from app.services.clip import artifacts, onnx_export, parity, timing
 from app.services.clip.artifacts import ArtifactStore, artifact_name
 from app.services.clip.candidates import Trial, plan
 from app.services.clip.parity import Reference, gate
@@ -26,6 +26,7 @@ from app.services.clip.preprocess import ImageSpec, to_array
 from app.services.clip.runtime import TorchModel
 from app.services.clip.selection import select
 from app.services.clip.tokenizer import ClipTokenizer
+from app.utils import files
 from research.clip_fixture.shapes import all_captions, all_pairs, caption, render
 from tests.conftest import TINY_CLIP
 
@@ -318,14 +319,16 @@ def test_a_second_start_reuses_the_cache_without_exporting(
     def no_export(*args: Any) -> None:
         raise AssertionError("exported again")
 
-    monkeypatch.setattr(onnx_runtime, "export", no_export)
-    monkeypatch.setattr(onnx_runtime, "quantize_int8", no_export)
+    monkeypatch.setattr(onnx_export, "export", no_export)
+    monkeypatch.setattr(onnx_export, "quantize_int8", no_export)
     again = select(s, "cpu", max_batch=8)
     assert again.chosen.name.startswith("onnx-int8-") and not again.imported_torch
     again.runtime.close()
 
 
-def test_an_onnx_start_from_the_cache_does_not_import_torch(tmp_path: Path) -> None:
+def test_an_onnx_start_from_the_cache_imports_neither_torch_nor_the_exporter(
+    tmp_path: Path,
+) -> None:
     s = settings(tmp_path, clip_backend="onnx", clip_precision="int8")
     select(s, "cpu", max_batch=8).runtime.close()
     script = f"""
@@ -338,13 +341,14 @@ s = Settings(_env_file=None, **{{**TINY_CLIP, "clip_backend": "onnx", "clip_prec
 service = ClipService(s)
 service.load()
 assert service.state == "loaded", service.error
-print(service.engine.runtime.backend, service.engine.runtime.precision, "torch" in sys.modules)
+print(service.engine.runtime.backend, service.engine.runtime.precision, "torch" in sys.modules,
+      "app.services.clip.onnx_export" in sys.modules)
 """
     out = subprocess.run(
         [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["onnx", "int8", "False"]
+    assert out.stdout.split() == ["onnx", "int8", "False", "False"]
 
 
 def start_in_a_subprocess(cache: Path, *, hide_torch: bool, **overrides: str) -> list[str]:
@@ -521,7 +525,7 @@ def test_a_read_only_cache_still_serves_torch(
     def denied(*args: Any, **kwargs: Any) -> str:
         raise PermissionError(13, "Permission denied", str(tmp_path / "clip-cache" / "x"))
 
-    monkeypatch.setattr(artifacts.tempfile, "mkdtemp", denied)
+    monkeypatch.setattr(files.tempfile, "mkdtemp", denied)
     chosen = select(settings(tmp_path), "cpu", max_batch=8)
     assert chosen.chosen.backend == "torch"
     onnx = [t for t in chosen.trials if t.backend == "onnx" and "skipped" not in str(t.error)]
