@@ -1,8 +1,9 @@
 """Schemas of the health probes."""
 
-from typing import Literal
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from app.domain.enums import Backend, DecodeMode, ModelState, Precision
 
@@ -110,14 +111,30 @@ class CareerPredictor(BaseModel):
     )
 
 
-class ModelHealth(BaseModel):
+class ModelStatus(BaseModel):
+    """What every served model reports in /health. Each model's own type adds its fields
+    and a `kind` that tells them apart; the service builds it, and /health shows it as
+    built (an undeclared field is an error, never dropped)."""
+
+    # Serialised, a default is always written: the schema says so (required fields).
+    model_config = ConfigDict(extra="forbid", json_schema_serialization_defaults_required=True)
+
+    kind: str = Field(description="Which model's status this is.")
     state: ModelState
     version: str | None = Field(description="Model version or weights tag.")
     load_seconds: float | None
     error: str | None = Field(description="Why the model is not loaded, when it is not.")
+
+
+class CareerStatus(ModelStatus):
+    kind: Literal["career"] = "career"
     predictor: CareerPredictor | None = Field(
         default=None, description="How the career model predicts, once loaded."
     )
+
+
+class ClipStatus(ModelStatus):
+    kind: Literal["clip"] = "clip"
     runtime: ClipRuntime | None = Field(default=None, description="CLIP, once loaded.")
     batching: ClipBatching | None = Field(default=None, description="CLIP's dynamic batcher.")
     cache: ClipCache | None = Field(
@@ -138,11 +155,19 @@ class ModelHealth(BaseModel):
     overloaded: int | None = Field(default=None, description="CLIP requests refused with 429.")
 
 
-class Health(BaseModel):
+class HealthBase(BaseModel):
     status: Literal["ok", "loading", "degraded"]
     version: str = Field(description="Service version.")
     uptime_seconds: float
-    models: dict[str, ModelHealth]
+
+
+def health_schema(statuses: Sequence[type[ModelStatus]]) -> type[HealthBase]:
+    """/health's answer for these served models: `models` maps each name to one of their
+    status types, told apart by `kind`."""
+    one: Any = statuses[0] if len(statuses) == 1 else Union[tuple(statuses)]  # noqa: UP007
+    if len(statuses) > 1:
+        one = Annotated[one, Field(discriminator="kind")]
+    return create_model("Health", __base__=HealthBase, models=(dict[str, one], ...))
 
 
 class Liveness(BaseModel):

@@ -25,6 +25,7 @@ from app.config import Settings
 from app.core.exceptions import InvalidInput, ModelLoading, ModelUnavailable
 from app.domain.enums import Verdict
 from app.schemas.clip import CompareResult, EncodingFormat, MatchResult, ModelRef, TagMatch
+from app.schemas.health import ClipPreprocess, ClipRuntime, ClipStatus
 from app.services.clip.decode_pool import DecodeBudget
 from app.services.clip.engine import ClipEngine, ImageInput
 from app.services.clip.parity import FastAgreement
@@ -239,34 +240,33 @@ class ClipService:
         if engine is not None:
             engine.close()
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> ClipStatus:
         engine, selection = self.engine, self.selection
-        extra = {}
-        if engine is not None and selection is not None:
-            extra = {
-                "runtime": {
-                    **selection.report(),
-                    "device": self.device,
-                    "gpu_jpeg_decode": engine.jpeg_device is not None,
-                    "preprocess": {
-                        "mode": self.decode,
-                        "setting": self.settings.clip_preprocess,
-                        "factor": self.agreement.factor if self.agreement else None,
-                        "min_cosine": self.agreement.min_cosine if self.agreement else None,
-                        "same_answers": self.agreement.same_answers if self.agreement else None,
-                    },
-                },
-                **engine.stats(),
-            }
-        return {
-            "state": self.state,
-            "version": f"{self.settings.clip_model_name}/{engine.meta.weights_tag}"
-            if engine
-            else None,
-            "load_seconds": self.load_seconds,
-            "error": self.error,
-            **extra,
-        }
+        if engine is None or selection is None:
+            return ClipStatus(
+                state=self.state, version=None, load_seconds=self.load_seconds, error=self.error
+            )
+        agreement = self.agreement
+        runtime = ClipRuntime(
+            **selection.report(),
+            device=self.device,
+            gpu_jpeg_decode=engine.jpeg_device is not None,
+            preprocess=ClipPreprocess(
+                mode=self.decode,
+                setting=self.settings.clip_preprocess,
+                factor=agreement.factor if agreement else None,
+                min_cosine=agreement.min_cosine if agreement else None,
+                same_answers=agreement.same_answers if agreement else None,
+            ),
+        )
+        return ClipStatus(
+            state=self.state,
+            version=f"{self.settings.clip_model_name}/{engine.meta.weights_tag}",
+            load_seconds=self.load_seconds,
+            error=self.error,
+            runtime=runtime,
+            **engine.stats(),
+        )
 
     def _engine(self) -> ClipEngine:
         if self.engine is not None:

@@ -701,6 +701,33 @@ export interface components {
              */
             name: string;
         };
+        /** CareerStatus */
+        CareerStatus: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            kind: "career";
+            /**
+             * State
+             * @enum {string}
+             */
+            state: "loading" | "loaded" | "unavailable" | "disabled";
+            /**
+             * Version
+             * @description Model version or weights tag.
+             */
+            version: string | null;
+            /** Load Seconds */
+            load_seconds: number | null;
+            /**
+             * Error
+             * @description Why the model is not loaded, when it is not.
+             */
+            error: string | null;
+            /** @description How the career model predicts, once loaded. */
+            predictor: components["schemas"]["CareerPredictor"] | null;
+        };
         /** CatalogCareer */
         CatalogCareer: {
             /**
@@ -921,6 +948,62 @@ export interface components {
              * @description JPEGs are decoded on the GPU in batches.
              */
             gpu_jpeg_decode: boolean;
+        };
+        /** ClipStatus */
+        ClipStatus: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            kind: "clip";
+            /**
+             * State
+             * @enum {string}
+             */
+            state: "loading" | "loaded" | "unavailable" | "disabled";
+            /**
+             * Version
+             * @description Model version or weights tag.
+             */
+            version: string | null;
+            /** Load Seconds */
+            load_seconds: number | null;
+            /**
+             * Error
+             * @description Why the model is not loaded, when it is not.
+             */
+            error: string | null;
+            /** @description CLIP, once loaded. */
+            runtime: components["schemas"]["ClipRuntime"] | null;
+            /** @description CLIP's dynamic batcher. */
+            batching: components["schemas"]["ClipBatching"] | null;
+            /** @description CLIP's image-embedding cache (CLIP_CACHE_MB). */
+            cache: components["schemas"]["ClipCache"] | null;
+            /**
+             * Preprocess Workers
+             * @description CLIP_PREPROCESS_WORKERS: decode worker processes.
+             */
+            preprocess_workers: number | null;
+            /**
+             * Decode Workers Replaced
+             * @description Decode workers killed past IMAGE_DECODE_TIMEOUT_MS or lost over IMAGE_DECODE_MAX_MB (or a crash), each replaced; their images answered 422.
+             */
+            decode_workers_replaced: number | null;
+            /**
+             * In Flight
+             * @description CLIP images and texts admitted and not yet answered.
+             */
+            in_flight: number | null;
+            /**
+             * Max Waiting
+             * @description CLIP_MAX_WAITING (the budget).
+             */
+            max_waiting: number | null;
+            /**
+             * Overloaded
+             * @description CLIP requests refused with 429.
+             */
+            overloaded: number | null;
         };
         /** CohortComparison */
         CohortComparison: {
@@ -1536,7 +1619,7 @@ export interface components {
             uptime_seconds: number;
             /** Models */
             models: {
-                [key: string]: components["schemas"]["ModelHealth"];
+                [key: string]: components["schemas"]["CareerStatus"] | components["schemas"]["ClipStatus"];
             };
         };
         /** Improvement */
@@ -1699,59 +1782,6 @@ export interface components {
              * @example skill-compass-ml
              */
             owned_by: string;
-        };
-        /** ModelHealth */
-        ModelHealth: {
-            /**
-             * State
-             * @enum {string}
-             */
-            state: "loading" | "loaded" | "unavailable" | "disabled";
-            /**
-             * Version
-             * @description Model version or weights tag.
-             */
-            version: string | null;
-            /** Load Seconds */
-            load_seconds: number | null;
-            /**
-             * Error
-             * @description Why the model is not loaded, when it is not.
-             */
-            error: string | null;
-            /** @description How the career model predicts, once loaded. */
-            predictor?: components["schemas"]["CareerPredictor"] | null;
-            /** @description CLIP, once loaded. */
-            runtime?: components["schemas"]["ClipRuntime"] | null;
-            /** @description CLIP's dynamic batcher. */
-            batching?: components["schemas"]["ClipBatching"] | null;
-            /** @description CLIP's image-embedding cache (CLIP_CACHE_MB). */
-            cache?: components["schemas"]["ClipCache"] | null;
-            /**
-             * Preprocess Workers
-             * @description CLIP_PREPROCESS_WORKERS: decode worker processes.
-             */
-            preprocess_workers?: number | null;
-            /**
-             * Decode Workers Replaced
-             * @description Decode workers killed past IMAGE_DECODE_TIMEOUT_MS or lost over IMAGE_DECODE_MAX_MB (or a crash), each replaced; their images answered 422.
-             */
-            decode_workers_replaced?: number | null;
-            /**
-             * In Flight
-             * @description CLIP images and texts admitted and not yet answered.
-             */
-            in_flight?: number | null;
-            /**
-             * Max Waiting
-             * @description CLIP_MAX_WAITING (the budget).
-             */
-            max_waiting?: number | null;
-            /**
-             * Overloaded
-             * @description CLIP requests refused with 429.
-             */
-            overloaded?: number | null;
         };
         /** ModelInfo */
         ModelInfo: {

@@ -368,7 +368,7 @@ service.load()
 if service.state != "loaded":
     print(service.state, service.error)
     sys.exit(0)
-runtime = service.status()["runtime"]
+runtime = service.status().runtime.model_dump()
 skipped = [c["error"] for c in runtime["candidates"] if c["backend"] == "torch"]
 print(runtime["chosen_by"], runtime["backend"], sys.modules.get("torch") is not None, *set(skipped))
 """
