@@ -57,11 +57,15 @@ class ClipPreprocess(BaseModel):
     )
 
 
+ChosenBy = Literal["measured", "preference", "remembered"]
+"""How the serving CLIP runtime was chosen (ClipRuntime.chosen_by)."""
+
+
 class ClipRuntime(BaseModel):
     backend: Backend = Field(description="What runs the forward passes.")
     precision: Precision
     recipe: str | None = Field(default=None, description="int8: the quantisation recipe.")
-    chosen_by: Literal["measured", "preference", "remembered"] = Field(
+    chosen_by: ChosenBy = Field(
         description="`measured`: the fastest passing candidate, timed at this start; "
         "`preference`: the first to pass under a forced setting; `remembered`: this kind of "
         "machine's earlier measurement, gated again against the stored reference."

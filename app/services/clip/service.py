@@ -25,9 +25,9 @@ from app.config import Settings
 from app.core.exceptions import InvalidInput, ModelLoading, ModelUnavailable
 from app.domain.enums import Verdict
 from app.schemas.clip import CompareResult, EncodingFormat, MatchResult, ModelRef, TagMatch
-from app.schemas.health import ClipPreprocess, ClipRuntime, ClipStatus
+from app.schemas.health import ClipPreprocess, ClipStatus
 from app.services.clip.decode_pool import DecodeBudget
-from app.services.clip.engine import ClipEngine, ImageInput
+from app.services.clip.engine import ClipEngine, EngineSettings, ImageInput
 from app.services.clip.parity import FastAgreement
 from app.services.clip.preprocess import DecodeMode
 from app.services.clip.runtime import configure_torch
@@ -211,26 +211,28 @@ class ClipService:
             meta=selection.meta,
             tokenize=selection.tokenize,
             fallback_preprocess=selection.fallback_preprocess,
-            identity=f"{s.clip_model_name}/{selection.meta.weights_tag}",
-            max_waiting=s.clip_max_waiting or 2 * max_batch,
-            max_batch=max_batch,
-            wait_ms=s.clip_batch_wait_ms,
-            # One more than the cores: while bombs run to their deadline on every core, a
-            # worker is still free for ordinary images.
-            preprocess_workers=s.clip_preprocess_workers or len(os.sched_getaffinity(0)) + 1,
-            cache_mb=s.clip_cache_mb,
-            budget=DecodeBudget(
-                max_bytes=s.max_upload_bytes,
-                max_pixels=s.max_image_pixels,
-                structure=StructureLimits(
-                    max_scans=s.image_max_scans, max_chunks=s.image_max_chunks
+            settings=EngineSettings(
+                identity=f"{s.clip_model_name}/{selection.meta.weights_tag}",
+                max_waiting=s.clip_max_waiting or 2 * max_batch,
+                max_batch=max_batch,
+                wait_ms=s.clip_batch_wait_ms,
+                # One more than the cores: while bombs run to their deadline on every core,
+                # a worker is still free for ordinary images.
+                preprocess_workers=s.clip_preprocess_workers or len(os.sched_getaffinity(0)) + 1,
+                cache_mb=s.clip_cache_mb,
+                budget=DecodeBudget(
+                    max_bytes=s.max_upload_bytes,
+                    max_pixels=s.max_image_pixels,
+                    structure=StructureLimits(
+                        max_scans=s.image_max_scans, max_chunks=s.image_max_chunks
+                    ),
+                    timeout_s=s.image_decode_timeout_ms / 1000,
+                    memory_mb=s.image_decode_max_mb,
                 ),
-                timeout_s=s.image_decode_timeout_ms / 1000,
-                memory_mb=s.image_decode_max_mb,
+                jpeg_device="cuda" if gpu and s.clip_gpu_decode else None,
+                decode=self.decode,
+                fast_factor=self.agreement.factor if self.agreement is not None else 2,
             ),
-            jpeg_device="cuda" if gpu and s.clip_gpu_decode else None,
-            decode=self.decode,
-            fast_factor=self.agreement.factor if self.agreement is not None else 2,
         )
 
     def close(self) -> None:
@@ -247,8 +249,7 @@ class ClipService:
                 state=self.state, version=None, load_seconds=self.load_seconds, error=self.error
             )
         agreement = self.agreement
-        runtime = ClipRuntime(
-            **selection.report(),
+        runtime = selection.report(
             device=self.device,
             gpu_jpeg_decode=engine.jpeg_device is not None,
             preprocess=ClipPreprocess(
@@ -265,7 +266,13 @@ class ClipService:
             load_seconds=self.load_seconds,
             error=self.error,
             runtime=runtime,
-            **engine.stats(),
+            batching=engine.batcher.stats(),
+            cache=engine.images_cache.stats(),
+            preprocess_workers=engine.preprocess_workers,
+            decode_workers_replaced=engine.decoder.replaced,
+            in_flight=engine.admission.in_flight,
+            max_waiting=engine.admission.limit,
+            overloaded=engine.admission.refused,
         )
 
     def _engine(self) -> ClipEngine:
