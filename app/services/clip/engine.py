@@ -15,6 +15,7 @@ bounds a forward pass. The parts live beside it: `admission.py`, `decode_pool.py
 import asyncio
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ import anyio.to_thread
 import numpy as np
 from PIL import Image
 
+from app.config import Settings
 from app.core import metrics
 from app.core.exceptions import ImageTooLarge
 from app.services.clip.admission import Admission, Flow
@@ -33,7 +35,7 @@ from app.services.clip.decode_pool import DecodeBudget, DecodePool
 from app.services.clip.embedding_cache import EmbeddingCache
 from app.services.clip.preprocess import DecodeMode, ImageSpec
 from app.services.clip.runtime import ClipMeta, Runtime
-from app.utils.image_structure import check_structure
+from app.utils.image_structure import StructureLimits, check_structure
 from app.utils.images import open_image
 
 logger = logging.getLogger(__name__)
@@ -66,6 +68,42 @@ class EngineSettings:
     jpeg_device: str | None = None  # decode JPEGs in batches on this device (cuda)
     decode: DecodeMode = "exact"
     fast_factor: int = 2  # `fast` decodes the shorter side to >= this x the input
+
+    @classmethod
+    def from_settings(
+        cls,
+        s: Settings,
+        *,
+        identity: str,
+        max_batch: int,
+        jpeg_device: str | None,
+        decode: DecodeMode,
+        fast_factor: int,
+    ) -> "EngineSettings":
+        """The engine's settings from the service's (CLIP_*, IMAGE_*, MAX_UPLOAD_MB), for a
+        model, a batch size and a decoding already chosen on this machine."""
+        return cls(
+            identity=identity,
+            max_waiting=s.clip_max_waiting or 2 * max_batch,
+            max_batch=max_batch,
+            wait_ms=s.clip_batch_wait_ms,
+            # One more than the cores: while bombs run to their deadline on every core, a
+            # worker is still free for ordinary images.
+            preprocess_workers=s.clip_preprocess_workers or len(os.sched_getaffinity(0)) + 1,
+            cache_mb=s.clip_cache_mb,
+            budget=DecodeBudget(
+                max_bytes=s.max_upload_bytes,
+                max_pixels=s.max_image_pixels,
+                structure=StructureLimits(
+                    max_scans=s.image_max_scans, max_chunks=s.image_max_chunks
+                ),
+                timeout_s=s.image_decode_timeout_ms / 1000,
+                memory_mb=s.image_decode_max_mb,
+            ),
+            jpeg_device=jpeg_device,
+            decode=decode,
+            fast_factor=fast_factor,
+        )
 
 
 class ClipEngine:

@@ -11,7 +11,6 @@ this same path.
 
 import importlib.util
 import logging
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -26,14 +25,12 @@ from app.core.exceptions import InvalidInput, ModelLoading, ModelUnavailable
 from app.domain.enums import Verdict
 from app.schemas.clip import CompareResult, EncodingFormat, MatchResult, ModelRef, TagMatch
 from app.schemas.health import ClipPreprocess, ClipStatus
-from app.services.clip.decode_pool import DecodeBudget
 from app.services.clip.engine import ClipEngine, EngineSettings, ImageInput
 from app.services.clip.parity import FastAgreement
 from app.services.clip.preprocess import DecodeMode
 from app.services.clip.runtime import configure_torch
 from app.services.clip.selection import Selection, select
 from app.services.served import ModelState
-from app.utils.image_structure import StructureLimits
 from app.utils.text import brief_error
 from app.utils.vectors import encode_rows
 
@@ -211,24 +208,10 @@ class ClipService:
             meta=selection.meta,
             tokenize=selection.tokenize,
             fallback_preprocess=selection.fallback_preprocess,
-            settings=EngineSettings(
+            settings=EngineSettings.from_settings(
+                s,
                 identity=f"{s.clip_model_name}/{selection.meta.weights_tag}",
-                max_waiting=s.clip_max_waiting or 2 * max_batch,
                 max_batch=max_batch,
-                wait_ms=s.clip_batch_wait_ms,
-                # One more than the cores: while bombs run to their deadline on every core,
-                # a worker is still free for ordinary images.
-                preprocess_workers=s.clip_preprocess_workers or len(os.sched_getaffinity(0)) + 1,
-                cache_mb=s.clip_cache_mb,
-                budget=DecodeBudget(
-                    max_bytes=s.max_upload_bytes,
-                    max_pixels=s.max_image_pixels,
-                    structure=StructureLimits(
-                        max_scans=s.image_max_scans, max_chunks=s.image_max_chunks
-                    ),
-                    timeout_s=s.image_decode_timeout_ms / 1000,
-                    memory_mb=s.image_decode_max_mb,
-                ),
                 jpeg_device="cuda" if gpu and s.clip_gpu_decode else None,
                 decode=self.decode,
                 fast_factor=self.agreement.factor if self.agreement is not None else 2,
