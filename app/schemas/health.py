@@ -8,7 +8,17 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from app.domain.enums import Backend, DecodeMode, ModelState, Precision
 
 
-class ClipCandidate(BaseModel):
+class StatusPart(BaseModel):
+    """A part of a model's /health status, built by the service that owns it: frozen, and
+    an undeclared field is an error (never dropped)."""
+
+    # Serialised, a default is always written: the schema says so (required fields).
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, json_schema_serialization_defaults_required=True
+    )
+
+
+class ClipCandidate(StatusPart):
     backend: Backend
     precision: Precision
     recipe: str | None = Field(
@@ -37,7 +47,7 @@ class ClipCandidate(BaseModel):
     )
 
 
-class ClipPreprocess(BaseModel):
+class ClipPreprocess(StatusPart):
     mode: DecodeMode = Field(
         description="What preprocesses images: `exact` decodes JPEGs at least at 4x the input "
         "(and 1024 px), `fast` at the smallest DCT scale that keeps `factor` x the input."
@@ -61,7 +71,7 @@ ChosenBy = Literal["measured", "preference", "remembered"]
 """How the serving CLIP runtime was chosen (ClipRuntime.chosen_by)."""
 
 
-class ClipRuntime(BaseModel):
+class ClipRuntime(StatusPart):
     backend: Backend = Field(description="What runs the forward passes.")
     precision: Precision
     recipe: str | None = Field(default=None, description="int8: the quantisation recipe.")
@@ -84,7 +94,7 @@ class ClipRuntime(BaseModel):
     gpu_jpeg_decode: bool = Field(description="JPEGs are decoded on the GPU in batches.")
 
 
-class ClipBatching(BaseModel):
+class ClipBatching(StatusPart):
     max_batch: int = Field(description="CLIP_MAX_BATCH: most rows in one forward pass.")
     wait_ms: float = Field(description="Longest wait for more rows now (CLIP_BATCH_WAIT_MS).")
     wait_auto: bool = Field(description="The wait follows the last forward pass (0 = auto).")
@@ -95,14 +105,14 @@ class ClipBatching(BaseModel):
     texts: int
 
 
-class ClipCache(BaseModel):
+class ClipCache(StatusPart):
     hits: int
     misses: int
     size_mb: float = Field(description="Memory held, at most CLIP_CACHE_MB.")
     entries: int
 
 
-class CareerPredictor(BaseModel):
+class CareerPredictor(StatusPart):
     kind: Literal["compiled", "sklearn"] = Field(
         description="`compiled`: the numpy predictor verified against sklearn at load; "
         "`sklearn`: sklearn's own predict_proba (the compiler refused or does not know the model)."
@@ -115,13 +125,10 @@ class CareerPredictor(BaseModel):
     )
 
 
-class ModelStatus(BaseModel):
+class ModelStatus(StatusPart):
     """What every served model reports in /health. Each model's own type adds its fields
     and a `kind` that tells them apart; the service builds it, and /health shows it as
     built (an undeclared field is an error, never dropped)."""
-
-    # Serialised, a default is always written: the schema says so (required fields).
-    model_config = ConfigDict(extra="forbid", json_schema_serialization_defaults_required=True)
 
     kind: str = Field(description="Which model's status this is.")
     state: ModelState

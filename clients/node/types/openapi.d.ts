@@ -821,7 +821,7 @@ export interface components {
              * Recipe
              * @description int8 only: the quantisation recipe (`u8s8`, `u8s8-per-channel`, `u8s8-reduce-range`, `u8u8`, `u8u8-per-channel`).
              */
-            recipe?: string | null;
+            recipe: string | null;
             /**
              * Threshold
              * @description Parity gate: the min cosine it needed.
@@ -863,7 +863,7 @@ export interface components {
              * Outcome
              * @description Why it serves, or why it does not (skipped, failed, slower).
              */
-            outcome?: string | null;
+            outcome: string | null;
         };
         /** ClipPreprocess */
         ClipPreprocess: {
@@ -883,7 +883,7 @@ export interface components {
              * Factor
              * @description `fast` decodes the shorter side to >= this many times the input: the smallest factor (1, 2, 4) measured to agree with open_clip's transform.
              */
-            factor?: number | null;
+            factor: number | null;
             /**
              * Min Cosine
              * @description Fast against open_clip's transform: lowest embedding cosine over the parity sets (measured at start-up, on this model).
@@ -912,7 +912,7 @@ export interface components {
              * Recipe
              * @description int8: the quantisation recipe.
              */
-            recipe?: string | null;
+            recipe: string | null;
             /**
              * Chosen By
              * @description `measured`: the fastest passing candidate, timed at this start; `preference`: the first to pass under a forced setting; `remembered`: this kind of machine's earlier measurement, gated again against the stored reference.
@@ -942,7 +942,7 @@ export interface components {
              */
             device: string;
             /** @description Image preprocessing and its measured agreement. */
-            preprocess?: components["schemas"]["ClipPreprocess"] | null;
+            preprocess: components["schemas"]["ClipPreprocess"] | null;
             /**
              * Gpu Jpeg Decode
              * @description JPEGs are decoded on the GPU in batches.
