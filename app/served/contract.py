@@ -48,7 +48,7 @@ def body_limit(settings: Settings, served: Iterable[ServedModelSpec[Any]]) -> Ca
     for spec in served:
         for path, size in spec.body_limits(settings).items():
             if path in limits:
-                raise ValueError(f"{spec.name} declares a body limit for {path} twice over")
+                raise ValueError(f"{spec.name} limits {path}, which another model already limits")
             limits[path] = size
 
     def limit(path: str) -> int:

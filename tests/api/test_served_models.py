@@ -2,6 +2,7 @@
 more adds its routes, body limits, dependency and /health entry with no edit elsewhere."""
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 import pytest
@@ -142,3 +143,10 @@ def test_a_field_the_status_type_does_not_declare_is_refused() -> None:
 def test_two_models_under_one_name_are_refused(make_settings: Callable[..., Settings]) -> None:
     with pytest.raises(ValueError, match="distinct names"):
         create_app(make_settings(), served=(*SERVED, TOY, TOY))
+
+
+def test_two_models_limiting_one_path_are_refused(make_settings: Callable[..., Settings]) -> None:
+    """A path's body limit comes from one declaration, never from whichever came last."""
+    thief = replace(TOY, name="thief", body_limits=lambda settings: {"/api/v1/clip/match": 1})
+    with pytest.raises(ValueError, match="/api/v1/clip/match"):
+        create_app(make_settings(), served=(*SERVED, thief))
