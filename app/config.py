@@ -193,7 +193,7 @@ class Settings(BaseSettings):
 
     @property
     def largest_body_bytes(self) -> int:
-        """The largest body any route accepts (app.main's per-route limits)."""
+        """The largest body any route accepts (the served models' body limits, app/served)."""
         images = self.image_body_bytes * max(2, self.max_images_per_request)  # compare: 2
         return max(self.max_json_body_bytes, self.training_body_bytes, images)
 

@@ -2,7 +2,7 @@
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -13,10 +13,9 @@ from fastapi_offline import FastAPIOffline
 
 from app import __version__
 from app.api import metrics as metrics_route
-from app.api import openai_compat
 from app.api.json_body import document_json_bodies
 from app.api.uploads import spool_uploads_in_upload_dir
-from app.api.v1 import career, clip, health, outcomes, registry
+from app.api.v1.health import health_router
 from app.config import Settings, get_settings
 from app.core import metrics
 from app.core.dialect import ErrorDialectMiddleware
@@ -26,10 +25,10 @@ from app.core.middleware import BodyBudget, RequestContextMiddleware
 from app.core.routes import RouteTemplates
 from app.core.security import KeyPolicy, document_bearer_alternative, require_api_key
 from app.core.telemetry import instrument
-from app.services.career.bundle import ModelStore
+from app.served import SERVED
+from app.served.contract import ServedModelSpec, body_limit
 from app.services.career.recommender import CareerRecommender
 from app.services.career.retrain import RetrainJobs
-from app.services.clip.service import ClipService
 from app.services.outcomes.lifecycle import start_closed_loop
 from app.services.served import ServedModel
 
@@ -49,45 +48,12 @@ they take the same key, as a bearer token.
 """
 
 
-def _body_limit(settings: Settings) -> Callable[[str], int]:
-    """Per-route body limits: JSON for career routes, N images' worth for CLIP routes."""
-    image = settings.image_body_bytes
-    many = image * settings.max_images_per_request
-    # Settings.largest_body_bytes must stay the largest of these.
-    limits = {
-        "/api/v1/career/retrain": settings.training_body_bytes,
-        # A record is a few hundred bytes; 2 KiB each leaves room for every optional field.
-        "/api/v1/career/outcomes": settings.max_outcome_batch * 2048 + 64 * 1024,
-        "/api/v1/clip/compare": 2 * image,
-        "/api/v1/clip/json/compare": 2 * image,
-        "/api/v1/clip/match": image,
-        "/api/v1/clip/json/match": image,
-        "/api/v1/clip/embed/image": many,
-        "/api/v1/clip/json/embed/image": many,
-        "/v1/embeddings": many,  # images too, and the body says which only once it is read
-    }
-
-    def limit(path: str) -> int:
-        return limits.get(path.rstrip("/"), settings.max_json_body_bytes)
-
-    return limit
-
-
-async def _follow_active_model(
-    recommender: CareerRecommender, every: float, served: list[ServedModel]
-) -> None:
-    """Load the career model in a worker thread (the process is live meanwhile), then poll
-    the shared ACTIVE pointer, so every process converges after an activation or a retrain
-    elsewhere, without restarts. Each poll also records the models' states for /metrics
-    (every worker, not only the one a scrape reaches)."""
-    await anyio.to_thread.run_sync(recommender.load)
+async def _observe_models(served: list[ServedModel], every: float) -> None:
+    """Record the models' states for /metrics in every worker, not only the one a scrape
+    reaches."""
     while True:
         metrics.observe_models((model.name, model.status()) for model in served)
         await anyio.sleep(every)
-        try:
-            await anyio.to_thread.run_sync(recommender.sync)
-        except Exception:  # a bad poll must not end the poller
-            logger.exception("model poll failed")
 
 
 async def _sweep_retrain_jobs(jobs: RetrainJobs, every: float) -> None:
@@ -101,10 +67,15 @@ async def _sweep_retrain_jobs(jobs: RetrainJobs, every: float) -> None:
             logger.exception("retrain job sweep failed")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the service; tests pass their own settings."""
+def create_app(
+    settings: Settings | None = None, served: Sequence[ServedModelSpec[Any]] = SERVED
+) -> FastAPI:
+    """Build the service; tests pass their own settings (and may add a served model)."""
     settings = settings or get_settings()
     configure_logging(fmt=settings.log_format, debug=settings.debug)
+    names = [spec.name for spec in served]
+    if len(set(names)) != len(names):
+        raise ValueError(f"served models need distinct names: {names}")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -114,20 +85,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         # Starlette spools uploads over 1 MB to files there (spool_uploads_in_upload_dir).
         settings.upload_dir.mkdir(parents=True, exist_ok=True)
-        store = ModelStore(settings.career_model_dir)
-        recommender = CareerRecommender(store)
-        clip = ClipService(settings)
-        clip.start()  # in the background: the process is live while the models load
-        app.state.career = recommender
-        app.state.clip = clip
-        app.state.retrain = RetrainJobs(settings, store)
-        served: list[ServedModel] = [recommender, clip]
-        app.state.models = {model.name: model for model in served}
+        services = {spec.name: spec.build(settings) for spec in served}
+        app.state.models = services
+        for name, service in services.items():  # app.state.career, app.state.clip, ...
+            setattr(app.state, name, service)
+        # Not served models: they work on the career model's store and recommender.
+        recommender: CareerRecommender = services["career"]
+        app.state.retrain = RetrainJobs(settings, recommender.store)
         # The outcome store connects lazily: its scheduler's first round migrates it in the
         # background, and a database that is down never delays start-up.
         app.state.outcomes, scheduler = start_closed_loop(settings, recommender, app.state.retrain)
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(_follow_active_model, recommender, settings.model_poll_seconds, served)
+            for spec in served:  # each loads in the background: the process is live at once
+                tasks.start_soon(spec.serve, services[spec.name], settings)
+            tasks.start_soon(_observe_models, list(services.values()), settings.model_poll_seconds)
             tasks.start_soon(scheduler.run)
             tasks.start_soon(_sweep_retrain_jobs, app.state.retrain, settings.retrain_sweep_seconds)
             yield
@@ -135,7 +106,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.outcomes.store.close()
         # Here on SIGTERM once the requests in flight have been answered (uvicorn waits up
         # to SHUTDOWN_GRACE_SECONDS for them), CLIP batches included.
-        clip.close()
+        for service in services.values():
+            service.close()
         app.state.retrain.close()  # a running retrain child is stopped and recorded
         if stop_tracing is not None:
             stop_tracing()  # flushes the spans still buffered
@@ -158,7 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         RequestContextMiddleware,
         upload_dir=settings.upload_dir,
-        body_limit=_body_limit(settings),
+        body_limit=body_limit(settings, served),
         body_budget=BodyBudget(settings.max_body_bytes_in_flight),
         body_timeout=settings.body_timeout_seconds,
         key_check=KeyPolicy(app).problem,
@@ -184,13 +156,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     register_exception_handlers(app)
 
     api = APIRouter(prefix="/api/v1", dependencies=[Depends(require_api_key)])
-    api.include_router(career.router)
-    api.include_router(registry.router)
-    api.include_router(outcomes.router)
-    api.include_router(clip.router)
+    for spec in served:
+        for router in spec.api_routers:
+            api.include_router(router)
     app.include_router(api)
-    app.include_router(openai_compat.router)
-    app.include_router(health.router)
+    for spec in served:
+        for router in spec.routers:
+            app.include_router(router)
+    app.include_router(health_router([spec.status for spec in served]))
     if settings.metrics_enabled:
         app.include_router(metrics_route.router)
     document_bearer_alternative(app)

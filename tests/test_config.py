@@ -7,7 +7,9 @@ import pytest
 from pydantic import ValidationError
 
 from app.config import Settings
-from app.main import _body_limit, create_app
+from app.main import create_app
+from app.served import SERVED
+from app.served.contract import body_limit
 
 pytestmark = pytest.mark.unit
 
@@ -58,7 +60,7 @@ def test_every_setting_is_documented(document: str) -> None:
 def test_largest_body_is_the_largest_route_limit(values: dict[str, Any]) -> None:
     settings = Settings(_env_file=None, clip_enabled=False, **values)  # type: ignore[call-arg]
     app = create_app(settings)
-    limit = _body_limit(settings)
+    limit = body_limit(settings, SERVED)
     paths = list(app.openapi()["paths"])
     assert "/api/v1/clip/compare" in paths
     assert max(limit(path) for path in paths) == settings.largest_body_bytes

@@ -4,7 +4,8 @@ They are `async` on purpose: they only read app state, and a sync dependency wou
 thread-pool hop to every request.
 """
 
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -20,20 +21,24 @@ async def get_settings_dep(request: Request) -> Settings:
     return settings
 
 
-async def get_career(request: Request) -> CareerRecommender:
-    recommender: CareerRecommender = request.app.state.career
-    return recommender
+def served_model(name: str) -> Callable[[Request], Awaitable[Any]]:
+    """The accessor of the served model declared under `name` (app/served)."""
+
+    async def get_served_model(request: Request) -> Any:
+        return request.app.state.models[name]
+
+    get_served_model.__name__ = f"get_{name}"
+    return get_served_model
+
+
+get_career = served_model("career")
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 CareerDep = Annotated[CareerRecommender, Depends(get_career)]
 
 
-async def get_clip(request: Request) -> ClipService:
-    clip: ClipService = request.app.state.clip
-    return clip
-
-
+get_clip = served_model("clip")
 ClipDep = Annotated[ClipService, Depends(get_clip)]
 
 

@@ -8,7 +8,6 @@ gauges show the highest value any live worker reports.
 
 import os
 from collections.abc import Iterable
-from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -21,6 +20,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+
+from app.schemas.health import ClipStatus, ModelStatus
 
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 # Every metric of ours under one prefix, so that a shared Prometheus never mixes them with
@@ -164,14 +165,14 @@ def _set_info(gauge: Gauge, key: str, labels: tuple[str, ...]) -> None:
     _current[key] = labels
 
 
-def observe_models(statuses: Iterable[tuple[str, dict[str, Any]]]) -> None:
+def observe_models(statuses: Iterable[tuple[str, ModelStatus]]) -> None:
     """Record each served model's state (and CLIP's runtime) from its /health status."""
     for name, status in statuses:
         for state in STATES:
-            MODEL_STATE.labels(name, state).set(1 if status.get("state") == state else 0)
-        runtime = status.get("runtime")
-        if name == "clip" and runtime:
-            labels = (runtime["backend"], runtime["precision"], runtime["device"])
+            MODEL_STATE.labels(name, state).set(1 if status.state == state else 0)
+        if isinstance(status, ClipStatus) and status.runtime is not None:
+            runtime = status.runtime
+            labels = (runtime.backend, runtime.precision, runtime.device)
             _set_info(CLIP_RUNTIME, "clip_runtime", labels)
     if MULTIPROCESS:
         for family in _OWN_PROCESS.collect():

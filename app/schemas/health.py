@@ -1,13 +1,24 @@
 """Schemas of the health probes."""
 
-from typing import Literal
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from app.domain.enums import Backend, DecodeMode, ModelState, Precision
 
 
-class ClipCandidate(BaseModel):
+class StatusPart(BaseModel):
+    """A part of a model's /health status, built by the service that owns it: frozen, and
+    an undeclared field is an error (never dropped)."""
+
+    # Serialised, a default is always written: the schema says so (required fields).
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, json_schema_serialization_defaults_required=True
+    )
+
+
+class ClipCandidate(StatusPart):
     backend: Backend
     precision: Precision
     recipe: str | None = Field(
@@ -36,7 +47,7 @@ class ClipCandidate(BaseModel):
     )
 
 
-class ClipPreprocess(BaseModel):
+class ClipPreprocess(StatusPart):
     mode: DecodeMode = Field(
         description="What preprocesses images: `exact` decodes JPEGs at least at 4x the input "
         "(and 1024 px), `fast` at the smallest DCT scale that keeps `factor` x the input."
@@ -56,11 +67,15 @@ class ClipPreprocess(BaseModel):
     )
 
 
-class ClipRuntime(BaseModel):
+ChosenBy = Literal["measured", "preference", "remembered"]
+"""How the serving CLIP runtime was chosen (ClipRuntime.chosen_by)."""
+
+
+class ClipRuntime(StatusPart):
     backend: Backend = Field(description="What runs the forward passes.")
     precision: Precision
     recipe: str | None = Field(default=None, description="int8: the quantisation recipe.")
-    chosen_by: Literal["measured", "preference", "remembered"] = Field(
+    chosen_by: ChosenBy = Field(
         description="`measured`: the fastest passing candidate, timed at this start; "
         "`preference`: the first to pass under a forced setting; `remembered`: this kind of "
         "machine's earlier measurement, gated again against the stored reference."
@@ -79,7 +94,7 @@ class ClipRuntime(BaseModel):
     gpu_jpeg_decode: bool = Field(description="JPEGs are decoded on the GPU in batches.")
 
 
-class ClipBatching(BaseModel):
+class ClipBatching(StatusPart):
     max_batch: int = Field(description="CLIP_MAX_BATCH: most rows in one forward pass.")
     wait_ms: float = Field(description="Longest wait for more rows now (CLIP_BATCH_WAIT_MS).")
     wait_auto: bool = Field(description="The wait follows the last forward pass (0 = auto).")
@@ -90,14 +105,14 @@ class ClipBatching(BaseModel):
     texts: int
 
 
-class ClipCache(BaseModel):
+class ClipCache(StatusPart):
     hits: int
     misses: int
     size_mb: float = Field(description="Memory held, at most CLIP_CACHE_MB.")
     entries: int
 
 
-class CareerPredictor(BaseModel):
+class CareerPredictor(StatusPart):
     kind: Literal["compiled", "sklearn"] = Field(
         description="`compiled`: the numpy predictor verified against sklearn at load; "
         "`sklearn`: sklearn's own predict_proba (the compiler refused or does not know the model)."
@@ -110,14 +125,27 @@ class CareerPredictor(BaseModel):
     )
 
 
-class ModelHealth(BaseModel):
+class ModelStatus(StatusPart):
+    """What every served model reports in /health. Each model's own type adds its fields
+    and a `kind` that tells them apart; the service builds it, and /health shows it as
+    built (an undeclared field is an error, never dropped)."""
+
+    kind: str = Field(description="Which model's status this is.")
     state: ModelState
     version: str | None = Field(description="Model version or weights tag.")
     load_seconds: float | None
     error: str | None = Field(description="Why the model is not loaded, when it is not.")
+
+
+class CareerStatus(ModelStatus):
+    kind: Literal["career"] = "career"
     predictor: CareerPredictor | None = Field(
         default=None, description="How the career model predicts, once loaded."
     )
+
+
+class ClipStatus(ModelStatus):
+    kind: Literal["clip"] = "clip"
     runtime: ClipRuntime | None = Field(default=None, description="CLIP, once loaded.")
     batching: ClipBatching | None = Field(default=None, description="CLIP's dynamic batcher.")
     cache: ClipCache | None = Field(
@@ -138,11 +166,19 @@ class ModelHealth(BaseModel):
     overloaded: int | None = Field(default=None, description="CLIP requests refused with 429.")
 
 
-class Health(BaseModel):
+class HealthBase(BaseModel):
     status: Literal["ok", "loading", "degraded"]
     version: str = Field(description="Service version.")
     uptime_seconds: float
-    models: dict[str, ModelHealth]
+
+
+def health_schema(statuses: Sequence[type[ModelStatus]]) -> type[HealthBase]:
+    """/health's answer for these served models: `models` maps each name to one of their
+    status types, told apart by `kind`."""
+    one: Any = statuses[0] if len(statuses) == 1 else Union[tuple(statuses)]  # noqa: UP007
+    if len(statuses) > 1:
+        one = Annotated[one, Field(discriminator="kind")]
+    return create_model("Health", __base__=HealthBase, models=(dict[str, one], ...))
 
 
 class Liveness(BaseModel):

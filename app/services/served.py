@@ -1,16 +1,17 @@
 """What every model the service serves offers the rest of the app (health, metrics)."""
 
-from typing import Any, Protocol
+from typing import Protocol
 
 from app.domain.enums import ModelState
+from app.schemas.health import ModelStatus
 
 
 class ServedModel(Protocol):
-    """A model with a life cycle: loaded once (in the background), then serving.
+    """A model with a life cycle: loaded once (in the background), then serving, then closed.
 
-    `status()` is what /health shows for it: `state`, `version`, `load_seconds`, `error`
-    (why it is not loaded, or what it fell back from), plus model-specific fields that
-    `app/schemas/health.py` describes.
+    `status()` is what /health shows for it: its own `ModelStatus` type (`state`,
+    `version`, `load_seconds`, `error`, plus the model's fields), declared once in
+    `app/schemas/health.py`.
     """
 
     name: str
@@ -22,5 +23,8 @@ class ServedModel(Protocol):
     def load(self) -> None:
         """Load (or reload) the model here and now; failures are recorded, not raised."""
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> ModelStatus:
         """The model's health as /health reports it."""
+
+    def close(self) -> None:
+        """Release what the model holds (threads, worker processes); at shutdown."""

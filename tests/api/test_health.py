@@ -90,7 +90,7 @@ def test_readiness_for_a_model_waits_while_another_still_loads(  # type: ignore[
     client: TestClient = make_client()
     career = client.app.state.models["career"]  # type: ignore[attr-defined]
     original = career.status
-    career.status = lambda: {**original(), "state": "loading"}
+    career.status = lambda: original().model_copy(update={"state": "loading"})
     try:
         error = assert_error(client.get("/health/ready?model=clip"), 503, "NOT_READY")
         assert {"reason": "career: still loading"} in error["details"]

@@ -10,7 +10,6 @@ version when ACTIVE is unusable. A request reads the holder once and keeps that 
 import logging
 import threading
 import time
-from typing import Any
 
 import numpy as np
 
@@ -22,6 +21,7 @@ from app.core.exceptions import (
     ModelLoading,
     ModelUnavailable,
 )
+from app.schemas.health import CareerPredictor, CareerStatus
 from app.services.career.bundle import (
     ActivePointerError,
     BundleError,
@@ -95,13 +95,13 @@ class ActiveModel:
         holes[:, ::2] = np.nan
         return np.vstack([probes, holes])
 
-    def predictor_status(self) -> dict[str, Any]:
+    def predictor_status(self) -> CareerPredictor:
         """How this model predicts: compiled, or through sklearn and why."""
-        return {
-            "kind": "compiled" if self.compiled is not None else "sklearn",
-            "model": self.bundle.manifest.metrics.get("chosen_model"),
-            "problem": self.compile_problem,
-        }
+        return CareerPredictor(
+            kind="compiled" if self.compiled is not None else "sklearn",
+            model=self.bundle.manifest.metrics.get("chosen_model"),
+            problem=self.compile_problem,
+        )
 
     def proba(self, rows: np.ndarray) -> np.ndarray:
         if self.compiled is not None:
@@ -299,15 +299,18 @@ class ModelHolder:
     def state(self) -> ModelState:
         return "loaded" if self._model else "loading" if self.loading else "unavailable"
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> CareerStatus:
         model = self._model
-        return {
-            "state": self.state,
-            "version": model.bundle.version if model else None,
-            "load_seconds": self.load_seconds,
-            "error": self.error,
-            "predictor": model.predictor_status() if model else None,
-        }
+        return CareerStatus(
+            state=self.state,
+            version=model.bundle.version if model else None,
+            load_seconds=self.load_seconds,
+            error=self.error,
+            predictor=model.predictor_status() if model else None,
+        )
+
+    def close(self) -> None:
+        """Nothing to release: a loaded bundle is plain memory."""
 
 
 def _observe(model: ActiveModel) -> None:

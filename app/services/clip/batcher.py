@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from app.core import metrics
+from app.schemas.health import ClipBatching
 
 # Automatic batch wait: this share of the last forward pass of the same tower. Scaling the
 # wait with the model's own time keeps waiting for stragglers a fixed fraction of the work
@@ -89,18 +90,18 @@ class Batcher:
             self._cond.notify()
         self._thread.join(timeout=10)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> ClipBatching:
         batches, images = self.batches[IMAGES], self.rows[IMAGES]
-        return {
-            "max_batch": self.max_batch,
-            "wait_ms": round(self._wait_s(IMAGES) * 1000, 3),
-            "wait_auto": self.wait_s is None,
-            "batches": batches,
-            "images": images,
-            "mean_batch_size": round(images / batches, 3) if batches else 0.0,
-            "text_batches": self.batches[TEXTS],
-            "texts": self.rows[TEXTS],
-        }
+        return ClipBatching(
+            max_batch=self.max_batch,
+            wait_ms=round(self._wait_s(IMAGES) * 1000, 3),
+            wait_auto=self.wait_s is None,
+            batches=batches,
+            images=images,
+            mean_batch_size=round(images / batches, 3) if batches else 0.0,
+            text_batches=self.batches[TEXTS],
+            texts=self.rows[TEXTS],
+        )
 
     def _wait_s(self, kind: str) -> float:
         if self.wait_s is not None:

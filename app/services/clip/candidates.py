@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from app.config import Settings
+from app.schemas.health import ClipCandidate
 from app.services.clip.runtime import Backend, Precision, Runtime
 
 logger = logging.getLogger(__name__)
@@ -105,20 +106,24 @@ class Trial:
         values = list(self.ms_per_image.values())
         return float(math.prod(values) ** (1 / len(values)))
 
+    def candidate(self) -> ClipCandidate:
+        """The trial's record: as /health shows it and a remembered choice stores it."""
+        return ClipCandidate(
+            backend=self.backend,
+            precision=self.precision,
+            recipe=self.recipe,
+            threshold=self.threshold,
+            min_cosine=self.min_cosine,
+            same_best_tag=self.same_best_tag,
+            clear_probes=self.clear_probes,
+            passed=self.passed,
+            ms_per_image=self.ms_per_image,
+            error=self.error,
+            outcome=self.outcome,
+        )
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "backend": self.backend,
-            "precision": self.precision,
-            "recipe": self.recipe,
-            "threshold": self.threshold,
-            "min_cosine": self.min_cosine,
-            "same_best_tag": self.same_best_tag,
-            "clear_probes": self.clear_probes,
-            "passed": self.passed,
-            "ms_per_image": self.ms_per_image,
-            "error": self.error,
-            "outcome": self.outcome,
-        }
+        return self.candidate().model_dump()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Trial":

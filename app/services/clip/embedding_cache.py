@@ -2,9 +2,10 @@
 
 import threading
 from collections import OrderedDict
-from typing import Any
 
 import numpy as np
+
+from app.schemas.health import ClipCache
 
 
 class EmbeddingCache:
@@ -51,10 +52,10 @@ class EmbeddingCache:
             self._items.clear()
             self.bytes = 0
 
-    def stats(self) -> dict[str, Any]:
-        return {
-            "hits": self.hits,
-            "misses": self.misses,
-            "size_mb": round(self.bytes / 2**20, 6),
-            "entries": len(self._items),
-        }
+    def stats(self) -> ClipCache:
+        return ClipCache(
+            hits=self.hits,
+            misses=self.misses,
+            size_mb=round(self.bytes / 2**20, 6),
+            entries=len(self._items),
+        )

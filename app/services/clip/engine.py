@@ -15,6 +15,7 @@ bounds a forward pass. The parts live beside it: `admission.py`, `decode_pool.py
 import asyncio
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ import anyio.to_thread
 import numpy as np
 from PIL import Image
 
+from app.config import Settings
 from app.core import metrics
 from app.core.exceptions import ImageTooLarge
 from app.services.clip.admission import Admission, Flow
@@ -33,7 +35,7 @@ from app.services.clip.decode_pool import DecodeBudget, DecodePool
 from app.services.clip.embedding_cache import EmbeddingCache
 from app.services.clip.preprocess import DecodeMode, ImageSpec
 from app.services.clip.runtime import ClipMeta, Runtime
-from app.utils.image_structure import check_structure
+from app.utils.image_structure import StructureLimits, check_structure
 from app.utils.images import open_image
 
 logger = logging.getLogger(__name__)
@@ -51,6 +53,59 @@ class ImageInput:
     filename: str | None = None
 
 
+@dataclass(frozen=True)
+class EngineSettings:
+    """How an engine serves, fixed when it is built: its budgets, batching, caches and
+    image decoding."""
+
+    identity: str  # the model and its weights: cached embeddings are keyed by it
+    max_waiting: int  # images and texts admitted at once (CLIP_MAX_WAITING); 429 beyond
+    max_batch: int  # most rows in one forward pass
+    wait_ms: float  # longest wait for more rows; 0 follows the last forward pass
+    preprocess_workers: int  # decode worker processes
+    cache_mb: float  # the image-embedding cache; 0 disables it
+    budget: DecodeBudget  # what one image may cost to decode
+    jpeg_device: str | None = None  # decode JPEGs in batches on this device (cuda)
+    decode: DecodeMode = "exact"
+    fast_factor: int = 2  # `fast` decodes the shorter side to >= this x the input
+
+    @classmethod
+    def from_settings(
+        cls,
+        s: Settings,
+        *,
+        identity: str,
+        max_batch: int,
+        jpeg_device: str | None,
+        decode: DecodeMode,
+        fast_factor: int,
+    ) -> "EngineSettings":
+        """The engine's settings from the service's (CLIP_*, IMAGE_*, MAX_UPLOAD_MB), for a
+        model, a batch size and a decoding already chosen on this machine."""
+        return cls(
+            identity=identity,
+            max_waiting=s.clip_max_waiting or 2 * max_batch,
+            max_batch=max_batch,
+            wait_ms=s.clip_batch_wait_ms,
+            # One more than the cores: while bombs run to their deadline on every core, a
+            # worker is still free for ordinary images.
+            preprocess_workers=s.clip_preprocess_workers or len(os.sched_getaffinity(0)) + 1,
+            cache_mb=s.clip_cache_mb,
+            budget=DecodeBudget(
+                max_bytes=s.max_upload_bytes,
+                max_pixels=s.max_image_pixels,
+                structure=StructureLimits(
+                    max_scans=s.image_max_scans, max_chunks=s.image_max_chunks
+                ),
+                timeout_s=s.image_decode_timeout_ms / 1000,
+                memory_mb=s.image_decode_max_mb,
+            ),
+            jpeg_device=jpeg_device,
+            decode=decode,
+            fast_factor=fast_factor,
+        )
+
+
 class ClipEngine:
     """Every CLIP forward pass goes through here; use cases live in ClipService."""
 
@@ -61,39 +116,31 @@ class ClipEngine:
         meta: ClipMeta,
         tokenize: Callable[[list[str]], np.ndarray],
         fallback_preprocess: Callable[[Image.Image], Any] | None = None,
-        identity: str,
-        max_waiting: int,
-        max_batch: int,
-        wait_ms: float,
-        preprocess_workers: int,
-        cache_mb: float,
-        budget: DecodeBudget,
-        jpeg_device: str | None = None,
-        decode: DecodeMode = "exact",
-        fast_factor: int = 2,
+        settings: EngineSettings,
     ) -> None:
         self.runtime = runtime
         self.meta = meta
         self.tokenize = tokenize
         self.fallback_preprocess = fallback_preprocess
-        self.identity = identity
-        self.budget = budget
-        self.spec = ImageSpec.from_open_clip(meta.preprocess, decode, fast_factor)
+        self.settings = settings
+        self.identity = settings.identity
+        self.budget = settings.budget
+        self.spec = ImageSpec.from_open_clip(meta.preprocess, settings.decode, settings.fast_factor)
         if self.spec is None and fallback_preprocess is None:
             raise ValueError(f"no preprocessing reproduces {meta.preprocess}")
-        self.jpeg_device = jpeg_device if self.spec is not None else None
-        self.admission = Admission(max_waiting)
-        self.images_cache = EmbeddingCache(cache_mb)
+        self.jpeg_device = settings.jpeg_device if self.spec is not None else None
+        self.admission = Admission(settings.max_waiting)
+        self.images_cache = EmbeddingCache(settings.cache_mb)
         self.texts_cache = EmbeddingCache(TEXT_CACHE_MB)
         self.flows = {IMAGES: Flow(), TEXTS: Flow()}
-        self.preprocess_workers = preprocess_workers
+        workers = self.preprocess_workers = settings.preprocess_workers
         # One thread per decode worker: each waits on its worker, off the event loop.
-        self.decoder = DecodePool(preprocess_workers, self.spec, budget)
-        self._pool = ThreadPoolExecutor(preprocess_workers, thread_name_prefix="clip-preprocess")
+        self.decoder = DecodePool(workers, self.spec, settings.budget)
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="clip-preprocess")
         self.batcher = Batcher(
             self._forward,
-            max_batch=max_batch,
-            wait_s=wait_ms / 1000 if wait_ms > 0 else None,
+            max_batch=settings.max_batch,
+            wait_s=settings.wait_ms / 1000 if settings.wait_ms > 0 else None,
             expected=self._expected,
             on_start=runtime.prepare_thread,
         )
@@ -103,17 +150,6 @@ class ClipEngine:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.decoder.close()
         self.runtime.close()
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            "batching": self.batcher.stats(),
-            "cache": self.images_cache.stats(),
-            "preprocess_workers": self.preprocess_workers,
-            "decode_workers_replaced": self.decoder.replaced,
-            "in_flight": self.admission.in_flight,
-            "max_waiting": self.admission.limit,
-            "overloaded": self.admission.refused,
-        }
 
     # -- images ---------------------------------------------------------------------------
     async def encode_images(self, items: Sequence[ImageInput]) -> np.ndarray:

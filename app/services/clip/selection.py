@@ -30,7 +30,8 @@ import numpy as np
 from PIL import Image
 
 from app.config import Settings
-from app.services.clip import onnx_runtime
+from app.schemas.health import ChosenBy, ClipPreprocess, ClipRuntime
+from app.services.clip import onnx_session
 from app.services.clip.artifact_builds import (
     ONNX_VERSIONS,
     REFERENCE_VERSIONS,
@@ -73,18 +74,24 @@ class Selection:
     chosen: Trial
     reference: Reference
     imported_torch: bool
-    chosen_by: str  # "measured", "preference" (forced settings) or "remembered"
+    chosen_by: ChosenBy
 
-    def report(self) -> dict[str, Any]:
-        return {
-            "backend": self.chosen.backend,
-            "precision": self.chosen.precision,
-            "recipe": self.chosen.recipe,
-            "chosen_by": self.chosen_by,
-            "min_cosine": self.chosen.min_cosine,
-            "ms_per_image": self.chosen.ms_per_image,
-            "candidates": [trial.to_dict() for trial in self.trials],
-        }
+    def report(
+        self, *, device: str, gpu_jpeg_decode: bool, preprocess: ClipPreprocess | None
+    ) -> ClipRuntime:
+        """The serving runtime as /health shows it, with what the service adds around it."""
+        return ClipRuntime(
+            backend=self.chosen.backend,
+            precision=self.chosen.precision,
+            recipe=self.chosen.recipe,
+            chosen_by=self.chosen_by,
+            min_cosine=self.chosen.min_cosine,
+            ms_per_image=self.chosen.ms_per_image,
+            candidates=[trial.candidate() for trial in self.trials],
+            device=device,
+            preprocess=preprocess,
+            gpu_jpeg_decode=gpu_jpeg_decode,
+        )
 
 
 def select(
@@ -159,7 +166,7 @@ def _measure(
                 export = exports[trial.artifact]
                 if isinstance(export, str):
                     raise ArtifactError(export)
-                trial.runtime = onnx_runtime.OnnxRuntime(
+                trial.runtime = onnx_session.OnnxRuntime(
                     export, trial.precision, settings.torch_threads
                 )
             else:
@@ -180,7 +187,7 @@ def _measure(
             "no CLIP runtime passed its checks: " + "; ".join(t.summary() for t in trials)
         )
     chosen = passing[0]
-    chosen_by = "preference"
+    chosen_by: ChosenBy = "preference"
     if settings.clip_backend == "auto" and settings.clip_precision == "auto" and len(passing) > 1:
         time_trials(passing, reference, batches)
         timed = [t for t in passing if t.passed]
@@ -302,7 +309,7 @@ def _recall(
         export = store.find(chosen.artifact, library_versions(*ONNX_VERSIONS))
         if export is None or artifact_digest(export[1]) != choice.artifacts.get(chosen.artifact):
             return None
-        runtime: Runtime = onnx_runtime.OnnxRuntime(
+        runtime: Runtime = onnx_session.OnnxRuntime(
             export[0], chosen.precision, settings.torch_threads
         )
     else:

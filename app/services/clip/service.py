@@ -11,7 +11,6 @@ this same path.
 
 import importlib.util
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -24,14 +23,13 @@ from app.config import Settings
 from app.core.exceptions import InvalidInput, ModelLoading, ModelUnavailable
 from app.domain.enums import Verdict
 from app.schemas.clip import CompareResult, EncodingFormat, MatchResult, ModelRef, TagMatch
-from app.services.clip.decode_pool import DecodeBudget
-from app.services.clip.engine import ClipEngine, ImageInput
+from app.schemas.health import ClipPreprocess, ClipStatus
+from app.services.clip.engine import ClipEngine, EngineSettings, ImageInput
 from app.services.clip.parity import FastAgreement
 from app.services.clip.preprocess import DecodeMode
 from app.services.clip.runtime import configure_torch
 from app.services.clip.selection import Selection, select
 from app.services.served import ModelState
-from app.utils.image_structure import StructureLimits
 from app.utils.text import brief_error
 from app.utils.vectors import encode_rows
 
@@ -177,26 +175,14 @@ class ClipService:
             meta=selection.meta,
             tokenize=selection.tokenize,
             fallback_preprocess=selection.fallback_preprocess,
-            identity=f"{s.clip_model_name}/{selection.meta.weights_tag}",
-            max_waiting=s.clip_max_waiting or 2 * max_batch,
-            max_batch=max_batch,
-            wait_ms=s.clip_batch_wait_ms,
-            # One more than the cores: while bombs run to their deadline on every core, a
-            # worker is still free for ordinary images.
-            preprocess_workers=s.clip_preprocess_workers or len(os.sched_getaffinity(0)) + 1,
-            cache_mb=s.clip_cache_mb,
-            budget=DecodeBudget(
-                max_bytes=s.max_upload_bytes,
-                max_pixels=s.max_image_pixels,
-                structure=StructureLimits(
-                    max_scans=s.image_max_scans, max_chunks=s.image_max_chunks
-                ),
-                timeout_s=s.image_decode_timeout_ms / 1000,
-                memory_mb=s.image_decode_max_mb,
+            settings=EngineSettings.from_settings(
+                s,
+                identity=f"{s.clip_model_name}/{selection.meta.weights_tag}",
+                max_batch=max_batch,
+                jpeg_device="cuda" if gpu and s.clip_gpu_decode else None,
+                decode=self.decode,
+                fast_factor=self.agreement.factor if self.agreement is not None else 2,
             ),
-            jpeg_device="cuda" if gpu and s.clip_gpu_decode else None,
-            decode=self.decode,
-            fast_factor=self.agreement.factor if self.agreement is not None else 2,
         )
 
     def close(self) -> None:
@@ -206,34 +192,38 @@ class ClipService:
         if engine is not None:
             engine.close()
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> ClipStatus:
         engine, selection = self.engine, self.selection
-        extra = {}
-        if engine is not None and selection is not None:
-            extra = {
-                "runtime": {
-                    **selection.report(),
-                    "device": self.device,
-                    "gpu_jpeg_decode": engine.jpeg_device is not None,
-                    "preprocess": {
-                        "mode": self.decode,
-                        "setting": self.settings.clip_preprocess,
-                        "factor": self.agreement.factor if self.agreement else None,
-                        "min_cosine": self.agreement.min_cosine if self.agreement else None,
-                        "same_answers": self.agreement.same_answers if self.agreement else None,
-                    },
-                },
-                **engine.stats(),
-            }
-        return {
-            "state": self.state,
-            "version": f"{self.settings.clip_model_name}/{engine.meta.weights_tag}"
-            if engine
-            else None,
-            "load_seconds": self.load_seconds,
-            "error": self.error,
-            **extra,
-        }
+        if engine is None or selection is None:
+            return ClipStatus(
+                state=self.state, version=None, load_seconds=self.load_seconds, error=self.error
+            )
+        agreement = self.agreement
+        runtime = selection.report(
+            device=self.device,
+            gpu_jpeg_decode=engine.jpeg_device is not None,
+            preprocess=ClipPreprocess(
+                mode=self.decode,
+                setting=self.settings.clip_preprocess,
+                factor=agreement.factor if agreement else None,
+                min_cosine=agreement.min_cosine if agreement else None,
+                same_answers=agreement.same_answers if agreement else None,
+            ),
+        )
+        return ClipStatus(
+            state=self.state,
+            version=f"{self.settings.clip_model_name}/{engine.meta.weights_tag}",
+            load_seconds=self.load_seconds,
+            error=self.error,
+            runtime=runtime,
+            batching=engine.batcher.stats(),
+            cache=engine.images_cache.stats(),
+            preprocess_workers=engine.preprocess_workers,
+            decode_workers_replaced=engine.decoder.replaced,
+            in_flight=engine.admission.in_flight,
+            max_waiting=engine.admission.limit,
+            overloaded=engine.admission.refused,
+        )
 
     def _engine(self) -> ClipEngine:
         if self.engine is not None:

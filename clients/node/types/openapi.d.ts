@@ -806,6 +806,33 @@ export interface components {
              */
             name: string;
         };
+        /** CareerStatus */
+        CareerStatus: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            kind: "career";
+            /**
+             * State
+             * @enum {string}
+             */
+            state: "loading" | "loaded" | "unavailable" | "disabled";
+            /**
+             * Version
+             * @description Model version or weights tag.
+             */
+            version: string | null;
+            /** Load Seconds */
+            load_seconds: number | null;
+            /**
+             * Error
+             * @description Why the model is not loaded, when it is not.
+             */
+            error: string | null;
+            /** @description How the career model predicts, once loaded. */
+            predictor: components["schemas"]["CareerPredictor"] | null;
+        };
         /**
          * CatalogCareer
          * @description A career of the catalog.
@@ -920,7 +947,7 @@ export interface components {
              * Recipe
              * @description int8 only: the quantisation recipe (`u8s8`, `u8s8-per-channel`, `u8s8-reduce-range`, `u8u8`, `u8u8-per-channel`).
              */
-            recipe?: string | null;
+            recipe: string | null;
             /**
              * Threshold
              * @description Parity gate: the min cosine it needed.
@@ -962,7 +989,7 @@ export interface components {
              * Outcome
              * @description Why it serves, or why it does not (skipped, failed, slower).
              */
-            outcome?: string | null;
+            outcome: string | null;
         };
         /** ClipPreprocess */
         ClipPreprocess: {
@@ -982,7 +1009,7 @@ export interface components {
              * Factor
              * @description `fast` decodes the shorter side to >= this many times the input: the smallest factor (1, 2, 4) measured to agree with open_clip's transform.
              */
-            factor?: number | null;
+            factor: number | null;
             /**
              * Min Cosine
              * @description Fast against open_clip's transform: lowest embedding cosine over the parity sets (measured at start-up, on this model).
@@ -1011,7 +1038,7 @@ export interface components {
              * Recipe
              * @description int8: the quantisation recipe.
              */
-            recipe?: string | null;
+            recipe: string | null;
             /**
              * Chosen By
              * @description `measured`: the fastest passing candidate, timed at this start; `preference`: the first to pass under a forced setting; `remembered`: this kind of machine's earlier measurement, gated again against the stored reference.
@@ -1041,12 +1068,68 @@ export interface components {
              */
             device: string;
             /** @description Image preprocessing and its measured agreement. */
-            preprocess?: components["schemas"]["ClipPreprocess"] | null;
+            preprocess: components["schemas"]["ClipPreprocess"] | null;
             /**
              * Gpu Jpeg Decode
              * @description JPEGs are decoded on the GPU in batches.
              */
             gpu_jpeg_decode: boolean;
+        };
+        /** ClipStatus */
+        ClipStatus: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            kind: "clip";
+            /**
+             * State
+             * @enum {string}
+             */
+            state: "loading" | "loaded" | "unavailable" | "disabled";
+            /**
+             * Version
+             * @description Model version or weights tag.
+             */
+            version: string | null;
+            /** Load Seconds */
+            load_seconds: number | null;
+            /**
+             * Error
+             * @description Why the model is not loaded, when it is not.
+             */
+            error: string | null;
+            /** @description CLIP, once loaded. */
+            runtime: components["schemas"]["ClipRuntime"] | null;
+            /** @description CLIP's dynamic batcher. */
+            batching: components["schemas"]["ClipBatching"] | null;
+            /** @description CLIP's image-embedding cache (CLIP_CACHE_MB). */
+            cache: components["schemas"]["ClipCache"] | null;
+            /**
+             * Preprocess Workers
+             * @description CLIP_PREPROCESS_WORKERS: decode worker processes.
+             */
+            preprocess_workers: number | null;
+            /**
+             * Decode Workers Replaced
+             * @description Decode workers killed past IMAGE_DECODE_TIMEOUT_MS or lost over IMAGE_DECODE_MAX_MB (or a crash), each replaced; their images answered 422.
+             */
+            decode_workers_replaced: number | null;
+            /**
+             * In Flight
+             * @description CLIP images and texts admitted and not yet answered.
+             */
+            in_flight: number | null;
+            /**
+             * Max Waiting
+             * @description CLIP_MAX_WAITING (the budget).
+             */
+            max_waiting: number | null;
+            /**
+             * Overloaded
+             * @description CLIP requests refused with 429.
+             */
+            overloaded: number | null;
         };
         /**
          * CohortComparison
@@ -1888,7 +1971,7 @@ export interface components {
             uptime_seconds: number;
             /** Models */
             models: {
-                [key: string]: components["schemas"]["ModelHealth"];
+                [key: string]: components["schemas"]["CareerStatus"] | components["schemas"]["ClipStatus"];
             };
         };
         /**
@@ -2114,59 +2197,6 @@ export interface components {
              * @example skill-compass-ml
              */
             owned_by: string;
-        };
-        /** ModelHealth */
-        ModelHealth: {
-            /**
-             * State
-             * @enum {string}
-             */
-            state: "loading" | "loaded" | "unavailable" | "disabled";
-            /**
-             * Version
-             * @description Model version or weights tag.
-             */
-            version: string | null;
-            /** Load Seconds */
-            load_seconds: number | null;
-            /**
-             * Error
-             * @description Why the model is not loaded, when it is not.
-             */
-            error: string | null;
-            /** @description How the career model predicts, once loaded. */
-            predictor?: components["schemas"]["CareerPredictor"] | null;
-            /** @description CLIP, once loaded. */
-            runtime?: components["schemas"]["ClipRuntime"] | null;
-            /** @description CLIP's dynamic batcher. */
-            batching?: components["schemas"]["ClipBatching"] | null;
-            /** @description CLIP's image-embedding cache (CLIP_CACHE_MB). */
-            cache?: components["schemas"]["ClipCache"] | null;
-            /**
-             * Preprocess Workers
-             * @description CLIP_PREPROCESS_WORKERS: decode worker processes.
-             */
-            preprocess_workers?: number | null;
-            /**
-             * Decode Workers Replaced
-             * @description Decode workers killed past IMAGE_DECODE_TIMEOUT_MS or lost over IMAGE_DECODE_MAX_MB (or a crash), each replaced; their images answered 422.
-             */
-            decode_workers_replaced?: number | null;
-            /**
-             * In Flight
-             * @description CLIP images and texts admitted and not yet answered.
-             */
-            in_flight?: number | null;
-            /**
-             * Max Waiting
-             * @description CLIP_MAX_WAITING (the budget).
-             */
-            max_waiting?: number | null;
-            /**
-             * Overloaded
-             * @description CLIP requests refused with 429.
-             */
-            overloaded?: number | null;
         };
         /**
          * ModelInfo

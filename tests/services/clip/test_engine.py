@@ -7,6 +7,7 @@ import io
 import threading
 import time
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from app.services.clip.admission import Admission, Flow
 from app.services.clip.batcher import Batcher
 from app.services.clip.decode_pool import DecodeBudget
 from app.services.clip.embedding_cache import EmbeddingCache
-from app.services.clip.engine import ClipEngine, ImageInput
+from app.services.clip.engine import ClipEngine, EngineSettings, ImageInput
 from app.services.clip.gpu_decode import decode_jpegs
 from app.services.clip.parity import FastAgreement, agreement_set, fast_agreement
 from app.services.clip.preprocess import ImageSpec, region_of, to_array
@@ -248,7 +249,7 @@ def test_exif_rotated_reduced_images_keep_their_framing(vit_spec: tuple[ImageSpe
 def test_device_decoding_path_in_the_engine(tiny: TorchModel) -> None:
     """The engine's GPU JPEG route, run on the CPU: upright JPEGs go through the device
     decoder, EXIF-rotated ones through Pillow, and the answers match the Pillow engine."""
-    options = dict(
+    settings = EngineSettings(
         identity="tiny",
         max_waiting=64,
         max_batch=8,
@@ -262,9 +263,8 @@ def test_device_decoding_path_in_the_engine(tiny: TorchModel) -> None:
             timeout_s=5.0,
             memory_mb=512,
         ),
-        meta=tiny.meta,
-        tokenize=ClipTokenizer.from_spec(tiny.meta.tokenizer or {}),
     )
+    tokenize = ClipTokenizer.from_spec(tiny.meta.tokenizer or {})
     exif = Image.Exif()
     exif[0x0112] = 6
     out = io.BytesIO()
@@ -276,8 +276,9 @@ def test_device_decoding_path_in_the_engine(tiny: TorchModel) -> None:
         png(render("red", "circle", size=90, seed=1)),
     ]
     items = [ImageInput(b, f"images.{i}") for i, b in enumerate(blobs)]
-    device = ClipEngine(tiny.fp32, jpeg_device="cpu", **options)  # type: ignore[arg-type]
-    pillow = ClipEngine(tiny.fp32, **options)  # type: ignore[arg-type]
+    on_device = replace(settings, jpeg_device="cpu")
+    device = ClipEngine(tiny.fp32, meta=tiny.meta, tokenize=tokenize, settings=on_device)
+    pillow = ClipEngine(tiny.fp32, meta=tiny.meta, tokenize=tokenize, settings=settings)
     try:
         a = asyncio.run(device.encode_images(items))
         b = asyncio.run(pillow.encode_images(items))
@@ -321,7 +322,7 @@ def test_batcher_collects_concurrent_jobs_and_keeps_their_rows() -> None:
             assert job.result(5).tolist() == [[20.0 * i], [20.0 * i + 2]]
         assert forward.sizes == [1, 8, 2]  # 4 jobs of 2 rows fill a batch of 8; one is left
         stats = batcher.stats()
-        assert (stats["batches"], stats["images"], stats["mean_batch_size"]) == (3, 11, 3.667)
+        assert (stats.batches, stats.images, stats.mean_batch_size) == (3, 11, 3.667)
     finally:
         batcher.close()
 
@@ -457,10 +458,10 @@ def test_cache_is_an_lru_bounded_in_megabytes() -> None:
     assert cache.get("k0") is not None and cache.get("k4") is not None
     assert cache.bytes <= cache.max_bytes
     stats = cache.stats()
-    assert (stats["hits"], stats["misses"]) == (3, 1)
+    assert (stats.hits, stats.misses) == (3, 1)
     off = EmbeddingCache(max_mb=0)
     off.put("k", vectors["k0"])
-    assert off.get("k") is None and off.stats()["size_mb"] == 0
+    assert off.get("k") is None and off.stats().size_mb == 0
 
 
 # --- weights ----------------------------------------------------------------------------------

@@ -303,10 +303,10 @@ def test_auto_times_the_passing_candidates_and_serves_the_fastest(tmp_path: Path
     for trial in timed:
         assert trial.ms_per_image is not None and set(trial.ms_per_image) == {"1", "8"}
     assert chosen.chosen.score() == min(t.score() for t in timed)
-    report = chosen.report()
-    assert report["backend"] == chosen.chosen.backend
-    assert report["ms_per_image"] == chosen.chosen.ms_per_image
-    assert len(report["candidates"]) == len(chosen.trials)
+    report = chosen.report(device="cpu", gpu_jpeg_decode=False, preprocess=None)
+    assert report.backend == chosen.chosen.backend
+    assert report.ms_per_image == chosen.chosen.ms_per_image
+    assert [c.backend for c in report.candidates] == [t.backend for t in chosen.trials]
     chosen.runtime.close()
 
 
@@ -372,7 +372,7 @@ service.load()
 if service.state != "loaded":
     print(service.state, service.error)
     sys.exit(0)
-runtime = service.status()["runtime"]
+runtime = service.status().runtime.model_dump()
 skipped = [c["error"] for c in runtime["candidates"] if c["backend"] == "torch"]
 print(runtime["chosen_by"], runtime["backend"], sys.modules.get("torch") is not None, *set(skipped))
 """
