@@ -1,4 +1,5 @@
-"""Records the service persists: a retraining job's file and a model version's manifest.
+"""Records the service persists: a retraining job's file, a career model version's
+manifest and a CLIP artifact's manifest.
 
 Each is read and written by this one class everywhere (the server, the retraining worker,
 the routers). The API schemas may show them (`RetrainJob`, `GateReport` and `VersionFacts`
@@ -209,3 +210,27 @@ class Manifest(VersionFacts):
 
     classes: list[str]
     artifacts: dict[str, str] = Field(default_factory=dict)
+
+
+class ArtifactManifest(BaseModel):
+    """`manifest.json` of one CLIP artifact (an ONNX export, the probe reference, a
+    remembered runtime choice) under CLIP_MODEL_CACHE_DIR: what it was built from and the
+    sha256 of each of its files. What the builder of each kind adds (`meta`, `opset`,
+    `recipe`, `chosen`, ...) follows in `extras`, as written."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    format: int
+    kind: str
+    model: str
+    weights_sha256: str
+    variant: str = ""
+    versions: dict[str, str]
+    created_at: str
+    build_seconds: float
+    files: dict[str, str]
+
+    @property
+    def extras(self) -> dict[str, Any]:
+        """The builder's own fields."""
+        return dict(self.model_extra or {})

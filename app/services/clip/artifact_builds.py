@@ -76,7 +76,7 @@ class Cached:
             return cls(None, None, exports)
         path, manifest = found
         try:
-            meta = ClipMeta.from_dict(manifest["meta"])
+            meta = ClipMeta.from_dict(manifest.extras["meta"])
             reference = Reference.load(path / "probes.npz")
             return cls(meta, reference, exports, vocabulary_in(path))
         except (OSError, ValueError, KeyError, TypeError) as exc:  # removed or damaged meanwhile

@@ -24,6 +24,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from app.domain.records import ArtifactManifest
 from app.utils.files import StagedDirectory, discard_directory
 from app.utils.hashing import sha256_file
 from app.utils.text import brief_error
@@ -69,7 +70,7 @@ class ArtifactStore:
         self.weights_sha256 = weights_sha256
         self.variant = variant
 
-    def find(self, kind: str, versions: dict[str, str]) -> tuple[Path, dict[str, Any]] | None:
+    def find(self, kind: str, versions: dict[str, str]) -> tuple[Path, ArtifactManifest] | None:
         """A verified artifact and its manifest; None if missing (or corrupt: then it is
         moved aside, so the next build replaces it). Finding one marks it as in use."""
         path = self.root / artifact_name(kind, versions)
@@ -84,22 +85,24 @@ class ArtifactStore:
         self.discard(path)
         return None
 
-    def _verify(self, path: Path) -> tuple[dict[str, Any] | None, str]:
+    def _verify(self, path: Path) -> tuple[ArtifactManifest | None, str]:
         """(manifest, "") if every file matches it, else (None, what is wrong)."""
         try:
-            manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+            manifest = ArtifactManifest.model_validate_json(
+                (path / MANIFEST).read_text(encoding="utf-8")
+            )
             if (
-                manifest.get("format") != FORMAT
-                or manifest.get("weights_sha256") != self.weights_sha256
-                or manifest.get("variant", "") != self.variant
+                manifest.format != FORMAT
+                or manifest.weights_sha256 != self.weights_sha256
+                or manifest.variant != self.variant
             ):
                 return None, "written for other weights, options or format"
-            for name, digest in manifest["files"].items():
+            for name, digest in manifest.files.items():
                 if sha256_file(path / name) != digest:
                     return None, f"{name} fails its sha256 check"
         except FileNotFoundError as exc:
             return None, f"{Path(str(exc.filename)).name} is missing"
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
             return None, f"unreadable manifest: {type(exc).__name__}"
         return manifest, ""
 
@@ -112,7 +115,7 @@ class ArtifactStore:
         kind: str,
         versions: dict[str, str],
         builder: Callable[[Path], dict[str, Any]],
-    ) -> tuple[Path, dict[str, Any]]:
+    ) -> tuple[Path, ArtifactManifest]:
         """Build an artifact with `builder(staging_dir) -> manifest extras`, publish it, and
         return it (or the one a concurrent process published first). Any failure, a
         read-only or full disk included, is an ArtifactError."""
@@ -127,27 +130,27 @@ class ArtifactStore:
         with staged:
             try:
                 extras = builder(staged.path)
-                manifest = {
-                    "format": FORMAT,
-                    "kind": kind,
-                    "model": self.model,
-                    "weights_sha256": self.weights_sha256,
-                    "variant": self.variant,
-                    "versions": versions,
-                    "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                    "build_seconds": round(time.perf_counter() - started, 3),
-                    "files": staged.digests(),
+                manifest = ArtifactManifest(
+                    format=FORMAT,
+                    kind=kind,
+                    model=self.model,
+                    weights_sha256=self.weights_sha256,
+                    variant=self.variant,
+                    versions=versions,
+                    created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                    build_seconds=round(time.perf_counter() - started, 3),
+                    files=staged.digests(),
                     **extras,
-                }
+                )
                 # Published meanwhile by another process: use theirs if sound.
                 staged.publish(
                     MANIFEST,
-                    (json.dumps(manifest, indent=2) + "\n").encode(),
+                    (json.dumps(manifest.model_dump(), indent=2) + "\n").encode(),
                     replace_if=lambda target: self._verify(target)[0] is None,
                 )
             except Exception as exc:
                 raise ArtifactError(f"building {kind} failed: {brief_error(exc)}") from exc
-        logger.info("built CLIP artifact %s in %.1fs", name, manifest["build_seconds"])
+        logger.info("built CLIP artifact %s in %.1fs", name, manifest.build_seconds)
         self._remove_stale(kind, name)
         found = self.find(kind, versions)
         if found is None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from app.config import Settings
+from app.domain.records import ArtifactManifest
 from app.services.clip.artifacts import ArtifactError, ArtifactStore, library_versions
 from app.services.clip.candidates import Trial
 
@@ -102,9 +103,9 @@ class RememberedChoice:
         return [Trial.from_dict(trial) for trial in self.trials]
 
 
-def artifact_digest(manifest: dict[str, Any]) -> str:
+def artifact_digest(manifest: ArtifactManifest) -> str:
     """One digest for an artifact: of its files' sha256 digests, as its manifest lists them."""
-    return hashlib.sha256(json.dumps(manifest["files"], sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(manifest.files, sort_keys=True).encode()).hexdigest()
 
 
 def recall(store: ArtifactStore, key: ChoiceKey) -> RememberedChoice | None:

@@ -294,7 +294,7 @@ def _recall(
     if found is None or artifact_digest(found[1]) != choice.artifacts.get("reference"):
         return None
     try:
-        meta = ClipMeta.from_dict(found[1]["meta"])
+        meta = ClipMeta.from_dict(found[1].extras["meta"])
         reference = Reference.load(found[0] / "probes.npz")
     except (OSError, ValueError, KeyError, TypeError):
         return None
