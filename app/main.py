@@ -14,6 +14,7 @@ from fastapi_offline import FastAPIOffline
 from app import __version__
 from app.api import metrics as metrics_route
 from app.api.json_body import document_json_bodies
+from app.api.responses import drop_unused_validation_bodies
 from app.api.uploads import spool_uploads_in_upload_dir
 from app.api.v1.health import health_router
 from app.config import Settings, get_settings
@@ -168,6 +169,7 @@ def create_app(
         app.include_router(metrics_route.router)
     document_bearer_alternative(app)
     document_json_bodies(app)
+    drop_unused_validation_bodies(app)
     stop_tracing = instrument(app, settings)
     return app
 

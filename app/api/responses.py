@@ -1,11 +1,14 @@
 """OpenAPI descriptions of the error bodies each route may answer with: our envelope, or
 OpenAI's error shape on the OpenAI-compatible routes."""
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.core.openai_format import error_type
 from app.schemas.envelope import ErrorEnvelope
 from app.schemas.openai import OpenAIError
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 def _example(
@@ -170,3 +173,29 @@ def openai_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
             "content": {"application/json": {"example": example}},
         }
     return out
+
+
+def drop_unused_validation_bodies(app: "FastAPI") -> None:
+    """FastAPI documents a 422 `HTTPValidationError` on every route with parameters that
+    does not document its own. This service never answers in that shape (validation errors
+    are envelopes, documented per route where they can happen), so those entries, and the
+    components they used, are left out."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            fastapi_422 = {"$ref": "#/components/schemas/HTTPValidationError"}
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    responses = operation.get("responses", {})
+                    body = responses.get("422", {}).get("content", {}).get("application/json")
+                    if body is not None and body.get("schema") == fastapi_422:
+                        del responses["422"]
+            components = schema.get("components", {}).get("schemas", {})
+            if "HTTPValidationError" not in str(schema.get("paths")):
+                components.pop("HTTPValidationError", None)
+                components.pop("ValidationError", None)
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -27,19 +27,21 @@ MAX_LIST = 1000
 
 
 class ModelRef(BaseModel):
-    name: str = Field(examples=["ViT-B-32"])
+    name: str = Field(examples=["ViT-B-32"], description="open_clip model name (CLIP_MODEL_NAME).")
     pretrained: str = Field(
         examples=["openai"], description="Weights tag or checkpoint file and hash."
     )
-    dimension: int = Field(examples=[512])
+    dimension: int = Field(examples=[512], description="Length of each embedding.")
     backend: Backend = Field(
         examples=["onnx"], description="What ran the model (CLIP_BACKEND, or measured)."
     )
-    precision: Precision = Field(examples=["int8"])
+    precision: Precision = Field(
+        examples=["int8"], description="Number format it ran in (CLIP_PRECISION, or measured)."
+    )
 
 
 class TagMatch(BaseModel):
-    tag: str
+    tag: str = Field(description="The tag as sent (trimmed).", examples=["a photo of a dog"])
     similarity: float = Field(description="Cosine similarity of image and tag, -1..1.")
     probability: float = Field(
         description="Softmax over the request's tags with the model's logit scale."
@@ -50,7 +52,10 @@ class TagMatch(BaseModel):
 class CompareResult(BaseModel):
     similarity: float = Field(description="Cosine similarity of the two images, -1..1.")
     score: float = Field(description="max(0, similarity) x 100.")
-    verdict: Verdict
+    verdict: Verdict = Field(
+        description="`similar`, `related` or `different`, by `thresholds` (CLIP_SIMILAR_THRESHOLD, "
+        "CLIP_RELATED_THRESHOLD)."
+    )
     thresholds: dict[str, float] = Field(description="Similarity thresholds behind the verdict.")
     tags_a: list[TagMatch] | None = Field(
         description="image_a against each tag (when tags were sent)."
@@ -58,18 +63,18 @@ class CompareResult(BaseModel):
     tags_b: list[TagMatch] | None = Field(
         description="image_b against each tag (when tags were sent)."
     )
-    model: ModelRef
+    model: ModelRef = Field(description="The model that answered.")
 
 
 class MatchResult(BaseModel):
     matches: list[TagMatch] = Field(description="One entry per tag, in request order.")
-    best: TagMatch
-    threshold: float
-    model: ModelRef
+    best: TagMatch = Field(description="The tag with the highest similarity.")
+    threshold: float = Field(description="CLIP_MATCH_THRESHOLD: `relevant` means at least this.")
+    model: ModelRef = Field(description="The model that answered.")
 
 
 class Embedding(BaseModel):
-    index: int
+    index: int = Field(description="Position of the image or text in the request, from 0.")
     name: str | None = Field(description="File name (images) or the text itself (texts).")
     embedding: list[float] | str = Field(
         description="L2-normalised vector: numbers, or with `encoding_format=base64` its "
@@ -78,9 +83,9 @@ class Embedding(BaseModel):
 
 
 class EmbeddingResult(BaseModel):
-    model: ModelRef
+    model: ModelRef = Field(description="The model that answered.")
     encoding_format: EncodingFormat = Field(default="float", description=ENCODING_FORMAT_DOC)
-    embeddings: list[Embedding]
+    embeddings: list[Embedding] = Field(description="One per image or text, in request order.")
 
 
 class CompareJson(BaseModel):

@@ -19,8 +19,8 @@ class StatusPart(BaseModel):
 
 
 class ClipCandidate(StatusPart):
-    backend: Backend
-    precision: Precision
+    backend: Backend = Field(description="`torch` or `onnx` (ONNX Runtime).")
+    precision: Precision = Field(description="`fp32`, `bf16`, `fp16` or `int8`.")
     recipe: str | None = Field(
         default=None,
         description="int8 only: the quantisation recipe (`u8s8`, `u8s8-per-channel`, "
@@ -73,7 +73,7 @@ ChosenBy = Literal["measured", "preference", "remembered"]
 
 class ClipRuntime(StatusPart):
     backend: Backend = Field(description="What runs the forward passes.")
-    precision: Precision
+    precision: Precision = Field(description="The number format it runs in.")
     recipe: str | None = Field(default=None, description="int8: the quantisation recipe.")
     chosen_by: ChosenBy = Field(
         description="`measured`: the fastest passing candidate, timed at this start; "
@@ -100,16 +100,16 @@ class ClipBatching(StatusPart):
     wait_auto: bool = Field(description="The wait follows the last forward pass (0 = auto).")
     batches: int = Field(description="Image forward passes so far.")
     images: int = Field(description="Images embedded by those passes.")
-    mean_batch_size: float
+    mean_batch_size: float = Field(description="images / batches.")
     text_batches: int = Field(description="Text forward passes so far.")
-    texts: int
+    texts: int = Field(description="Texts embedded by those passes.")
 
 
 class ClipCache(StatusPart):
-    hits: int
-    misses: int
+    hits: int = Field(description="Images answered from the cache.")
+    misses: int = Field(description="Images that had to be embedded.")
     size_mb: float = Field(description="Memory held, at most CLIP_CACHE_MB.")
-    entries: int
+    entries: int = Field(description="Embeddings held.")
 
 
 class CareerPredictor(StatusPart):
@@ -131,21 +131,23 @@ class ModelStatus(StatusPart):
     built (an undeclared field is an error, never dropped)."""
 
     kind: str = Field(description="Which model's status this is.")
-    state: ModelState
+    state: ModelState = Field(
+        description="`loading`, `loaded`, `unavailable` (see `error`) or `disabled`."
+    )
     version: str | None = Field(description="Model version or weights tag.")
-    load_seconds: float | None
+    load_seconds: float | None = Field(description="How long the last load took.")
     error: str | None = Field(description="Why the model is not loaded, when it is not.")
 
 
 class CareerStatus(ModelStatus):
-    kind: Literal["career"] = "career"
+    kind: Literal["career"] = Field(default="career", description="Which model's status this is.")
     predictor: CareerPredictor | None = Field(
         default=None, description="How the career model predicts, once loaded."
     )
 
 
 class ClipStatus(ModelStatus):
-    kind: Literal["clip"] = "clip"
+    kind: Literal["clip"] = Field(default="clip", description="Which model's status this is.")
     runtime: ClipRuntime | None = Field(default=None, description="CLIP, once loaded.")
     batching: ClipBatching | None = Field(default=None, description="CLIP's dynamic batcher.")
     cache: ClipCache | None = Field(
@@ -167,9 +169,12 @@ class ClipStatus(ModelStatus):
 
 
 class HealthBase(BaseModel):
-    status: Literal["ok", "loading", "degraded"]
+    status: Literal["ok", "loading", "degraded"] = Field(
+        description="`ok`: every enabled model loaded; `loading`: one still loading; "
+        "`degraded`: one could not load (its `error` says why)."
+    )
     version: str = Field(description="Service version.")
-    uptime_seconds: float
+    uptime_seconds: float = Field(description="Seconds since the process started.")
 
 
 def health_schema(statuses: Sequence[type[ModelStatus]]) -> type[HealthBase]:
@@ -178,13 +183,14 @@ def health_schema(statuses: Sequence[type[ModelStatus]]) -> type[HealthBase]:
     one: Any = statuses[0] if len(statuses) == 1 else Union[tuple(statuses)]  # noqa: UP007
     if len(statuses) > 1:
         one = Annotated[one, Field(discriminator="kind")]
-    return create_model("Health", __base__=HealthBase, models=(dict[str, one], ...))
+    models = Field(description="Each served model by name; `kind` says which status type.")
+    return create_model("Health", __base__=HealthBase, models=(dict[str, one], models))
 
 
 class Liveness(BaseModel):
-    status: Literal["alive"]
+    status: Literal["alive"] = Field(description="The process answers.")
 
 
 class Readiness(BaseModel):
-    ready: bool
+    ready: bool = Field(description="Every model asked for is loaded.")
     reasons: list[str] = Field(description="Why not ready; empty when ready.")

@@ -809,12 +809,13 @@ export interface components {
         /** CareerStatus */
         CareerStatus: {
             /**
-             * @description discriminator enum property added by openapi-typescript
+             * @description Which model's status this is. (enum property replaced by openapi-typescript)
              * @enum {string}
              */
             kind: "career";
             /**
              * State
+             * @description `loading`, `loaded`, `unavailable` (see `error`) or `disabled`.
              * @enum {string}
              */
             state: "loading" | "loaded" | "unavailable" | "disabled";
@@ -823,7 +824,10 @@ export interface components {
              * @description Model version or weights tag.
              */
             version: string | null;
-            /** Load Seconds */
+            /**
+             * Load Seconds
+             * @description How long the last load took.
+             */
             load_seconds: number | null;
             /**
              * Error
@@ -907,39 +911,56 @@ export interface components {
              * @description Images embedded by those passes.
              */
             images: number;
-            /** Mean Batch Size */
+            /**
+             * Mean Batch Size
+             * @description images / batches.
+             */
             mean_batch_size: number;
             /**
              * Text Batches
              * @description Text forward passes so far.
              */
             text_batches: number;
-            /** Texts */
+            /**
+             * Texts
+             * @description Texts embedded by those passes.
+             */
             texts: number;
         };
         /** ClipCache */
         ClipCache: {
-            /** Hits */
+            /**
+             * Hits
+             * @description Images answered from the cache.
+             */
             hits: number;
-            /** Misses */
+            /**
+             * Misses
+             * @description Images that had to be embedded.
+             */
             misses: number;
             /**
              * Size Mb
              * @description Memory held, at most CLIP_CACHE_MB.
              */
             size_mb: number;
-            /** Entries */
+            /**
+             * Entries
+             * @description Embeddings held.
+             */
             entries: number;
         };
         /** ClipCandidate */
         ClipCandidate: {
             /**
              * Backend
+             * @description `torch` or `onnx` (ONNX Runtime).
              * @enum {string}
              */
             backend: "torch" | "onnx";
             /**
              * Precision
+             * @description `fp32`, `bf16`, `fp16` or `int8`.
              * @enum {string}
              */
             precision: "fp32" | "bf16" | "fp16" | "int8";
@@ -1031,6 +1052,7 @@ export interface components {
             backend: "torch" | "onnx";
             /**
              * Precision
+             * @description The number format it runs in.
              * @enum {string}
              */
             precision: "fp32" | "bf16" | "fp16" | "int8";
@@ -1078,12 +1100,13 @@ export interface components {
         /** ClipStatus */
         ClipStatus: {
             /**
-             * @description discriminator enum property added by openapi-typescript
+             * @description Which model's status this is. (enum property replaced by openapi-typescript)
              * @enum {string}
              */
             kind: "clip";
             /**
              * State
+             * @description `loading`, `loaded`, `unavailable` (see `error`) or `disabled`.
              * @enum {string}
              */
             state: "loading" | "loaded" | "unavailable" | "disabled";
@@ -1092,7 +1115,10 @@ export interface components {
              * @description Model version or weights tag.
              */
             version: string | null;
-            /** Load Seconds */
+            /**
+             * Load Seconds
+             * @description How long the last load took.
+             */
             load_seconds: number | null;
             /**
              * Error
@@ -1187,6 +1213,7 @@ export interface components {
             score: number;
             /**
              * Verdict
+             * @description `similar`, `related` or `different`, by `thresholds` (CLIP_SIMILAR_THRESHOLD, CLIP_RELATED_THRESHOLD).
              * @enum {string}
              */
             verdict: "similar" | "related" | "different";
@@ -1207,6 +1234,7 @@ export interface components {
              * @description image_b against each tag (when tags were sent).
              */
             tags_b: components["schemas"]["TagMatch"][] | null;
+            /** @description The model that answered. */
             model: components["schemas"]["ModelRef"];
         };
         /**
@@ -1336,7 +1364,10 @@ export interface components {
         };
         /** Embedding */
         Embedding: {
-            /** Index */
+            /**
+             * Index
+             * @description Position of the image or text in the request, from 0.
+             */
             index: number;
             /**
              * Name
@@ -1375,6 +1406,7 @@ export interface components {
         };
         /** EmbeddingResult */
         EmbeddingResult: {
+            /** @description The model that answered. */
             model: components["schemas"]["ModelRef"];
             /**
              * Encoding Format
@@ -1383,7 +1415,10 @@ export interface components {
              * @enum {string}
              */
             encoding_format?: "float" | "base64";
-            /** Embeddings */
+            /**
+             * Embeddings
+             * @description One per image or text, in request order.
+             */
             embeddings: components["schemas"]["Embedding"][];
         };
         /**
@@ -1920,11 +1955,6 @@ export interface components {
             /** @description The candidate against the active model, when there was one. */
             active_model?: components["schemas"]["ActiveComparison"] | null;
         };
-        /** HTTPValidationError */
-        HTTPValidationError: {
-            /** Detail */
-            detail?: components["schemas"]["ValidationError"][];
-        };
         /**
          * Habits
          * @description Study habits and activities; any field may be left out and is then imputed.
@@ -1959,6 +1989,7 @@ export interface components {
         Health: {
             /**
              * Status
+             * @description `ok`: every enabled model loaded; `loading`: one still loading; `degraded`: one could not load (its `error` says why).
              * @enum {string}
              */
             status: "ok" | "loading" | "degraded";
@@ -1967,9 +1998,15 @@ export interface components {
              * @description Service version.
              */
             version: string;
-            /** Uptime Seconds */
+            /**
+             * Uptime Seconds
+             * @description Seconds since the process started.
+             */
             uptime_seconds: number;
-            /** Models */
+            /**
+             * Models
+             * @description Each served model by name; `kind` says which status type.
+             */
             models: {
                 [key: string]: components["schemas"]["CareerStatus"] | components["schemas"]["ClipStatus"];
             };
@@ -2113,6 +2150,7 @@ export interface components {
         Liveness: {
             /**
              * Status
+             * @description The process answers.
              * @constant
              */
             status: "alive";
@@ -2137,9 +2175,14 @@ export interface components {
              * @description One entry per tag, in request order.
              */
             matches: components["schemas"]["TagMatch"][];
+            /** @description The tag with the highest similarity. */
             best: components["schemas"]["TagMatch"];
-            /** Threshold */
+            /**
+             * Threshold
+             * @description CLIP_MATCH_THRESHOLD: `relevant` means at least this.
+             */
             threshold: number;
+            /** @description The model that answered. */
             model: components["schemas"]["ModelRef"];
         };
         /**
@@ -2285,6 +2328,7 @@ export interface components {
         ModelRef: {
             /**
              * Name
+             * @description open_clip model name (CLIP_MODEL_NAME).
              * @example ViT-B-32
              */
             name: string;
@@ -2296,6 +2340,7 @@ export interface components {
             pretrained: string;
             /**
              * Dimension
+             * @description Length of each embedding.
              * @example 512
              */
             dimension: number;
@@ -2308,6 +2353,7 @@ export interface components {
             backend: "torch" | "onnx";
             /**
              * Precision
+             * @description Number format it ran in (CLIP_PRECISION, or measured).
              * @example int8
              * @enum {string}
              */
@@ -2669,7 +2715,10 @@ export interface components {
         };
         /** Readiness */
         Readiness: {
-            /** Ready */
+            /**
+             * Ready
+             * @description Every model asked for is loaded.
+             */
             ready: boolean;
             /**
              * Reasons
@@ -2875,7 +2924,11 @@ export interface components {
         };
         /** TagMatch */
         TagMatch: {
-            /** Tag */
+            /**
+             * Tag
+             * @description The tag as sent (trimmed).
+             * @example a photo of a dog
+             */
             tag: string;
             /**
              * Similarity
@@ -2908,19 +2961,6 @@ export interface components {
              * @description Equal to prompt_tokens.
              */
             total_tokens: number;
-        };
-        /** ValidationError */
-        ValidationError: {
-            /** Location */
-            loc: (string | number)[];
-            /** Message */
-            msg: string;
-            /** Error Type */
-            type: string;
-            /** Input */
-            input?: unknown;
-            /** Context */
-            ctx?: Record<string, never>;
         };
         /**
          * WeekCount
@@ -3784,15 +3824,6 @@ export interface operations {
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorEnvelope"];
-                };
-            };
-            /** @description Validation Error */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
         };
