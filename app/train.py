@@ -4,7 +4,7 @@
     python -m app.train --csv data.csv --mapping '{"career_aspiration": "label"}'
     python -m app.train --if-missing         # what the run command and the Dockerfile do
 
-It calls the same `prepare_frame` / `train_model` / `ModelStore.write` that the retrain
+It calls the same `prepare_frame` / `train_model` / `VersionRegistry.write` that the retrain
 endpoint runs, so there is one way to train.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from app.config import get_settings
-from app.services.career.bundle import ModelStore
+from app.services.career.bundle import VersionRegistry
 from app.services.career.catalog import default_catalog
 from app.services.career.preparation import prepare_frame
 from app.services.career.synthetic import DEFAULT_STUDENTS, generate_students
@@ -30,7 +30,7 @@ from app.services.career.training import (
 
 
 def build(
-    store: ModelStore,
+    store: VersionRegistry,
     *,
     frame: pd.DataFrame,
     mapping: dict[str, str] | None,
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    store = ModelStore(args.model_dir or get_settings().career_model_dir)
+    store = VersionRegistry(args.model_dir or get_settings().career_model_dir)
     if args.if_missing and store.active_version() is not None:
         print(f"career model {store.active_version()} is active in {store.root}; nothing to build")
         return 0

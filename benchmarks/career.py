@@ -36,7 +36,7 @@ import pandas as pd
 
 from app.config import get_settings
 from app.schemas.career import AnalyzeRequest, PredictRequest
-from app.services.career.bundle import ModelStore
+from app.services.career.bundle import VersionRegistry
 from app.services.career.catalog import default_catalog
 from app.services.career.preparation import prepare_frame
 from app.services.career.recommender import CareerRecommender
@@ -63,7 +63,7 @@ def percentile(samples: list[float], q: float) -> float:
 
 
 def service_latency(model_dir: Path, runs: int) -> list[tuple[str, float, float, int]]:
-    recommender = CareerRecommender(ModelStore(model_dir))
+    recommender = CareerRecommender(VersionRegistry(model_dir))
     recommender.load()
     predict = PredictRequest.model_validate(STUDENT)
     analyze_body = {k: v for k, v in STUDENT.items() if k != "top_k"}
@@ -183,7 +183,7 @@ def http_throughput(
 
 def latency_during_training(model_dir: Path, runs: int) -> tuple[float, float, float, float]:
     """Predict p50/p99 alone, then while a niced training process (as a retrain job) runs."""
-    recommender = CareerRecommender(ModelStore(model_dir))
+    recommender = CareerRecommender(VersionRegistry(model_dir))
     recommender.load()
     request = PredictRequest.model_validate(STUDENT)
 
@@ -230,7 +230,7 @@ def latency_during_training(model_dir: Path, runs: int) -> tuple[float, float, f
     )
 
 
-def candidate_models(store: ModelStore) -> tuple[str, dict[str, str]]:
+def candidate_models(store: VersionRegistry) -> tuple[str, dict[str, str]]:
     """One version per default candidate, trained alone on the public CSV (or synthetic
     students when it is absent); (data source, candidate -> version)."""
     if PUBLIC_CSV.exists():
@@ -249,7 +249,7 @@ def candidate_models(store: ModelStore) -> tuple[str, dict[str, str]]:
 
 
 def candidate_latency(
-    store: ModelStore, versions: dict[str, str], runs: int
+    store: VersionRegistry, versions: dict[str, str], runs: int
 ) -> list[tuple[str, str, float, float, float, float, float, str]]:
     """Per candidate: predict p50/p99 compiled, p50/p99 through sklearn, analyze (all) p50."""
     predict = PredictRequest.model_validate(STUDENT)
@@ -305,7 +305,10 @@ def main() -> None:
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     client = "wrk" if shutil.which("wrk") else "httpx (install wrk: it needs far less CPU)"
-    if parts & {"service", "training", "http"} and not ModelStore(args.model_dir).active_version():
+    if (
+        parts & {"service", "training", "http"}
+        and not VersionRegistry(args.model_dir).active_version()
+    ):
         # A fresh checkout has no model until the service first starts: build it the same way.
         print(f"No active model in {args.model_dir}: building the default one first.")
         subprocess.run(
@@ -341,7 +344,7 @@ def main() -> None:
     if "candidates" in parts:
         scratch = Path(tempfile.mkdtemp(prefix="bench-candidates-"))
         try:
-            store = ModelStore(scratch)
+            store = VersionRegistry(scratch)
             source, versions = candidate_models(store)
             print(f"\nEach default candidate trained alone on {source}; service layer, ms:\n")
             print(

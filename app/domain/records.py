@@ -204,7 +204,7 @@ class VersionFacts(BaseModel):
 
 class Manifest(VersionFacts):
     """A model version's manifest.json: its facts, its careers and the sha256 of every
-    artifact. Written by the version registry (`bundle.ModelStore`), read by every loader."""
+    artifact. Written by the version registry (`bundle.VersionRegistry`), read by every loader."""
 
     model_config = ConfigDict(extra="allow")  # newer writers may add fields
 

@@ -9,14 +9,14 @@ from app.api.v1 import career, outcomes, registry
 from app.config import Settings
 from app.schemas.health import CareerStatus
 from app.served.contract import ServedModelSpec
-from app.services.career.bundle import ModelStore
+from app.services.career.bundle import VersionRegistry
 from app.services.career.recommender import CareerRecommender
 
 logger = logging.getLogger(__name__)
 
 
 def build(settings: Settings) -> CareerRecommender:
-    return CareerRecommender(ModelStore(settings.career_model_dir))
+    return CareerRecommender(VersionRegistry(settings.career_model_dir))
 
 
 async def follow_active_model(recommender: CareerRecommender, settings: Settings) -> None:

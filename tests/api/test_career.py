@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from app.schemas.career import PredictResponse
 from app.services.career import compiled
-from app.services.career.bundle import ModelStore
+from app.services.career.bundle import VersionRegistry
 from app.services.career.catalog import default_catalog
 from app.services.career.preparation import prepare_frame
 from app.services.career.synthetic import generate_students
@@ -318,7 +318,7 @@ def tree_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     trained = train_model(
         data, config=TrainingConfig(candidates=("hist_gradient_boosting",), cv_folds=3)
     )
-    store = ModelStore(directory)
+    store = VersionRegistry(directory)
     version = store.write(
         trained, data, catalog=default_catalog(), source="test", description="tree model"
     )

@@ -402,7 +402,7 @@ _SLOW_WRITE = textwrap.dedent(
     from app.services.career.catalog import default_catalog
 
     stage = sys.argv[2]
-    store = bundle.ModelStore(Path(sys.argv[1]))
+    store = bundle.VersionRegistry(Path(sys.argv[1]))
     data = prepare_frame(generate_students(default_catalog(), 400, seed=3))
     trained = train_model(data, config=TrainingConfig(candidates=("logistic_regression",), cv_folds=2))
     if stage == "artifacts":
@@ -425,9 +425,9 @@ _SLOW_WRITE = textwrap.dedent(
 def test_kill_during_a_version_write_leaves_the_active_model(
     career_model_dir: Path, stage: str
 ) -> None:
-    from app.services.career.bundle import ModelStore
+    from app.services.career.bundle import VersionRegistry
 
-    store = ModelStore(career_model_dir)
+    store = VersionRegistry(career_model_dir)
     active = store.active_version()
     versions = store.versions()
     child = subprocess.Popen(

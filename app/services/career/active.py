@@ -1,7 +1,7 @@
 """The active career model and its hot swap.
 
-`ActiveModel` is one loaded version plus what makes explaining it cheap per request (its
-cohort profiles, a verified fast predictor). `ModelHolder` owns the one being served:
+`LoadedVersion` is one loaded version plus what makes explaining it cheap per request (its
+cohort profiles, a verified fast predictor). `VersionHolder` owns the one being served:
 it loads it in the background, follows the ACTIVE pointer that any process may move,
 activates a version after checking that it loads, and falls back to the last good
 version when ACTIVE is unusable. A request reads the holder once and keeps that model.
@@ -26,7 +26,7 @@ from app.services.career.bundle import (
     ActivePointerError,
     BundleError,
     CareerBundle,
-    ModelStore,
+    VersionRegistry,
     validate_version_name,
 )
 from app.services.career.catalog import career_id
@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 UNUSABLE_POINTER = "<ACTIVE>"
 
 
-class ActiveModel:
+class LoadedVersion:
     """A loaded bundle plus the arrays that make explaining it cheap per request."""
 
     def __init__(self, bundle: CareerBundle) -> None:
@@ -140,14 +140,14 @@ class ActiveModel:
         return indices
 
 
-class ModelHolder:
+class VersionHolder:
     """Holds the served career model: loaded once, swapped atomically on activation."""
 
     name = "career"
 
-    def __init__(self, store: ModelStore) -> None:
+    def __init__(self, store: VersionRegistry) -> None:
         self.store = store
-        self._model: ActiveModel | None = None
+        self._model: LoadedVersion | None = None
         self._lock = threading.Lock()
         self.error: str | None = "not loaded yet"
         self.loading = True  # until the first load() ends, in the background at start-up
@@ -179,10 +179,10 @@ class ModelHolder:
         finally:
             self.loading = False
 
-    def _open(self, version: str) -> ActiveModel:
+    def _open(self, version: str) -> LoadedVersion:
         """Load and prepare a version; any failure becomes BundleError with the reason."""
         try:
-            return ActiveModel(self.store.load(version))
+            return LoadedVersion(self.store.load(version))
         except BundleError:
             raise
         except AppError as exc:
@@ -190,7 +190,7 @@ class ModelHolder:
         except Exception as exc:  # a bad manifest or a model that loads but cannot predict
             raise BundleError(f"{type(exc).__name__}: {exc}") from exc
 
-    def _load_version(self, version: str) -> ActiveModel | None:
+    def _load_version(self, version: str) -> LoadedVersion | None:
         started = time.perf_counter()
         try:
             model = self._open(version)
@@ -201,7 +201,7 @@ class ModelHolder:
         logger.info("career model %s loaded in %.2fs", version, self.load_seconds)
         return model
 
-    def install(self, model: ActiveModel, started: float | None = None) -> None:
+    def install(self, model: LoadedVersion, started: float | None = None) -> None:
         """Serve this prepared model from now on (`started`: when its loading began)."""
         started = time.perf_counter() if started is None else started
         _observe(model)
@@ -258,7 +258,7 @@ class ModelHolder:
         if version != self._failed_version:
             self._load_version(version)
 
-    def activate(self, version: str) -> ActiveModel:
+    def activate(self, version: str) -> LoadedVersion:
         """Check that a version loads, then make it active here and for every process."""
         validate_version_name(version)
         self.store.require(version)  # 404 when there is no such version
@@ -275,7 +275,7 @@ class ModelHolder:
         return model
 
     @property
-    def model(self) -> ActiveModel:
+    def model(self) -> LoadedVersion:
         # One read of the reference: a request keeps the model it started with.
         model = self._model
         if model is None:
@@ -291,7 +291,7 @@ class ModelHolder:
         return model
 
     @property
-    def current(self) -> ActiveModel | None:
+    def current(self) -> LoadedVersion | None:
         """The served model, or None while none is: for readers that must not raise 503."""
         return self._model
 
@@ -313,7 +313,7 @@ class ModelHolder:
         """Nothing to release: a loaded bundle is plain memory."""
 
 
-def _observe(model: ActiveModel) -> None:
+def _observe(model: LoadedVersion) -> None:
     """The served version and its held-out top-1, for /metrics."""
     holdout = model.bundle.manifest.metrics.get("holdout") or {}
     metrics.observe_career_model(model.bundle.version, holdout.get("top1_accuracy"))

@@ -93,7 +93,7 @@ def new_version_name(source: str, data_hash: str) -> str:
     return f"{source}-{stamp}-{data_hash[:8]}"
 
 
-class ModelStore:
+class VersionRegistry:
     """The versioned model directory shared by every process of the service."""
 
     def __init__(self, root: Path) -> None:

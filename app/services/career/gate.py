@@ -1,13 +1,13 @@
 """The quality gate: may a retrained candidate replace the active model?"""
 
 from app.domain.records import ActiveComparison, GateReport
-from app.services.career.bundle import BundleError, ModelStore
+from app.services.career.bundle import BundleError, VersionRegistry
 from app.services.career.evaluation import evaluate
 from app.services.career.training import TrainedModel
 
 
 def quality_gate(
-    trained: TrainedModel, store: ModelStore, *, min_lift: float, tolerance: float
+    trained: TrainedModel, store: VersionRegistry, *, min_lift: float, tolerance: float
 ) -> GateReport:
     """Does the candidate clearly beat the majority baseline and, comparably, the active
     model (both on the candidate's held-out students)?"""
@@ -37,7 +37,7 @@ def quality_gate(
     )
 
 
-def _compare_with_active(trained: TrainedModel, store: ModelStore) -> ActiveComparison | None:
+def _compare_with_active(trained: TrainedModel, store: VersionRegistry) -> ActiveComparison | None:
     """The active model's metrics on the candidate's held-out rows, or why there are none."""
     active = store.active_version()
     if not active:

@@ -25,7 +25,7 @@ from app.schemas.career import (
     StudentProfile,
 )
 from app.schemas.retrain import Activation, ModelVersion
-from app.services.career.active import ActiveModel, ModelHolder
+from app.services.career.active import LoadedVersion, VersionHolder
 from app.services.career.catalog import Career
 from app.services.career.explain import compare, fit, what_if
 from app.services.career.features import INTEREST_KEYWORDS, StudentRow, build_row
@@ -54,11 +54,11 @@ class PredictAnswer(TypedDict):
 
 # Told about every predict and analyze: the model, the feature row (NaN where imputed) and
 # the top-1 career's index. Drift monitoring (app/services/outcomes/monitoring.py) is one.
-RequestObserver = Callable[[ActiveModel, np.ndarray, int], None]
+RequestObserver = Callable[[LoadedVersion, np.ndarray, int], None]
 
 
-class CareerRecommender(ModelHolder):
-    """The career service: the served model (see ModelHolder) and what it answers."""
+class CareerRecommender(VersionHolder):
+    """The career service: the served model (see VersionHolder) and what it answers."""
 
     observer: RequestObserver | None = None
 
@@ -89,7 +89,7 @@ class CareerRecommender(ModelHolder):
             return self._predict(model, request)
         return await anyio.to_thread.run_sync(self._predict, model, request)
 
-    def _predict(self, model: ActiveModel, request: PredictRequest) -> PredictAnswer:
+    def _predict(self, model: LoadedVersion, request: PredictRequest) -> PredictAnswer:
         metrics.CAREER_PREDICTIONS.labels("predict").inc()
         row, warnings = self._row(model, request)
         proba = model.proba(row.values[None, :])[0]
@@ -214,7 +214,7 @@ class CareerRecommender(ModelHolder):
         )
 
     @staticmethod
-    def _row(model: ActiveModel, request: StudentProfile) -> tuple[StudentRow, list[str]]:
+    def _row(model: LoadedVersion, request: StudentProfile) -> tuple[StudentRow, list[str]]:
         interests = request.interests
         row = build_row(
             model.spec,

@@ -4,7 +4,7 @@ A job lives as a JSON file in CAREER_MODEL_DIR/.jobs/ (a `JobRecord`, read and w
 `job_files.py` with the rows it trains on), so every server process sharing the model
 directory sees the same jobs, and one lock there (`JobLock`) allows one job at a time
 across all of them. The child process runs
-`app.services.career.retrain_worker`; it writes the new version through ModelStore
+`app.services.career.retrain_worker`; it writes the new version through VersionRegistry
 (temporary directory, then rename) and moves the ACTIVE pointer only when the candidate
 passes the quality gate (or `force` is set) and ACTIVE still names the version the job
 started from. Servers notice the new pointer through their model poller.
@@ -37,7 +37,7 @@ from app.core import metrics
 from app.core.exceptions import Conflict, NotFound
 from app.domain.enums import JobTrigger
 from app.domain.records import JobConfig, JobRecord, RetrainJob
-from app.services.career.bundle import ModelStore
+from app.services.career.bundle import VersionRegistry
 from app.services.career.job_files import (
     ACTIVE_STATES,
     JOB_ID,
@@ -85,7 +85,7 @@ def child_environment(environ: Mapping[str, str] | None = None) -> dict[str, str
 class RetrainJobs:
     """Submits and reports retraining jobs for one model directory."""
 
-    def __init__(self, settings: Settings, store: ModelStore) -> None:
+    def __init__(self, settings: Settings, store: VersionRegistry) -> None:
         self.settings = settings
         self.store = store
         self.dir = store.root / JOBS_DIR

@@ -24,7 +24,7 @@ from typing import Any
 
 from app.core.exceptions import AppError
 from app.domain.records import JobRecord
-from app.services.career.bundle import BundleError, ModelStore
+from app.services.career.bundle import BundleError, VersionRegistry
 from app.services.career.catalog import Career
 from app.services.career.gate import quality_gate
 from app.services.career.job_files import (
@@ -100,7 +100,7 @@ class JobRun:
 
 
 def run(root: Path, job_id: str, job_run: JobRun | None = None) -> int:
-    store = ModelStore(root)
+    store = VersionRegistry(root)
     job_run = job_run or JobRun(root, job_id)
     job = job_run.job
     job_run.save(
@@ -157,7 +157,7 @@ def run(root: Path, job_id: str, job_run: JobRun | None = None) -> int:
 
 
 def _promote(
-    store: ModelStore, job_run: JobRun, trained: TrainedModel, data: Any, *, gate_passed: bool
+    store: VersionRegistry, job_run: JobRun, trained: TrainedModel, data: Any, *, gate_passed: bool
 ) -> None:
     """Write the version, then activate it only if ACTIVE still names the version the job
     started from: an activation or rollback made during training wins."""
@@ -204,7 +204,7 @@ def _os_error(exc: OSError, job: JobRecord) -> str:
     return f"{reason} (while {job.stage})"
 
 
-def _catalog(store: ModelStore) -> list[Career]:
+def _catalog(store: VersionRegistry) -> list[Career]:
     """The active model's catalog travels on, so known careers keep their descriptions and
     key subjects; careers it lacks get key subjects derived from the data."""
     active = store.active_version()

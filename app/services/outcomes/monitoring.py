@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from app.core import metrics
-from app.services.career.active import ActiveModel
+from app.services.career.active import LoadedVersion
 
 # The ring: the window is CHUNKS arrays of MONITORING_WINDOW / CHUNKS requests each.
 CHUNKS = 10
@@ -104,7 +104,7 @@ def _feature_bins(reference: dict[str, Any], name: str) -> tuple[np.ndarray, np.
     return edges, np.clip(shares, 0.0, None) / max(float(shares.sum()), 1e-12)
 
 
-def sample_students(model: ActiveModel, n: int, seed: int) -> np.ndarray:
+def sample_students(model: LoadedVersion, n: int, seed: int) -> np.ndarray:
     """Feature rows drawn from the reference: a career by its share of students, then each
     feature from that career's quantiles (independently within the career)."""
     reference = model.bundle.reference
@@ -127,7 +127,7 @@ def sample_students(model: ActiveModel, n: int, seed: int) -> np.ndarray:
     return rows
 
 
-def build_reference(model: ActiveModel) -> ModelReference:
+def build_reference(model: LoadedVersion) -> ModelReference:
     """Bins and reference shares for every feature of a model, and its top-1 reference."""
     names = list(model.spec.names)
     per_feature = [_feature_bins(model.bundle.reference, name) for name in names]
@@ -152,7 +152,7 @@ def build_reference(model: ActiveModel) -> ModelReference:
     )
 
 
-def _expected_top1(model: ActiveModel) -> np.ndarray:
+def _expected_top1(model: LoadedVersion) -> np.ndarray:
     """The model's top-1 shares on its training students (bundles since the closed loop
     keep them), else on students drawn from its reference quantiles."""
     recorded = model.bundle.reference.get("predicted_top1")
@@ -202,11 +202,11 @@ class DriftMonitor:
         self._state: _Window | None = None
         self._published: set[str] = set()
 
-    def prime(self, model: ActiveModel) -> None:
+    def prime(self, model: LoadedVersion) -> None:
         """Build the reference of the model now (off the request path), if it is new."""
         self._window_for(model)
 
-    def _window_for(self, model: ActiveModel) -> _Window:
+    def _window_for(self, model: LoadedVersion) -> _Window:
         state = self._state
         if state is not None and state.reference.version == model.bundle.version:
             return state
@@ -217,7 +217,7 @@ class DriftMonitor:
                 self._state = state
             return state
 
-    def record(self, model: ActiveModel, values: np.ndarray, top1: int) -> None:
+    def record(self, model: LoadedVersion, values: np.ndarray, top1: int) -> None:
         """One request's feature row (NaN where imputed) and its top-1 career index."""
         state = self._window_for(model)
         slots = state.reference.slots_of(values)

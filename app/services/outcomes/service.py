@@ -23,7 +23,7 @@ from app.schemas.outcomes import (
     OutcomeStats,
     WeekCount,
 )
-from app.services.career.active import ActiveModel
+from app.services.career.active import LoadedVersion
 from app.services.career.catalog import career_id
 from app.services.career.features import build_row
 from app.services.career.recommender import CareerRecommender
@@ -310,7 +310,7 @@ def _iso(moment: datetime | None) -> str | None:
 def _record_problems(
     i: int,
     record: OutcomeRecord,
-    model: ActiveModel,
+    model: LoadedVersion,
     now: datetime,
     oldest: datetime,
     seen_keys: dict[str, int],
@@ -361,7 +361,7 @@ def _record_problems(
     return values, career
 
 
-def resolve_career(model: ActiveModel, name: str) -> str | None:
+def resolve_career(model: LoadedVersion, name: str) -> str | None:
     """A career of the active model or of its catalog, by id or name, as its catalog name."""
     key = name.strip().lower()
     index = model.by_key.get(key, model.by_key.get(career_id(key)))

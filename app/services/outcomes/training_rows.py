@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from app.services.career.bundle import BundleError, ModelStore
+from app.services.career.bundle import BundleError, VersionRegistry
 from app.services.career.catalog import default_catalog
 from app.services.career.preparation import LABEL, prepare_frame
 from app.services.career.synthetic import generate_students
@@ -44,7 +44,7 @@ def outcomes_frame(outcomes: list[StoredOutcome]) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
-def base_rows(models: ModelStore, version: str | None) -> tuple[BaseRows | None, str]:
+def base_rows(models: VersionRegistry, version: str | None) -> tuple[BaseRows | None, str]:
     """The rows of `version` when they can be rebuilt exactly, else None; and why."""
     if version is None:
         return None, "no active version"

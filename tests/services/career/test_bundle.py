@@ -12,7 +12,7 @@ from app.services.career import bundle
 from app.services.career.bundle import (
     ActivePointerError,
     BundleError,
-    ModelStore,
+    VersionRegistry,
     validate_version_name,
 )
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.unit
 
 
 def test_loads_active_and_verifies(career_model_dir: Path) -> None:
-    store = ModelStore(career_model_dir)
+    store = VersionRegistry(career_model_dir)
     bundle = store.load(store.active_version())  # type: ignore[arg-type]
     assert bundle.version == store.active_version()
     assert set(bundle.manifest.artifacts) == {
@@ -38,7 +38,7 @@ def test_loads_active_and_verifies(career_model_dir: Path) -> None:
     "artifact", ["pipeline.joblib", "reference.json", "catalog.json", "MODEL_CARD.md"]
 )
 def test_any_tampered_artifact_is_refused(career_model_dir: Path, artifact: str) -> None:
-    store = ModelStore(career_model_dir)
+    store = VersionRegistry(career_model_dir)
     path = career_model_dir / store.active_version() / artifact  # type: ignore[operator]
     path.write_bytes(path.read_bytes() + b" ")
     with pytest.raises(BundleError, match="sha256"):
@@ -46,7 +46,7 @@ def test_any_tampered_artifact_is_refused(career_model_dir: Path, artifact: str)
 
 
 def test_manifest_without_artifact_list_is_refused(career_model_dir: Path) -> None:
-    store = ModelStore(career_model_dir)
+    store = VersionRegistry(career_model_dir)
     version = store.active_version()
     manifest_path = career_model_dir / version / "manifest.json"  # type: ignore[operator]
     manifest = json.loads(manifest_path.read_text())
@@ -66,7 +66,7 @@ def test_version_names_cannot_escape(name: str) -> None:
 
 def test_staging_dirs_are_not_versions(career_model_dir: Path) -> None:
     (career_model_dir / ".staging-x-123").mkdir()
-    store = ModelStore(career_model_dir)
+    store = VersionRegistry(career_model_dir)
     assert store.versions() == [store.active_version()]
 
 
@@ -79,7 +79,7 @@ def test_version_names_with_a_trailing_newline_are_refused() -> None:
 def test_an_unusable_active_file_is_reported_not_used(
     career_model_dir: Path, content: bytes
 ) -> None:
-    store = ModelStore(career_model_dir)
+    store = VersionRegistry(career_model_dir)
     (career_model_dir / "ACTIVE").write_bytes(content)
     with pytest.raises(ActivePointerError):
         store.read_active()
@@ -91,7 +91,7 @@ def test_an_unusable_active_file_is_reported_not_used(
 def test_compare_and_set_moves_active_only_from_the_expected_version(
     career_model_dir: Path,
 ) -> None:
-    store = ModelStore(career_model_dir)
+    store = VersionRegistry(career_model_dir)
     original = store.active_version()
     assert not store.compare_and_set_active("someone-else-1", "candidate-1")
     assert store.active_version() == original
@@ -102,7 +102,7 @@ def test_compare_and_set_moves_active_only_from_the_expected_version(
 def test_a_full_disk_leaves_the_pointer_and_no_temporary_file(
     career_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = ModelStore(career_model_dir)
+    store = VersionRegistry(career_model_dir)
     original = store.active_version()
     before = sorted(p.name for p in career_model_dir.iterdir())
 

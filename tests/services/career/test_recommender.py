@@ -13,8 +13,8 @@ from pydantic import ValidationError
 from pydantic_core import to_json
 
 from app.schemas.career import PredictRequest, PredictResponse
-from app.services.career.active import ActiveModel
-from app.services.career.bundle import ModelStore
+from app.services.career.active import LoadedVersion
+from app.services.career.bundle import VersionRegistry
 from app.services.career.cohorts import CohortScale, percentile
 from app.services.career.explain import GAP_PERCENTILE, STRENGTH_PERCENTILE
 from app.services.career.features import INTEREST_KEYWORDS, RIASEC, SUBJECTS
@@ -56,7 +56,7 @@ def test_cohort_scale_table_agrees_with_the_exactpercentile(cohort: list[float])
 
 @pytest.fixture(scope="module")
 def recommender() -> CareerRecommender:
-    service = CareerRecommender(ModelStore(CAREER_MODELS))
+    service = CareerRecommender(VersionRegistry(CAREER_MODELS))
     service.load()
     assert service.error is None
     return service
@@ -245,7 +245,7 @@ CODER = {
 def test_predict_async_runs_inline_only_with_the_compiled_predictor() -> None:
     """Predictions through the verified compiled predictor stay on the event loop; sklearn's
     own predict_proba, far slower per row, goes to a worker thread."""
-    service = CareerRecommender(ModelStore(CAREER_MODELS))
+    service = CareerRecommender(VersionRegistry(CAREER_MODELS))
     service.load()
     request = PredictRequest.model_validate(CODER)
     threads: list[int] = []
@@ -288,8 +288,8 @@ def test_cohorts_without_reference_data_still_get_answers(
     for subject in bundle.catalog[second].subjects:  # no key-subject quantiles for the second
         reference["careers"][second]["quantiles"][subject] = None
     catalog = {name: c for name, c in bundle.catalog.items() if name != second}
-    model = ActiveModel(dataclasses.replace(bundle, reference=reference, catalog=catalog))
-    service = CareerRecommender(ModelStore(CAREER_MODELS))
+    model = LoadedVersion(dataclasses.replace(bundle, reference=reference, catalog=catalog))
+    service = CareerRecommender(VersionRegistry(CAREER_MODELS))
     service.install(model)
     body = {**CODER, "top_k": len(bundle.classes)}
     by_name = {r["career"]["name"]: r for r in predict(service, body)}

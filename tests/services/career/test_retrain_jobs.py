@@ -26,7 +26,7 @@ from app.config import Settings
 from app.core.exceptions import Conflict
 from app.domain.records import JobConfig, JobRecord
 from app.services.career import job_files, job_lock, retrain
-from app.services.career.bundle import ModelStore
+from app.services.career.bundle import VersionRegistry
 from app.services.career.catalog import default_catalog
 from app.services.career.job_files import data_path, read_training_rows, write_training_rows
 from app.services.career.job_lock import JobLock, process_start
@@ -52,7 +52,7 @@ def students(n: int = 300, seed: int = 21) -> pd.DataFrame:
 
 @pytest.fixture
 def jobs(make_settings: Callable[..., Settings], career_model_dir: Path) -> Iterator[RetrainJobs]:
-    service = RetrainJobs(make_settings(), ModelStore(career_model_dir))
+    service = RetrainJobs(make_settings(), VersionRegistry(career_model_dir))
     yield service
     service.close(timeout=5)
 
@@ -191,7 +191,7 @@ def test_start_up_fails_dead_jobs_and_recovers_the_lock(
     else:  # LOCK held the bare job id, the job only a pid
         _leave_job(career_model_dir, job_id, job_id, pid=me)
 
-    jobs = RetrainJobs(make_settings(), ModelStore(career_model_dir))
+    jobs = RetrainJobs(make_settings(), VersionRegistry(career_model_dir))
 
     job = job_file(career_model_dir, job_id)
     assert job["state"] == "failed"
@@ -212,7 +212,7 @@ def test_start_up_leaves_a_live_job_alone(
     orphan = career_model_dir / ".jobs" / "aaaaaaaaaaaaaaaa.csv"
     orphan.write_text("math,label\n1,Doctor\n")
 
-    jobs = RetrainJobs(make_settings(), ModelStore(career_model_dir))
+    jobs = RetrainJobs(make_settings(), VersionRegistry(career_model_dir))
 
     assert job_file(career_model_dir, job_id)["state"] == "running"
     assert data_files(career_model_dir) == [career_model_dir / ".jobs" / f"{job_id}.csv"]
@@ -334,7 +334,7 @@ def test_a_lock_held_on_another_host_is_respected_until_its_heartbeat_stops(
     holder = {"job_id": job_id, "pid": os.getpid(), "start": elsewhere}
     _leave_job(career_model_dir, job_id, holder, pid=7, pid_start=elsewhere)
 
-    jobs = RetrainJobs(make_settings(), ModelStore(career_model_dir))  # start-up recovery
+    jobs = RetrainJobs(make_settings(), VersionRegistry(career_model_dir))  # start-up recovery
 
     assert job_file(career_model_dir, job_id)["state"] == "running"
     assert data_files(career_model_dir) == [career_model_dir / ".jobs" / f"{job_id}.csv"]
@@ -398,7 +398,9 @@ def test_expired_records_go_live_and_recent_ones_stay(
     half_written.write_text("{")
     gone.append(_aged(half_written, 8))
 
-    jobs = RetrainJobs(make_settings(retrain_job_retention_days=7), ModelStore(career_model_dir))
+    jobs = RetrainJobs(
+        make_settings(retrain_job_retention_days=7), VersionRegistry(career_model_dir)
+    )
 
     assert [p for p in kept if not p.exists()] == []
     assert [p for p in gone if p.exists()] == []

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.services.career.active import ActiveModel
-from app.services.career.bundle import ModelStore
+from app.services.career.active import LoadedVersion
+from app.services.career.bundle import VersionRegistry
 from app.services.outcomes.monitoring import CHUNKS, DriftMonitor, build_reference, psi
 from tests.conftest import CAREER_MODELS
 from tests.shifted import shifted_students, usual_students
@@ -15,14 +15,14 @@ pytestmark = pytest.mark.unit
 
 
 @pytest.fixture(scope="module")
-def model() -> ActiveModel:
-    store = ModelStore(Path(CAREER_MODELS))
+def model() -> LoadedVersion:
+    store = VersionRegistry(Path(CAREER_MODELS))
     version = store.active_version()
     assert version
-    return ActiveModel(store.load(version))
+    return LoadedVersion(store.load(version))
 
 
-def feed(monitor: DriftMonitor, model: ActiveModel, frame: object) -> None:
+def feed(monitor: DriftMonitor, model: LoadedVersion, frame: object) -> None:
     X = frame[model.spec.names].to_numpy(dtype=float)  # type: ignore[index]
     for row, p in zip(X, model.proba(X), strict=True):
         monitor.record(model, row, int(p.argmax()))
@@ -39,7 +39,7 @@ def test_psi_is_zero_for_the_same_shares_and_grows_with_the_shift() -> None:
 
 
 def test_reference_bins_cover_every_feature_with_shares_summing_to_one(
-    model: ActiveModel,
+    model: LoadedVersion,
 ) -> None:
     reference = build_reference(model)
     assert reference.features == model.spec.names
@@ -53,7 +53,7 @@ def test_reference_bins_cover_every_feature_with_shares_summing_to_one(
     assert reference.expected_top1.sum() == pytest.approx(1.0)
 
 
-def test_the_same_population_stays_below_the_threshold(model: ActiveModel) -> None:
+def test_the_same_population_stays_below_the_threshold(model: LoadedVersion) -> None:
     monitor = DriftMonitor(window=1000, threshold=0.2)
     feed(monitor, model, usual_students(1000, seed=101))
     drift = monitor.snapshot()["drift"]
@@ -61,7 +61,7 @@ def test_the_same_population_stays_below_the_threshold(model: ActiveModel) -> No
     assert drift["drifting"] is False
 
 
-def test_a_shifted_population_crosses_it_on_the_shifted_features(model: ActiveModel) -> None:
+def test_a_shifted_population_crosses_it_on_the_shifted_features(model: LoadedVersion) -> None:
     monitor = DriftMonitor(window=1000, threshold=0.2)
     feed(monitor, model, shifted_students(1000, seed=102))
     snapshot = monitor.snapshot()
@@ -74,7 +74,7 @@ def test_a_shifted_population_crosses_it_on_the_shifted_features(model: ActiveMo
 
 
 def test_the_window_slides_and_nothing_is_reported_before_it_is_half_full(
-    model: ActiveModel,
+    model: LoadedVersion,
 ) -> None:
     monitor = DriftMonitor(window=200, threshold=0.2)
     shifted = shifted_students(300, seed=103)
@@ -92,7 +92,7 @@ def test_the_window_slides_and_nothing_is_reported_before_it_is_half_full(
     assert monitor.snapshot()["drift"]["max_psi"] < 0.2
 
 
-def test_imputed_values_are_not_counted(model: ActiveModel) -> None:
+def test_imputed_values_are_not_counted(model: LoadedVersion) -> None:
     monitor = DriftMonitor(window=100, threshold=0.2)
     row = np.full(len(model.spec.names), np.nan)
     row[model.spec.names.index("math")] = 70.0
@@ -104,7 +104,7 @@ def test_imputed_values_are_not_counted(model: ActiveModel) -> None:
 
 
 def test_new_bundles_keep_the_models_top1_shares_and_monitoring_uses_them(
-    model: ActiveModel,
+    model: LoadedVersion,
 ) -> None:
     from app.services.career.preparation import prepare_frame
     from app.services.career.training import TrainingConfig, train_model
@@ -119,7 +119,7 @@ def test_new_bundles_keep_the_models_top1_shares_and_monitoring_uses_them(
     recorded = {c: (1.0 if c == model.classes[0] else 0.0) for c in model.classes}
     bundle.reference = {**bundle.reference, "predicted_top1": recorded}
     try:
-        expected = build_reference(ActiveModel(bundle)).expected_top1
+        expected = build_reference(LoadedVersion(bundle)).expected_top1
     finally:
         bundle.reference = {k: v for k, v in bundle.reference.items() if k != "predicted_top1"}
     assert expected[0] == 1.0 and expected[1:].sum() == 0.0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app.services.career.bundle import ModelStore
+from app.services.career.bundle import VersionRegistry
 from app.services.career.preparation import prepare_frame
 from app.services.outcomes.store import StoredOutcome
 from app.services.outcomes.training_rows import base_rows, outcomes_frame, training_frame
@@ -32,7 +32,7 @@ def test_a_subjects_latest_outcome_counts_once() -> None:
 
 
 def test_the_synthetic_fixture_rows_are_rebuilt_exactly() -> None:
-    store = ModelStore(Path(CAREER_MODELS))
+    store = VersionRegistry(Path(CAREER_MODELS))
     version = store.active_version()
     base, why = base_rows(store, version)
     assert base is not None, why
@@ -54,7 +54,7 @@ def test_the_synthetic_fixture_rows_are_rebuilt_exactly() -> None:
 def test_versions_trained_on_uploads_have_no_base_rows(tmp_path: Path) -> None:
     models = tmp_path / "models"
     shutil.copytree(CAREER_MODELS, models)
-    store = ModelStore(models)
+    store = VersionRegistry(models)
     version = str(store.active_version())
     manifest_path = models / version / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
@@ -63,7 +63,7 @@ def test_versions_trained_on_uploads_have_no_base_rows(tmp_path: Path) -> None:
     base, why = base_rows(store, version)
     assert base is None and "does not keep" in why
     # A store-trained version carries its synthetic base forward (manifest data.base_rows).
-    original = ModelStore(Path(CAREER_MODELS))
+    original = VersionRegistry(Path(CAREER_MODELS))
     facts = base_rows(original, original.active_version())[0].facts  # type: ignore[union-attr]
     manifest["data"]["base_rows"] = facts
     manifest_path.write_text(json.dumps(manifest))
