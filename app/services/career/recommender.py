@@ -28,7 +28,7 @@ from app.schemas.retrain import Activation, ModelVersion
 from app.services.career.active import LoadedVersion, VersionHolder
 from app.services.career.catalog import Career
 from app.services.career.explain import compare, fit, what_if
-from app.services.career.features import INTEREST_KEYWORDS, StudentRow, build_row
+from app.services.career.features import INTEREST_KEYWORDS, FeatureSpec, StudentRow, build_row
 
 
 class Recommendation(TypedDict):
@@ -215,14 +215,7 @@ class CareerRecommender(VersionHolder):
 
     @staticmethod
     def _row(model: LoadedVersion, request: StudentProfile) -> tuple[StudentRow, list[str]]:
-        interests = request.interests
-        row = build_row(
-            model.spec,
-            academic_scores=request.academic_scores,
-            riasec=interests.riasec if interests else None,
-            keywords=interests.keywords if interests else None,
-            habits=request.habits.model_dump() if request.habits else None,
-        )
+        row = student_row(model.spec, request)
         warnings = []
         if row.imputed:
             warnings.append(
@@ -235,3 +228,16 @@ class CareerRecommender(VersionHolder):
                 "The active model does not use interests; they only inform interest_fit."
             )
         return row, warnings
+
+
+def student_row(spec: FeatureSpec, student: StudentProfile) -> StudentRow:
+    """One student, as the request describes them, laid out as a row of `spec`'s features
+    (InvalidInput naming every unknown or missing name)."""
+    interests = student.interests
+    return build_row(
+        spec,
+        academic_scores=student.academic_scores,
+        riasec=interests.riasec if interests else None,
+        keywords=interests.keywords if interests else None,
+        habits=student.habits.model_dump() if student.habits else None,
+    )

@@ -25,8 +25,7 @@ from app.schemas.outcomes import (
 )
 from app.services.career.active import LoadedVersion
 from app.services.career.catalog import career_id
-from app.services.career.features import build_row
-from app.services.career.recommender import CareerRecommender
+from app.services.career.recommender import CareerRecommender, student_row
 from app.services.career.retrain import RetrainJobs
 from app.services.outcomes.monitoring import DriftMonitor
 from app.services.outcomes.store import OutcomeStore
@@ -326,14 +325,7 @@ def _record_problems(
     student = record.student
     values = None
     try:
-        interests = student.interests
-        values = build_row(
-            model.spec,
-            academic_scores=student.academic_scores,
-            riasec=interests.riasec if interests else None,
-            keywords=interests.keywords if interests else None,
-            habits=student.habits.model_dump() if student.habits else None,
-        ).values
+        values = student_row(model.spec, student).values
     except InvalidInput as exc:
         for detail in exc.details:
             problem(f"student.{detail['field']}", detail["message"], detail["type"])
