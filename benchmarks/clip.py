@@ -20,7 +20,7 @@ compute, no download) and on the tiny fixture model (real zero-shot answers).
 3. Memory: RSS of a server with CLIP_BACKEND=onnx CLIP_PRECISION=int8 (from the cached
    export: no torch), idle after one request, next to the two servers above.
 
-Targets (2-vCPU dev VM): /clip/match at 8 clients, auto >= 3x baseline img/s; idle RSS of
+Targets (2-vCPU dev VM): /clip/match at 8 clients, auto >= 4x baseline img/s; idle RSS of
 the int8 server < 800 MB. On one H100: /clip/embed/image at 32 clients >= 2,000 img/s.
 The ViT-B-32 weights (600 MB) and the exports are kept in benchmarks/.cache between runs.
 """
