@@ -3,6 +3,7 @@
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 
 from app.domain.enums import Backend, EncodingFormat, Precision, Verdict
 
@@ -17,6 +18,29 @@ Base64Image = Annotated[
 Text = Annotated[str, Field(min_length=1)]
 # How embeddings are written: JSON numbers, or (OpenAI's convention) each vector's
 # little-endian float32 bytes in base64: a quarter of the size, and exact.
+# Two 16x16 PNGs (red, blue) for the JSON routes' examples: small enough to read, and real
+# images, so Swagger's "Try it out" sends a request that works.
+_RED_PNG = "iVBORw0KGgoAAAANSUhEUgAAABAAAAAQCAIAAACQkWg2AAAAGklEQVR42mM8ISfHQApgYiARjGoY1TB0NAAATx8BJMixHB8AAAAASUVORK5CYII="
+_BLUE_PNG = "iVBORw0KGgoAAAANSUhEUgAAABAAAAAQCAIAAACQkWg2AAAAGklEQVR42mOUkzvBQApgYiARjGoY1TB0NAAATcsBJFnp5p8AAAAASUVORK5CYII="
+_VIT: JsonDict = {
+    "name": "ViT-B-32",
+    "pretrained": "openai",
+    "dimension": 512,
+    "backend": "onnx",
+    "precision": "int8",
+}
+_DOG: JsonDict = {
+    "tag": "a photo of a dog",
+    "similarity": 0.291,
+    "probability": 0.83,
+    "relevant": True,
+}
+_CITY: JsonDict = {
+    "tag": "a city at night",
+    "similarity": 0.142,
+    "probability": 0.17,
+    "relevant": False,
+}
 ENCODING_FORMAT_DOC = (
     "`float` (default): each embedding as a list of numbers. `base64`: each embedding as "
     "its little-endian float32 bytes in base64 (OpenAI's convention), about a quarter of "
@@ -27,6 +51,8 @@ MAX_LIST = 1000
 
 
 class ModelRef(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [_VIT]})
+
     name: str = Field(examples=["ViT-B-32"], description="open_clip model name (CLIP_MODEL_NAME).")
     pretrained: str = Field(
         examples=["openai"], description="Weights tag or checkpoint file and hash."
@@ -41,6 +67,8 @@ class ModelRef(BaseModel):
 
 
 class TagMatch(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [_DOG]})
+
     tag: str = Field(description="The tag as sent (trimmed).", examples=["a photo of a dog"])
     similarity: float = Field(description="Cosine similarity of image and tag, -1..1.")
     probability: float = Field(
@@ -50,6 +78,22 @@ class TagMatch(BaseModel):
 
 
 class CompareResult(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "similarity": 0.934,
+                    "score": 93.4,
+                    "verdict": "similar",
+                    "thresholds": {"similar": 0.9, "related": 0.7},
+                    "tags_a": [_DOG, _CITY],
+                    "tags_b": [_DOG, _CITY],
+                    "model": _VIT,
+                }
+            ]
+        }
+    )
+
     similarity: float = Field(description="Cosine similarity of the two images, -1..1.")
     score: float = Field(description="max(0, similarity) x 100.")
     verdict: Verdict = Field(
@@ -67,6 +111,12 @@ class CompareResult(BaseModel):
 
 
 class MatchResult(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"matches": [_DOG, _CITY], "best": _DOG, "threshold": 0.25, "model": _VIT}]
+        }
+    )
+
     matches: list[TagMatch] = Field(description="One entry per tag, in request order.")
     best: TagMatch = Field(description="The tag with the highest similarity.")
     threshold: float = Field(description="CLIP_MATCH_THRESHOLD: `relevant` means at least this.")
@@ -83,13 +133,32 @@ class Embedding(BaseModel):
 
 
 class EmbeddingResult(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": _VIT,
+                    "encoding_format": "base64",
+                    "embeddings": [
+                        {"index": 0, "name": "portfolio.jpg", "embedding": "9wQ8vQ...(2,048 bytes)"}
+                    ],
+                }
+            ]
+        }
+    )
+
     model: ModelRef = Field(description="The model that answered.")
     encoding_format: EncodingFormat = Field(default="float", description=ENCODING_FORMAT_DOC)
     embeddings: list[Embedding] = Field(description="One per image or text, in request order.")
 
 
 class CompareJson(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"image_a": _RED_PNG, "image_b": _BLUE_PNG, "tags": ["red", "blue"]}]
+        },
+    )
 
     image_a: Base64Image
     image_b: Base64Image
@@ -101,7 +170,12 @@ class CompareJson(BaseModel):
 
 
 class MatchJson(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"image": _RED_PNG, "tags": ["a red square", "a photo of a dog"]}]
+        },
+    )
 
     image: Base64Image
     tags: list[str] = Field(
@@ -110,7 +184,12 @@ class MatchJson(BaseModel):
 
 
 class EmbedImagesJson(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"images": [_RED_PNG, _BLUE_PNG], "encoding_format": "float"}]
+        },
+    )
 
     images: list[Base64Image] = Field(
         min_length=1, max_length=256, description="1..MAX_IMAGES_PER_REQUEST images."

@@ -173,6 +173,24 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     """OpenAI's model list: the models `/v1/embeddings` takes."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "object": "list",
+                    "data": [
+                        {
+                            "id": "ViT-B-32/openai",
+                            "object": "model",
+                            "created": 1764663300,
+                            "owned_by": "skill-compass-ml",
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
     object: Literal["list"] = Field(default="list", description="Always `list`.")
     data: list[ModelCard] = Field(description="The served embedding models.")
 

@@ -182,7 +182,12 @@ class Monitoring(BaseModel):
 class StoreRetrainRequest(BaseModel):
     """A retraining job on the outcome store (all fields optional)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"window_days": 180, "include_base_rows": True, "force": False}]
+        },
+    )
 
     window_days: int | None = Field(
         default=None,

@@ -1,14 +1,20 @@
 """OpenAPI for people: every field of every component says what it is, and the request
 examples are real students that validate."""
 
+import io
 from typing import Any
 
 import pytest
+from PIL import Image
 from pydantic import BaseModel
 
 from app.config import Settings
 from app.main import create_app
+from app.schemas import clip as clip_schemas
 from app.schemas.career import AnalyzeRequest, Habits, PredictRequest
+from app.schemas.openai import ModelList
+from app.schemas.outcomes import StoreRetrainRequest
+from app.utils.images import decode_base64
 
 pytestmark = pytest.mark.unit
 
@@ -61,3 +67,34 @@ def test_each_habit_shows_an_example_inside_its_bounds(components: dict[str, Any
     for field, prop in components["Habits"]["properties"].items():
         (example,) = prop["examples"]
         Habits.model_validate({field: example})
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        clip_schemas.CompareJson,
+        clip_schemas.MatchJson,
+        clip_schemas.EmbedImagesJson,
+        clip_schemas.CompareResult,
+        clip_schemas.MatchResult,
+        clip_schemas.EmbeddingResult,
+        StoreRetrainRequest,
+        ModelList,
+    ],
+)
+def test_the_route_examples_validate(components: dict[str, Any], model: type[BaseModel]) -> None:
+    examples = components[model.__name__]["examples"]
+    assert examples
+    for example in examples:
+        model.model_validate(example)
+
+
+@pytest.mark.parametrize("model", [clip_schemas.CompareJson, clip_schemas.MatchJson])
+def test_the_json_image_examples_are_real_images(model: type[BaseModel]) -> None:
+    """Swagger's "Try it out" sends them: they must decode."""
+    (example,) = model.model_json_schema()["examples"]
+    for field, value in example.items():
+        if field.startswith("image"):
+            data = decode_base64(value, max_bytes=10_000, name=field)
+            with Image.open(io.BytesIO(data)) as image:
+                assert image.size == (16, 16)

@@ -1180,7 +1180,17 @@ export interface components {
              */
             interest_distance: number | null;
         };
-        /** CompareJson */
+        /**
+         * CompareJson
+         * @example {
+         *       "image_a": "iVBORw0KGgoAAAANSUhEUgAAABAAAAAQCAIAAACQkWg2AAAAGklEQVR42mM8ISfHQApgYiARjGoY1TB0NAAATx8BJMixHB8AAAAASUVORK5CYII=",
+         *       "image_b": "iVBORw0KGgoAAAANSUhEUgAAABAAAAAQCAIAAACQkWg2AAAAGklEQVR42mOUkzvBQApgYiARjGoY1TB0NAAATcsBJFnp5p8AAAAASUVORK5CYII=",
+         *       "tags": [
+         *         "red",
+         *         "blue"
+         *       ]
+         *     }
+         */
         CompareJson: {
             /**
              * Image A
@@ -1199,7 +1209,53 @@ export interface components {
              */
             tags?: string[] | null;
         };
-        /** CompareResult */
+        /**
+         * CompareResult
+         * @example {
+         *       "model": {
+         *         "backend": "onnx",
+         *         "dimension": 512,
+         *         "name": "ViT-B-32",
+         *         "precision": "int8",
+         *         "pretrained": "openai"
+         *       },
+         *       "score": 93.4,
+         *       "similarity": 0.934,
+         *       "tags_a": [
+         *         {
+         *           "probability": 0.83,
+         *           "relevant": true,
+         *           "similarity": 0.291,
+         *           "tag": "a photo of a dog"
+         *         },
+         *         {
+         *           "probability": 0.17,
+         *           "relevant": false,
+         *           "similarity": 0.142,
+         *           "tag": "a city at night"
+         *         }
+         *       ],
+         *       "tags_b": [
+         *         {
+         *           "probability": 0.83,
+         *           "relevant": true,
+         *           "similarity": 0.291,
+         *           "tag": "a photo of a dog"
+         *         },
+         *         {
+         *           "probability": 0.17,
+         *           "relevant": false,
+         *           "similarity": 0.142,
+         *           "tag": "a city at night"
+         *         }
+         *       ],
+         *       "thresholds": {
+         *         "related": 0.7,
+         *         "similar": 0.9
+         *       },
+         *       "verdict": "similar"
+         *     }
+         */
         CompareResult: {
             /**
              * Similarity
@@ -1328,7 +1384,16 @@ export interface components {
              */
             drifting: boolean;
         };
-        /** EmbedImagesJson */
+        /**
+         * EmbedImagesJson
+         * @example {
+         *       "encoding_format": "float",
+         *       "images": [
+         *         "iVBORw0KGgoAAAANSUhEUgAAABAAAAAQCAIAAACQkWg2AAAAGklEQVR42mM8ISfHQApgYiARjGoY1TB0NAAATx8BJMixHB8AAAAASUVORK5CYII=",
+         *         "iVBORw0KGgoAAAANSUhEUgAAABAAAAAQCAIAAACQkWg2AAAAGklEQVR42mOUkzvBQApgYiARjGoY1TB0NAAATcsBJFnp5p8AAAAASUVORK5CYII="
+         *       ]
+         *     }
+         */
         EmbedImagesJson: {
             /**
              * Images
@@ -1404,7 +1469,26 @@ export interface components {
              */
             embedding: number[] | string;
         };
-        /** EmbeddingResult */
+        /**
+         * EmbeddingResult
+         * @example {
+         *       "embeddings": [
+         *         {
+         *           "embedding": "9wQ8vQ...(2,048 bytes)",
+         *           "index": 0,
+         *           "name": "portfolio.jpg"
+         *         }
+         *       ],
+         *       "encoding_format": "base64",
+         *       "model": {
+         *         "backend": "onnx",
+         *         "dimension": 512,
+         *         "name": "ViT-B-32",
+         *         "precision": "int8",
+         *         "pretrained": "openai"
+         *       }
+         *     }
+         */
         EmbeddingResult: {
             /** @description The model that answered. */
             model: components["schemas"]["ModelRef"];
@@ -2155,7 +2239,16 @@ export interface components {
              */
             status: "alive";
         };
-        /** MatchJson */
+        /**
+         * MatchJson
+         * @example {
+         *       "image": "iVBORw0KGgoAAAANSUhEUgAAABAAAAAQCAIAAACQkWg2AAAAGklEQVR42mM8ISfHQApgYiARjGoY1TB0NAAATx8BJMixHB8AAAAASUVORK5CYII=",
+         *       "tags": [
+         *         "a red square",
+         *         "a photo of a dog"
+         *       ]
+         *     }
+         */
         MatchJson: {
             /**
              * Image
@@ -2168,7 +2261,39 @@ export interface components {
              */
             tags: string[];
         };
-        /** MatchResult */
+        /**
+         * MatchResult
+         * @example {
+         *       "best": {
+         *         "probability": 0.83,
+         *         "relevant": true,
+         *         "similarity": 0.291,
+         *         "tag": "a photo of a dog"
+         *       },
+         *       "matches": [
+         *         {
+         *           "probability": 0.83,
+         *           "relevant": true,
+         *           "similarity": 0.291,
+         *           "tag": "a photo of a dog"
+         *         },
+         *         {
+         *           "probability": 0.17,
+         *           "relevant": false,
+         *           "similarity": 0.142,
+         *           "tag": "a city at night"
+         *         }
+         *       ],
+         *       "model": {
+         *         "backend": "onnx",
+         *         "dimension": 512,
+         *         "name": "ViT-B-32",
+         *         "precision": "int8",
+         *         "pretrained": "openai"
+         *       },
+         *       "threshold": 0.25
+         *     }
+         */
         MatchResult: {
             /**
              * Matches
@@ -2309,6 +2434,17 @@ export interface components {
         /**
          * ModelList
          * @description OpenAI's model list: the models `/v1/embeddings` takes.
+         * @example {
+         *       "data": [
+         *         {
+         *           "created": 1764663300,
+         *           "id": "ViT-B-32/openai",
+         *           "object": "model",
+         *           "owned_by": "skill-compass-ml"
+         *         }
+         *       ],
+         *       "object": "list"
+         *     }
          */
         ModelList: {
             /**
@@ -2324,7 +2460,16 @@ export interface components {
              */
             data: components["schemas"]["ModelCard"][];
         };
-        /** ModelRef */
+        /**
+         * ModelRef
+         * @example {
+         *       "backend": "onnx",
+         *       "dimension": 512,
+         *       "name": "ViT-B-32",
+         *       "precision": "int8",
+         *       "pretrained": "openai"
+         *     }
+         */
         ModelRef: {
             /**
              * Name
@@ -2903,6 +3048,11 @@ export interface components {
         /**
          * StoreRetrainRequest
          * @description A retraining job on the outcome store (all fields optional).
+         * @example {
+         *       "force": false,
+         *       "include_base_rows": true,
+         *       "window_days": 180
+         *     }
          */
         StoreRetrainRequest: {
             /**
@@ -2922,7 +3072,15 @@ export interface components {
              */
             force?: boolean;
         };
-        /** TagMatch */
+        /**
+         * TagMatch
+         * @example {
+         *       "probability": 0.83,
+         *       "relevant": true,
+         *       "similarity": 0.291,
+         *       "tag": "a photo of a dog"
+         *     }
+         */
         TagMatch: {
             /**
              * Tag
