@@ -27,7 +27,7 @@ import pandas as pd
 from app.domain.enums import RIASEC
 from app.services.career.catalog import Career, default_catalog
 from app.services.career.features import HABITS, SUBJECTS
-from app.services.career.training import DEFAULT_SEED
+from app.services.career.preparation import DEFAULT_SEED
 
 # Which interests lift which subjects (points per interest point above 50).
 INTEREST_SUBJECT_LINKS: dict[str, dict[str, float]] = {

@@ -31,7 +31,7 @@ from app.services.career.evaluation import (
     per_career,
 )
 from app.services.career.features import FeatureSpec
-from app.services.career.preparation import MIN_ROWS_PER_CLASS, PreparedData
+from app.services.career.preparation import DEFAULT_SEED, MIN_ROWS_PER_CLASS, PreparedData
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +81,6 @@ LARGE_DATA_FOLDS = 3
 # calibrates. A random forest is already an average of many trees; folding it five times
 # over would multiply its serving cost for no gain, so it is calibrated once.
 NOT_FOLD_ENSEMBLED = frozenset({"random_forest"})
-# The seed of every default: the split, the folds, the models (and the synthetic students).
-DEFAULT_SEED = 7
 
 
 @dataclass

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from app.config import Settings
 from app.utils.files import atomic_write
-from app.utils.hashing import sha256_file
+from app.utils.hashing import sha256_file_remembered
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def resolve_weights(settings: Settings) -> Weights:
         if not local.is_file():
             # The name only: /health/ready is public, the mount layout is not.
             raise FileNotFoundError(f"CLIP_PRETRAINED checkpoint {local.name} does not exist")
-        digest = sha256_file(local)
+        digest = sha256_file_remembered(local, _digests(settings))
         return Weights(str(local), f"{local.name}:sha256:{digest[:12]}", {}, digest)
     alias = _alias_path(settings)
     remembered = _read_alias(alias)
@@ -63,6 +63,13 @@ def resolve_weights(settings: Settings) -> Weights:
     weights = _resolve_registry_tag(settings)
     _write_alias(alias, weights)
     return weights
+
+
+DIGESTS = ".digests"  # in the cache: remembered checkpoint digests (sha256_file_remembered)
+
+
+def _digests(settings: Settings) -> Path:
+    return settings.clip_model_cache_dir / DIGESTS
 
 
 def _alias_path(settings: Settings) -> Path:
@@ -79,7 +86,8 @@ def _read_alias(path: Path) -> Weights | None:
             checkpoint = path.parent / checkpoint
         if not checkpoint.is_file() or data.get("open_clip") != _open_clip_version():
             return None  # gone, or another open_clip may resolve the tag differently
-        return Weights(str(checkpoint), data["tag"], data["options"], sha256_file(checkpoint))
+        digest = sha256_file_remembered(checkpoint, path.parent / DIGESTS)
+        return Weights(str(checkpoint), data["tag"], data["options"], digest)
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -135,7 +143,9 @@ def _resolve_registry_tag(settings: Settings) -> Weights:
     cache = settings.clip_model_cache_dir
     cached = _cached_checkpoint(cfg, cache)
     if cached is not None:
-        return Weights(cached, pretrained, options, sha256_file(Path(cached)))
+        return Weights(
+            cached, pretrained, options, sha256_file_remembered(Path(cached), _digests(settings))
+        )
     source = _source_url(cfg)
     problem = _unreachable(source)
     if problem:
@@ -148,7 +158,12 @@ def _resolve_registry_tag(settings: Settings) -> Weights:
     cache.mkdir(parents=True, exist_ok=True)
     logger.info("downloading CLIP weights %s/%s into %s", name, pretrained, cache)
     checkpoint = download_pretrained(cfg, cache_dir=str(cache))
-    return Weights(checkpoint, pretrained, options, sha256_file(Path(checkpoint)))
+    return Weights(
+        checkpoint,
+        pretrained,
+        options,
+        sha256_file_remembered(Path(checkpoint), _digests(settings)),
+    )
 
 
 def _cached_checkpoint(cfg: dict[str, Any], cache: Path) -> str | None:
