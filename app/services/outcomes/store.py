@@ -18,7 +18,6 @@ from sqlalchemy import Connection, Engine, bindparam, case, delete, func, select
 from sqlalchemy import exc as sa_exc
 
 from app.core.exceptions import StoreUnavailable
-from app.db import migrate
 from app.db.engine import is_postgres, make_engine, redacted
 from app.db.tables import outcomes
 
@@ -76,6 +75,9 @@ class OutcomeStore:
             if time.monotonic() < self._retry_at:
                 raise self._unavailable()
             try:
+                # Alembic is imported here, in the background, not on the way to /health/live.
+                from app.db import migrate
+
                 engine = self._engine or make_engine(self.url)
                 self._engine = engine
                 migrate.upgrade(engine)
