@@ -209,8 +209,7 @@ def _measure(
     else:
         assert source is not None
         tokenize = source.tokenize
-    if source is not None and chosen.name != "torch-fp32":
-        source.release_weights()  # another runtime serves: free the fp32 weights
+    selection = _serving(chosen, meta, tokenize, source, trials, reference, chosen_by)
     _return_freed_memory()
     logger.info(
         "CLIP serves %s (%s); candidates: %s",
@@ -218,17 +217,7 @@ def _measure(
         chosen.outcome,
         "; ".join(t.summary() for t in trials),
     )
-    return Selection(
-        runtime=chosen.runtime,
-        meta=meta,
-        tokenize=tokenize,
-        fallback_preprocess=source.preprocess if source is not None else None,
-        trials=trials,
-        chosen=chosen,
-        reference=reference,
-        imported_torch=source is not None,
-        chosen_by=chosen_by,
-    )
+    return selection
 
 
 def _explain(trials: list[Trial], chosen: Trial, chosen_by: str) -> None:
@@ -339,20 +328,9 @@ def _recall(
         if meta.tokenizer is not None
         else source.tokenize  # type: ignore[union-attr]
     )
-    if source is not None and chosen.name != "torch-fp32":
-        source.release_weights()
+    selection = _serving(chosen, meta, tokenize, source, trials, reference, "remembered")
     logger.info("CLIP serves %s (%s)", chosen.name, chosen.outcome)
-    return Selection(
-        runtime=runtime,
-        meta=meta,
-        tokenize=tokenize,
-        fallback_preprocess=source.preprocess if source is not None else None,
-        trials=trials,
-        chosen=chosen,
-        reference=reference,
-        imported_torch=source is not None,
-        chosen_by="remembered",
-    )
+    return selection
 
 
 def _return_freed_memory() -> None:
@@ -362,3 +340,29 @@ def _return_freed_memory() -> None:
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _serving(
+    chosen: Trial,
+    meta: ClipMeta,
+    tokenize: Callable[[list[str]], np.ndarray],
+    source: TorchModel | None,
+    trials: list[Trial],
+    reference: Reference,
+    chosen_by: ChosenBy,
+) -> Selection:
+    """The selection once `chosen` serves; torch's fp32 weights are freed unless they serve."""
+    assert chosen.runtime is not None
+    if source is not None and chosen.name != "torch-fp32":
+        source.release_weights()
+    return Selection(
+        runtime=chosen.runtime,
+        meta=meta,
+        tokenize=tokenize,
+        fallback_preprocess=source.preprocess if source is not None else None,
+        trials=trials,
+        chosen=chosen,
+        reference=reference,
+        imported_torch=source is not None,
+        chosen_by=chosen_by,
+    )
