@@ -69,6 +69,10 @@ def test_drift_starts_a_job_that_passes_the_gate_and_serves_better(
         retrain_include_base_rows=False,
         monitoring_window=WINDOW,
         drift_psi_threshold=0.2,
+        # Students are grouped by their keyed subject hash, so the key picks the held-out
+        # split. With a per-install random key the gate's margin over the active model
+        # moved by +-0.03 from run to run, and a CI run once fell below the tolerance.
+        outcome_hash_key="e2e-closed-loop",
     )
     old_version = client.get("/api/v1/career/model").json()["data"]["version"]
 
@@ -109,7 +113,7 @@ def test_drift_starts_a_job_that_passes_the_gate_and_serves_better(
         return state if state["state"] not in ("queued", "running") else None
 
     done = wait_for(finished, 400, "the automatic job did not finish")
-    assert done["state"] == "succeeded", done
+    assert done["state"] == "succeeded", (done["reasons"], done["gate"], done["metrics"])
     assert done["gate"]["passed"] is True and done["activated"] is True
     new_version = done["candidate_version"]
     assert "outcome store" in client.get("/api/v1/career/models").json()["data"][0]["description"]
