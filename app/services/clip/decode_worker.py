@@ -8,7 +8,6 @@ out through shared memory; the pipe carries only small messages. It imports no t
 
 import resource
 from dataclasses import dataclass
-from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
 from typing import Any
@@ -39,9 +38,11 @@ def output_bytes(spec: ImageSpec | None) -> int:
 def serve(conn: Connection, setup: WorkerSetup) -> None:
     """Answer jobs `(length, field)` until told `None`: `("ok", None)` with the pixels in
     shared memory, `("ok", image)` without a spec, or `("error", name, message, details)`."""
+    # The parent creates and unlinks the segment. Under the forkserver this process shares
+    # the parent's resource tracker, so attaching adds nothing to it; unregistering here
+    # would remove the parent's own entry, and its unlink at shutdown would then make the
+    # tracker print a KeyError traceback.
     shm = SharedMemory(name=setup.shm_name)
-    # The parent owns the segment; without this, this process's tracker would unlink it.
-    resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
     memory = shm.buf
     assert memory is not None
     out = None
@@ -70,7 +71,10 @@ def _prepare(data: bytes, field: str, setup: WorkerSetup, out: np.ndarray | None
     image = open_image(data, max_pixels=setup.max_pixels, name=field)
     try:
         if setup.spec is None or out is None:  # open_clip's own transform runs in the server
-            return load_image(image, min_side=MIN_DECODED_SIDE, name=field).image
+            upright = load_image(image, min_side=MIN_DECODED_SIDE, name=field).image
+            # An RGB picture needs no conversion, so it may be `image` itself, which is
+            # closed below: the parent gets a copy that outlives it.
+            return upright.copy() if upright is image else upright
         decoded = load_image(
             image, min_side=setup.spec.min_side, region=region_of(setup.spec), name=field
         )
