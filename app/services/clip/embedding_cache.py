@@ -19,6 +19,10 @@ class EmbeddingCache:
         self._items: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
+    @property
+    def enabled(self) -> bool:
+        return self.max_bytes > 0
+
     @staticmethod
     def _cost(key: str, value: np.ndarray) -> int:
         return value.nbytes + len(key) + 100  # plus the entry's own overhead, roughly

@@ -161,7 +161,10 @@ class ClipEngine:
                     f"{item.field} is {len(item.data)} bytes; the limit is {max_bytes}.",
                     details=[{"field": item.field, "max_bytes": max_bytes}],
                 )
-        keys, found = await anyio.to_thread.run_sync(self._cached, items)
+        if self.images_cache.enabled:
+            keys, found = await anyio.to_thread.run_sync(self._cached, items)
+        else:  # CLIP_CACHE_MB=0: nothing to look up, so no hashing and no thread hop
+            keys, found = [], [None] * len(items)
         pending = [i for i, vector in enumerate(found) if vector is None]
         flow = self.flows[IMAGES]
         with (
@@ -174,7 +177,8 @@ class ClipEngine:
                 vectors = await asyncio.wrap_future(self.batcher.submit(IMAGES, rows))
                 for index, vector in zip(pending, vectors, strict=True):
                     found[index] = vector
-                    self.images_cache.put(keys[index], vector.copy())
+                    if keys:
+                        self.images_cache.put(keys[index], vector.copy())
         return np.stack(found)  # type: ignore[arg-type]
 
     def _cached(self, items: Sequence[ImageInput]) -> tuple[list[str], list[np.ndarray | None]]:

@@ -288,6 +288,39 @@ def test_device_decoding_path_in_the_engine(tiny: TorchModel) -> None:
     assert cosines(a, b).min() >= 0.999
 
 
+def test_without_a_cache_images_are_not_hashed(
+    tiny: TorchModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CLIP_CACHE_MB=0: no content key is computed (a sha256 of every upload, on a thread),
+    and the cache counts neither hits nor misses; with a cache, the same images are hashed
+    and the answers are the same."""
+    budget = DecodeBudget(10**7, 10**8, StructureLimits(64, 1024), 5.0, 512)
+    settings = EngineSettings("tiny", 64, 8, 0, 1, 0, budget)
+    tokenize = ClipTokenizer.from_spec(tiny.meta.tokenizer or {})
+    items = [ImageInput(photo_jpeg(i, (96, 64)), f"images.{i}") for i in range(3)]
+    hashed: list[ClipEngine] = []
+    real_cached = ClipEngine._cached
+
+    def counting(engine: ClipEngine, batch: Any) -> Any:
+        hashed.append(engine)
+        return real_cached(engine, batch)
+
+    monkeypatch.setattr(ClipEngine, "_cached", counting)
+    off = ClipEngine(tiny.fp32, meta=tiny.meta, tokenize=tokenize, settings=settings)
+    on = ClipEngine(
+        tiny.fp32, meta=tiny.meta, tokenize=tokenize, settings=replace(settings, cache_mb=1)
+    )
+    try:
+        a = asyncio.run(off.encode_images(items))
+        assert hashed == [] and off.images_cache.stats().misses == 0
+        b = asyncio.run(on.encode_images(items))
+        assert hashed == [on] and on.images_cache.stats().misses == 3
+    finally:
+        off.close()
+        on.close()
+    assert cosines(a, b).min() >= 0.9999
+
+
 # --- batcher ----------------------------------------------------------------------------------
 
 
