@@ -41,6 +41,12 @@ class ClipCandidate(StatusPart):
     ms_per_image: dict[str, float] | None = Field(
         description="Image tower ms per image by batch size, measured here (auto only)."
     )
+    threads: int | None = Field(
+        default=None,
+        description="Intra-op threads it ran with: TORCH_THREADS, or 1 for the ONNX winner "
+        "where one thread measured faster (a small model spends more on waking threads than "
+        "they save).",
+    )
     error: str | None = Field(description="Why it was skipped, failed or dropped.")
     outcome: str | None = Field(
         default=None, description="Why it serves, or why it does not (skipped, failed, slower)."
@@ -83,6 +89,10 @@ class ClipRuntime(StatusPart):
     min_cosine: float | None = Field(description="The serving runtime's parity to torch fp32.")
     ms_per_image: dict[str, float] | None = Field(
         description="Its ms per image by batch size; null when forced (no timing)."
+    )
+    threads: int = Field(
+        description="Intra-op threads of each forward pass: TORCH_THREADS, or 1 where the "
+        "ONNX winner measured faster on one thread."
     )
     candidates: list[ClipCandidate] = Field(
         description="Every runtime considered (CLIP_BACKEND, CLIP_PRECISION), in order."

@@ -83,6 +83,7 @@ class Trial:
     clear_probes: int | None = None
     passed: bool = False
     ms_per_image: dict[str, float] | None = None
+    threads: int | None = None  # intra-op threads it ran with (None: TORCH_THREADS)
     error: str | None = None
     outcome: str | None = None  # why it serves, or why another one does
     runtime: Runtime | None = field(default=None, repr=False)
@@ -118,6 +119,7 @@ class Trial:
             clear_probes=self.clear_probes,
             passed=self.passed,
             ms_per_image=self.ms_per_image,
+            threads=self.threads,
             error=self.error,
             outcome=self.outcome,
         )

@@ -3,11 +3,12 @@ machine is ready in seconds: no candidate built, timed or gated but the one that
 
 A choice holds while everything that decided it is unchanged, so it is stored under a key
 made of exactly that: the CPU (model and flags), the thread count, the device, the runtime
-settings, the candidates offered, the timing batches and the library versions. Beside the
-choice are the digests of the artifacts it was made with (the probe reference, the chosen
-export): a rebuilt artifact is another model, and the choice is measured again. Even a
-remembered choice serves only after it passes the parity gate against the stored
-reference, which needs neither torch nor open_clip.
+settings, the candidates offered, the timing batches, the library versions and the
+version of the procedure itself. Beside the choice are the digests of the artifacts it
+was made with (the probe reference, the chosen export): a rebuilt artifact is another
+model, and the choice is measured again. Even a remembered choice serves only after it
+passes the parity gate against the stored reference, which needs neither torch nor
+open_clip.
 """
 
 import hashlib
@@ -28,6 +29,9 @@ logger = logging.getLogger(__name__)
 CHOICE_FILE = "choice.json"
 # Libraries whose kernels decide how fast (and how exactly) a candidate runs.
 CHOICE_VERSIONS = ("onnxruntime", "onnx", "torch", "open_clip_torch", "numpy")
+# How the choice is made; a new way of choosing forgets the choices of the old one.
+# 2: the ONNX winner's thread count is measured too.
+PROCEDURE = 2
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class ChoiceKey:
     batches: tuple[int, ...]
     candidates: tuple[str, ...]
     versions: tuple[tuple[str, str], ...]
+    procedure: int = PROCEDURE
 
     @classmethod
     def of(

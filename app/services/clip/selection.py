@@ -54,7 +54,7 @@ from app.services.clip.remembered import (
     remember,
 )
 from app.services.clip.runtime import ClipMeta, Runtime, TorchModel
-from app.services.clip.timing import TIMING_BATCHES, time_trials
+from app.services.clip.timing import TIMING_BATCHES, faster_on_one_thread, time_trials
 from app.services.clip.tokenizer import ClipTokenizer
 from app.services.clip.weights import Weights, resolve_weights
 from app.utils.text import brief_error
@@ -87,6 +87,7 @@ class Selection:
             chosen_by=self.chosen_by,
             min_cosine=self.chosen.min_cosine,
             ms_per_image=self.chosen.ms_per_image,
+            threads=self.chosen.threads or 1,
             candidates=[trial.candidate() for trial in self.trials],
             device=device,
             preprocess=preprocess,
@@ -172,6 +173,7 @@ def _measure(
             else:
                 assert source is not None
                 trial.runtime = source.runtime(trial.precision)
+            trial.threads = settings.torch_threads
             threshold = settings.clip_min_cosine or MIN_COSINE[trial.precision]
             gate(trial, reference, threshold, meta.logit_scale)
         except Exception as exc:  # one candidate failing never stops the others
@@ -197,7 +199,16 @@ def _measure(
             )
         chosen = min(timed, key=Trial.score)
         chosen_by = "measured"
+    threads_note = ""
+    if chosen_by == "measured" and chosen.backend == "onnx" and (chosen.threads or 1) > 1:
+        export = exports[chosen.artifact]
+        assert not isinstance(export, str)
+        fastest, threads_note = faster_on_one_thread(chosen, export, reference, batches)
+        if fastest is not chosen:
+            trials[trials.index(chosen)] = passing[passing.index(chosen)] = fastest
+            chosen = fastest
     _explain(trials, chosen, chosen_by)
+    chosen.outcome = f"{chosen.outcome}{threads_note}"
     for trial in passing:
         if trial is not chosen:
             trial.close()
@@ -298,14 +309,14 @@ def _recall(
         export = store.find(chosen.artifact, library_versions(*ONNX_VERSIONS))
         if export is None or artifact_digest(export[1]) != choice.artifacts.get(chosen.artifact):
             return None
-        runtime: Runtime = onnx_session.OnnxRuntime(
-            export[0], chosen.precision, settings.torch_threads
-        )
+        chosen.threads = chosen.threads or settings.torch_threads
+        runtime: Runtime = onnx_session.OnnxRuntime(export[0], chosen.precision, chosen.threads)
     else:
         prepare_torch()
         source = TorchModel(settings, device, weights)
         meta = replace(source.meta, fast_agreement=meta.fast_agreement)
         runtime = source.runtime(chosen.precision)
+        chosen.threads = settings.torch_threads
     chosen.runtime = runtime
     chosen.error = None
     threshold = settings.clip_min_cosine or MIN_COSINE[chosen.precision]

@@ -1,11 +1,15 @@
 """Timing the candidates that passed the parity gate, under `auto`: the fastest on this
-machine serves, since which one that is depends on the CPU or GPU and is never assumed."""
+machine serves, since which one that is depends on the CPU or GPU and is never assumed;
+then an ONNX winner's thread count, measured the same way."""
 
 import math
 import time
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
+from app.services.clip import onnx_session
 from app.services.clip.candidates import Trial
 from app.services.clip.parity import Reference
 from app.utils.text import brief_error
@@ -28,7 +32,7 @@ def time_trials(trials: list[Trial], reference: Reference, batches: list[int]) -
     more only within TIMING_BUDGET_S. A trial that fails here (out of memory at a batch the
     gate never tried, say) is dropped with the reason."""
     inputs = {b: np.resize(reference.images, (b, *reference.images.shape[1:])) for b in batches}
-    best: dict[tuple[str, int], float] = {}
+    best: dict[tuple[int, int], float] = {}  # (id of the trial, batch)
     deadline = time.perf_counter() + TIMING_BUDGET_S
     for round_ in range(TIMING_ROUNDS + 1):  # round 0 is the warm-up
         for trial in trials:
@@ -41,7 +45,7 @@ def time_trials(trials: list[Trial], reference: Reference, batches: list[int]) -
                     trial.runtime.encode_images([inputs[b]])
                     ms = (time.perf_counter() - started) * 1000 / b
                     if round_:
-                        key = (trial.name, b)
+                        key = (id(trial), b)
                         best[key] = min(best.get(key, math.inf), ms)
             except Exception as exc:
                 trial.error = f"failed while timed: {brief_error(exc)}"
@@ -50,4 +54,27 @@ def time_trials(trials: list[Trial], reference: Reference, batches: list[int]) -
             break
     for trial in trials:
         if trial.error is None:
-            trial.ms_per_image = {str(b): round(best[(trial.name, b)], 3) for b in batches}
+            trial.ms_per_image = {str(b): round(best[(id(trial), b)], 3) for b in batches}
+
+
+def faster_on_one_thread(
+    chosen: Trial, export: Path, reference: Reference, batches: list[int]
+) -> tuple[Trial, str]:
+    """`chosen`, an ONNX runtime on TORCH_THREADS intra-op threads, or the same export on
+    one thread, whichever is faster here, and a note on how they compared. On a large model
+    the threads nearly halve the time per image; on a small one, waking them for every
+    operator costs more than they save, and the CPU they burn is taken from the decode
+    workers. Measured like the runtime itself: both timed together, interleaved."""
+    single = replace(
+        chosen,
+        threads=1,
+        ms_per_image=None,
+        runtime=onnx_session.OnnxRuntime(export, chosen.precision, 1),
+    )
+    time_trials([chosen, single], reference, batches)
+    if single.error is not None or single.score() >= chosen.score():
+        single.close()
+        return chosen, f"; on 1 thread {single.score():.2f} ms/image, slower"
+    note = f", on 1 thread ({chosen.threads} threads: {chosen.score():.2f} ms/image)"
+    chosen.close()
+    return single, note

@@ -1002,6 +1002,11 @@ export interface components {
                 [key: string]: number;
             } | null;
             /**
+             * Threads
+             * @description Intra-op threads it ran with: TORCH_THREADS, or 1 for the ONNX winner where one thread measured faster (a small model spends more on waking threads than they save).
+             */
+            threads: number | null;
+            /**
              * Error
              * @description Why it was skipped, failed or dropped.
              */
@@ -1079,6 +1084,11 @@ export interface components {
             ms_per_image: {
                 [key: string]: number;
             } | null;
+            /**
+             * Threads
+             * @description Intra-op threads of each forward pass: TORCH_THREADS, or 1 where the ONNX winner measured faster on one thread.
+             */
+            threads: number;
             /**
              * Candidates
              * @description Every runtime considered (CLIP_BACKEND, CLIP_PRECISION), in order.

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import open_clip
@@ -18,7 +18,7 @@ import pytest
 from open_clip.tokenizer import SimpleTokenizer
 
 from app.config import Settings
-from app.services.clip import artifacts, onnx_export, parity, timing
+from app.services.clip import artifacts, onnx_export, onnx_session, parity, timing
 from app.services.clip.artifacts import ArtifactStore, artifact_name
 from app.services.clip.candidates import Trial, plan
 from app.services.clip.parity import Reference, gate
@@ -312,7 +312,51 @@ def test_auto_times_the_passing_candidates_and_serves_the_fastest(tmp_path: Path
     assert report.backend == chosen.chosen.backend
     assert report.ms_per_image == chosen.chosen.ms_per_image
     assert [c.backend for c in report.candidates] == [t.backend for t in chosen.trials]
+    # Its thread count was measured too (the fixture is small: one thread usually wins),
+    # and a later start serves the remembered winner on as many threads.
+    assert report.threads == chosen.chosen.threads in (1, 2)
+    assert ("on 1 thread" in str(chosen.chosen.outcome)) == (chosen.chosen.backend == "onnx")
     chosen.runtime.close()
+    again = select(settings(tmp_path), "cpu", max_batch=8)
+    assert again.chosen_by == "remembered" and again.chosen.name == chosen.chosen.name
+    assert again.chosen.threads == chosen.chosen.threads
+    again.runtime.close()
+
+
+class ThreadTimed:
+    """An ONNX runtime stand-in whose forward pass takes `MS[threads]` milliseconds."""
+
+    MS: ClassVar[dict[int, float]] = {}
+
+    def __init__(self, directory: Path, precision: str, threads: int) -> None:
+        self.threads = threads
+        self.closed = False
+
+    def encode_images(self, parts: list[Any]) -> np.ndarray:
+        time.sleep(self.MS[self.threads] / 1000)
+        return np.zeros((len(parts[0]), 4), dtype=np.float32)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize("one_thread_ms", [2.0, 12.0])
+def test_the_onnx_winner_serves_on_one_thread_where_that_measures_faster(
+    tiny: TorchModel, monkeypatch: pytest.MonkeyPatch, one_thread_ms: float
+) -> None:
+    monkeypatch.setattr(onnx_session, "OnnxRuntime", ThreadTimed)
+    monkeypatch.setattr(ThreadTimed, "MS", {1: one_thread_ms, 2: 6.0})
+    runtime = ThreadTimed(Path("export"), "int8", 2)
+    chosen = Trial("onnx", "int8", recipe="u8s8", passed=True, threads=2, runtime=runtime)  # type: ignore[arg-type]
+    serving, note = timing.faster_on_one_thread(
+        chosen, Path("export"), parity.probe_reference(tiny), [1, 8]
+    )
+    expected = 1 if one_thread_ms < 6.0 else 2
+    assert serving.name == chosen.name and serving.threads == expected
+    assert isinstance(serving.runtime, ThreadTimed) and serving.runtime.threads == expected
+    assert runtime.closed == (expected == 1)  # the loser's session is released
+    assert serving.ms_per_image is not None and set(serving.ms_per_image) == {"1", "8"}
+    assert ("2 threads" in note) if expected == 1 else ("slower" in note)
 
 
 def test_a_second_start_reuses_the_cache_without_exporting(
