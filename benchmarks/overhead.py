@@ -1,6 +1,6 @@
 """What one image costs the server besides the model, step by step, and end to end.
 
-    .venv/bin/python -m benchmarks.overhead [--seconds 10] [--runs 200]
+    .venv/bin/python -m benchmarks.overhead [--seconds 10] [--runs 200] [--images photos]
 
 1. In-process, ms per image, one row per step of `/clip/embed/image` with 8 JPEGs of
    640x480 a request: parse (Starlette's multipart parser, python-multipart, over the
@@ -20,6 +20,7 @@ Target (2-vCPU dev VM): end-to-end server CPU, decode workers included, <= 3.0 m
 
 import argparse
 import asyncio
+import io
 import os
 import statistics
 import sys
@@ -30,6 +31,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from PIL import Image
 
 from benchmarks.common import photo_jpeg, start_server, wait_ready
 
@@ -55,6 +57,27 @@ VIT_PREPROCESS = {
 IMAGES = 8
 CLIENTS = 8
 BOUNDARY = "benchmarkboundary1234"
+
+
+def sample_photos() -> list[bytes]:
+    """IMAGES real photos as 640x480 JPEGs (quality 90): scikit-learn's two bundled sample
+    pictures (a temple, 105 KB, and a flower, 52 KB), each also mirrored and shifted so no
+    two files are alike."""
+    from sklearn.datasets import load_sample_images
+
+    out = []
+    for i in range(IMAGES):
+        picture = load_sample_images().images[i % 2]
+        image = Image.fromarray(np.roll(picture[:, :: (-1) ** (i // 2)], 40 * i, axis=1))
+        buffer = io.BytesIO()
+        image.resize((640, 480), Image.Resampling.LANCZOS).save(buffer, "JPEG", quality=90)
+        out.append(buffer.getvalue())
+    return out
+
+
+def test_images(kind: str) -> list[bytes]:
+    """`synthetic`: smooth gradients under noise (117 KB each); `photos`: `sample_photos`."""
+    return sample_photos() if kind == "photos" else [photo_jpeg(seed) for seed in range(IMAGES)]
 
 
 def per_image_ms(fn: Callable[[], object], runs: int, images: int = 1) -> float:
@@ -102,7 +125,7 @@ def parse_ms(body: bytes, runs: int) -> float:
     return per_image_ms(lambda: asyncio.run(once()), runs, IMAGES)
 
 
-def in_process(runs: int) -> list[tuple[str, float]]:
+def in_process(runs: int, jpegs: list[bytes]) -> list[tuple[str, float]]:
     from app.config import Settings
     from app.core.envelope import ok
     from app.schemas.clip import ModelRef
@@ -113,7 +136,6 @@ def in_process(runs: int) -> list[tuple[str, float]]:
     from app.utils.images import load_image, open_image
     from app.utils.vectors import encode_rows
 
-    jpegs = [photo_jpeg(seed) for seed in range(IMAGES)]
     rows: list[tuple[str, float]] = [
         ("parse (multipart, 8 JPEGs a body)", parse_ms(multipart_body(jpegs), runs))
     ]
@@ -263,8 +285,7 @@ async def load(base: str, seconds: float, jpegs: list[bytes]) -> tuple[int, int]
     return images, errors
 
 
-def end_to_end(seconds: float) -> list[tuple[str, float, float, float, int]]:
-    jpegs = [photo_jpeg(seed) for seed in range(IMAGES)]
+def end_to_end(seconds: float, jpegs: list[bytes]) -> list[tuple[str, float, float, float, int]]:
     rows = []
     for mode in ("exact", "fast"):
         server, base = start_server({**TINY, "CLIP_PREPROCESS": mode})
@@ -296,11 +317,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="end-to-end load per mode")
     parser.add_argument("--runs", type=int, default=100, help="timed runs per in-process step")
     parser.add_argument("--parts", default="steps,server")
+    parser.add_argument(
+        "--images", choices=("synthetic", "photos"), default="synthetic", help="test_images"
+    )
     args = parser.parse_args()
     parts = args.parts.split(",")
+    jpegs = test_images(args.images)
+    kb = sum(map(len, jpegs)) / len(jpegs) / 1024
+    print(f"images: {args.images}, 640x480 JPEGs, {kb:.0f} KB on average", file=sys.stderr)
     print(f"load before: {os.getloadavg()[0]:.2f} (1 min), {os.cpu_count()} CPUs", file=sys.stderr)
     if "steps" in parts:
-        rows = in_process(args.runs)
+        rows = in_process(args.runs, jpegs)
         print("\n| step (in-process, 640x480 JPEGs, ViT-B-32 geometry) | ms per image |\n|---|---|")
         for name, ms in rows:
             print(f"| {name} | {ms:.3f} |")
@@ -310,7 +337,7 @@ def main() -> None:
             f"{CLIENTS} connections, cache off, 1 worker, {args.seconds:.0f} s | server CPU "
             "ms/image | with decode workers ms/image | img/s | errors |\n|---|---|---|---|---|"
         )
-        for mode, own, total, rate, errors in end_to_end(args.seconds):
+        for mode, own, total, rate, errors in end_to_end(args.seconds, jpegs):
             print(f"| CLIP_PREPROCESS={mode} | {own:.2f} | {total:.2f} | {rate:.0f} | {errors} |")
     print(f"load after: {os.getloadavg()[0]:.2f} (1 min)", file=sys.stderr)
 
