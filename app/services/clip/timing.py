@@ -72,9 +72,9 @@ def faster_on_one_thread(
         runtime=onnx_session.OnnxRuntime(export, chosen.precision, 1),
     )
     time_trials([chosen, single], reference, batches)
-    if single.error is not None or single.score() >= chosen.score():
-        single.close()
-        return chosen, f"; on 1 thread {single.score():.2f} ms/image, slower"
-    note = f", on 1 thread ({chosen.threads} threads: {chosen.score():.2f} ms/image)"
-    chosen.close()
-    return single, note
+    if single.error is None and single.score() < chosen.score():
+        note = f", on 1 thread ({chosen.threads} threads: {chosen.score():.2f} ms/image)"
+        chosen.close()
+        return single, note
+    single.close()
+    return chosen, "; on 1 thread: " + (single.error or f"{single.score():.2f} ms/image, slower")

@@ -333,6 +333,8 @@ class ThreadTimed:
         self.closed = False
 
     def encode_images(self, parts: list[Any]) -> np.ndarray:
+        if self.MS[self.threads] < 0:
+            raise MemoryError("out of memory on one thread")
         time.sleep(self.MS[self.threads] / 1000)
         return np.zeros((len(parts[0]), 4), dtype=np.float32)
 
@@ -340,7 +342,7 @@ class ThreadTimed:
         self.closed = True
 
 
-@pytest.mark.parametrize("one_thread_ms", [2.0, 12.0])
+@pytest.mark.parametrize("one_thread_ms", [2.0, 12.0, -1.0])  # -1: fails while timed
 def test_the_onnx_winner_serves_on_one_thread_where_that_measures_faster(
     tiny: TorchModel, monkeypatch: pytest.MonkeyPatch, one_thread_ms: float
 ) -> None:
@@ -351,12 +353,15 @@ def test_the_onnx_winner_serves_on_one_thread_where_that_measures_faster(
     serving, note = timing.faster_on_one_thread(
         chosen, Path("export"), parity.probe_reference(tiny), [1, 8]
     )
-    expected = 1 if one_thread_ms < 6.0 else 2
+    expected = 1 if 0 < one_thread_ms < 6.0 else 2
     assert serving.name == chosen.name and serving.threads == expected
     assert isinstance(serving.runtime, ThreadTimed) and serving.runtime.threads == expected
     assert runtime.closed == (expected == 1)  # the loser's session is released
     assert serving.ms_per_image is not None and set(serving.ms_per_image) == {"1", "8"}
-    assert ("2 threads" in note) if expected == 1 else ("slower" in note)
+    if one_thread_ms < 0:
+        assert "failed while timed: MemoryError" in note
+    else:
+        assert ("2 threads" in note) if expected == 1 else ("slower" in note)
 
 
 def test_a_second_start_reuses_the_cache_without_exporting(
