@@ -26,7 +26,7 @@ from app.services.clip.engine import ClipEngine, EngineSettings, ImageInput
 from app.services.clip.gpu_decode import decode_jpegs
 from app.services.clip.parity import FastAgreement, agreement_set, fast_agreement
 from app.services.clip.preprocess import ImageSpec, region_of, to_array
-from app.services.clip.runtime import TorchModel
+from app.services.clip.runtime import TorchModel, TorchRuntime
 from app.services.clip.tokenizer import ClipTokenizer
 from app.services.clip.weights import WeightsUnavailable, resolve_weights
 from app.utils.image_structure import StructureLimits
@@ -306,9 +306,15 @@ def test_without_a_cache_images_are_not_hashed(
         return real_cached(engine, batch)
 
     monkeypatch.setattr(ClipEngine, "_cached", counting)
-    off = ClipEngine(tiny.fp32, meta=tiny.meta, tokenize=tokenize, settings=settings)
+    # Runtimes of their own: closing an engine closes its runtime, and tiny.fp32 is shared.
+    off = ClipEngine(
+        TorchRuntime(tiny, "fp32"), meta=tiny.meta, tokenize=tokenize, settings=settings
+    )
     on = ClipEngine(
-        tiny.fp32, meta=tiny.meta, tokenize=tokenize, settings=replace(settings, cache_mb=1)
+        TorchRuntime(tiny, "fp32"),
+        meta=tiny.meta,
+        tokenize=tokenize,
+        settings=replace(settings, cache_mb=1),
     )
     try:
         a = asyncio.run(off.encode_images(items))
