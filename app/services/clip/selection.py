@@ -199,6 +199,9 @@ def _measure(
             )
         chosen = min(timed, key=Trial.score)
         chosen_by = "measured"
+    # The ranking's own figure: the thread step below times the winner again, in rounds of
+    # its own, and the others are compared with what it did beside them.
+    best = chosen.score()
     threads_note = ""
     if chosen_by == "measured" and chosen.backend == "onnx" and (chosen.threads or 1) > 1:
         export = exports[chosen.artifact]
@@ -207,7 +210,7 @@ def _measure(
         if fastest is not chosen:
             trials[trials.index(chosen)] = passing[passing.index(chosen)] = fastest
             chosen = fastest
-    _explain(trials, chosen, chosen_by)
+    _explain(trials, chosen, chosen_by, best)
     chosen.outcome = f"{chosen.outcome}{threads_note}"
     for trial in passing:
         if trial is not chosen:
@@ -231,13 +234,13 @@ def _measure(
     return selection
 
 
-def _explain(trials: list[Trial], chosen: Trial, chosen_by: str) -> None:
-    """Each trial's outcome: why the chosen one serves and why each other one does not."""
-    best = chosen.score()
+def _explain(trials: list[Trial], chosen: Trial, chosen_by: str, best: float) -> None:
+    """Each trial's outcome: why the chosen one serves and why each other one does not.
+    `best`: the chosen one's score in the timing rounds that ranked them all."""
     for trial in trials:
         if trial is chosen:
             trial.outcome = (
-                f"serves: the fastest measured ({best:.1f} ms/image)"
+                f"serves: the fastest measured ({best:.2f} ms/image)"
                 if chosen_by == "measured"
                 else "serves: the first to pass, in preference order (a forced setting)"
             )
@@ -245,8 +248,8 @@ def _explain(trials: list[Trial], chosen: Trial, chosen_by: str) -> None:
             trial.outcome = trial.error
         elif trial.passed and chosen_by == "measured":
             trial.outcome = (
-                f"passed, but slower ({trial.score():.1f} vs {best:.1f} ms/image, "
-                "geometric mean over the timed batch sizes)"
+                f"passed, but slower ({trial.score():.2f} vs {best:.2f} ms/image, "
+                "geometric mean over the timed batch sizes, timed in the same rounds)"
             )
         elif trial.passed:
             trial.outcome = "passed, but later in preference order"
