@@ -79,9 +79,12 @@ def test_extreme_aspect_ratios_are_embedded(server: str, size: tuple[int, int]) 
 def test_structure_floods_are_refused_before_decoding(
     server: str, name: str, data: bytes, what: str
 ) -> None:
+    replaced = _health_clip(server)["decode_workers_replaced"]
     error = assert_error(embed(server, data), 422, "IMAGE_TOO_COMPLEX")
     assert what in error["message"], name
     assert error["details"][0]["field"] == "images.0"
+    # The scan runs in a decode worker, which refuses the file and goes on serving.
+    assert _health_clip(server)["decode_workers_replaced"] == replaced
     alive(server)
 
 

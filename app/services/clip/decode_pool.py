@@ -4,8 +4,10 @@ A decoder bomb that nobody has found yet must cost one worker and one answer, ne
 server. So every image is opened, decoded and preprocessed in a child process
 (`decode_worker`): one that misses IMAGE_DECODE_TIMEOUT_MS is killed, one that needs more
 than IMAGE_DECODE_MAX_MB fails its allocation or dies, and either way a fresh worker
-takes its place and the image is answered 422 IMAGE_TOO_COMPLEX. Before that, a cheap scan
-of the file's structure (`image_structure`) refuses scan, marker and chunk floods.
+takes its place and the image is answered 422 IMAGE_TOO_COMPLEX. Before decoding, the
+worker scans the file's structure (`image_structure`) and refuses scan, marker and chunk
+floods; the scan reads the whole file, so it runs there too, under the same deadline, and
+not on the server's CPU.
 
 Each worker has a slot of shared memory for one image's bytes and its pixels, so a job
 crosses the process boundary as one copy each way, without pickling. Callers are threads
@@ -29,7 +31,7 @@ from app.core import exceptions
 from app.core.exceptions import AppError, ImageTooComplex
 from app.services.clip.decode_worker import WorkerSetup, output_bytes, serve
 from app.services.clip.preprocess import ImageSpec
-from app.utils.image_structure import StructureLimits, check_structure
+from app.utils.image_structure import StructureLimits
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +98,12 @@ class DecodePool:
         for _ in range(size):
             shm = SharedMemory(create=True, size=budget.max_bytes + output_bytes(spec))
             setup = WorkerSetup(
-                shm.name, budget.max_bytes, spec, budget.max_pixels, budget.memory_mb
+                shm.name,
+                budget.max_bytes,
+                spec,
+                budget.max_pixels,
+                budget.memory_mb,
+                budget.structure,
             )
             worker = _Worker(setup, shm)
             self._workers.append(worker)
@@ -106,7 +113,6 @@ class DecodePool:
         """The model's input for one image (an upright RGB image without a spec); blocks.
 
         Raises the decoder's own errors (400, 413, 415) or ImageTooComplex (422)."""
-        check_structure(data, self.budget.structure, name=field)
         worker = self._idle.get()
         try:
             return self._run(worker, data, field)
@@ -136,9 +142,9 @@ class DecodePool:
                 f"({self.budget.memory_mb} MB).",
                 details=[{"field": field, "setting": "IMAGE_DECODE_MAX_MB"}],
             ) from exc
-        if reply[0] == "error":
-            if not worker.process.is_alive() or reply[1] == ImageTooComplex.__name__:
-                worker.process.join(1)
+        if reply[0] != "ok":
+            if reply[0] == "exhausted" or not worker.process.is_alive():
+                worker.process.join(1)  # it exits after saying so
                 self._replace(worker, f"{field} exhausted its worker")
             raise _domain_error(*reply[1:])
         if self.spec is None:

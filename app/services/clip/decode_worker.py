@@ -1,9 +1,10 @@
 """The decode worker: one child process that turns image bytes into the model's input.
 
-It runs what a hostile file can make expensive (Pillow's header parsers, the decoders,
-resizing) apart from the server, under an address-space limit; the parent (`decode_pool`)
-adds a deadline and replaces a worker that misses it or dies. Bytes come in and pixels go
-out through shared memory; the pipe carries only small messages. It imports no torch.
+It runs what a hostile file can make expensive (the structure scan, Pillow's header
+parsers, the decoders, resizing) apart from the server, under an address-space limit; the
+parent (`decode_pool`) adds a deadline and replaces a worker that misses it or dies. Bytes
+come in and pixels go out through shared memory; the pipe carries only small messages. It
+imports no torch.
 """
 
 import resource
@@ -16,6 +17,7 @@ import numpy as np
 
 from app.core.exceptions import AppError, ImageTooComplex
 from app.services.clip.preprocess import MIN_DECODED_SIDE, ImageSpec, region_of, to_array
+from app.utils.image_structure import StructureLimits, check_structure
 from app.utils.images import load_image, open_image
 
 
@@ -28,6 +30,7 @@ class WorkerSetup:
     spec: ImageSpec | None
     max_pixels: int
     memory_mb: int
+    structure: StructureLimits
 
 
 def output_bytes(spec: ImageSpec | None) -> int:
@@ -37,7 +40,8 @@ def output_bytes(spec: ImageSpec | None) -> int:
 
 def serve(conn: Connection, setup: WorkerSetup) -> None:
     """Answer jobs `(length, field)` until told `None`: `("ok", None)` with the pixels in
-    shared memory, `("ok", image)` without a spec, or `("error", name, message, details)`."""
+    shared memory, `("ok", image)` without a spec, or `("error", name, message, details)`
+    (`"exhausted"` in place of `"error"` when this worker is spent and exits)."""
     # The parent creates and unlinks the segment. Under the forkserver this process shares
     # the parent's resource tracker, so attaching adds nothing to it; unregistering here
     # would remove the parent's own entry, and its unlink at shutdown would then make the
@@ -68,6 +72,7 @@ def serve(conn: Connection, setup: WorkerSetup) -> None:
 
 def _prepare(data: bytes, field: str, setup: WorkerSetup, out: np.ndarray | None) -> Any:
     """None once the pixels are in `out`; without a spec, the decoded image itself."""
+    check_structure(data, setup.structure, name=field)
     image = open_image(data, max_pixels=setup.max_pixels, name=field)
     try:
         if setup.spec is None or out is None:  # open_clip's own transform runs in the server
@@ -85,11 +90,13 @@ def _prepare(data: bytes, field: str, setup: WorkerSetup, out: np.ndarray | None
 
 
 def _over_memory(field: str, memory_mb: int) -> tuple[str, str, str, list[dict[str, Any]]]:
+    """The answer of a worker that ran out of memory and exits ("exhausted": the parent
+    replaces it; an "error" leaves the worker serving)."""
     error = ImageTooComplex(
         f"{field} needs more than {memory_mb} MB to decode (IMAGE_DECODE_MAX_MB).",
         details=[{"field": field, "limit_mb": memory_mb, "setting": "IMAGE_DECODE_MAX_MB"}],
     )
-    return ("error", type(error).__name__, error.message, error.details)
+    return ("exhausted", type(error).__name__, error.message, error.details)
 
 
 def _limit_memory(memory_mb: int) -> None:

@@ -1,8 +1,8 @@
 """The CLIP serving engine: admission, parallel preprocessing, dynamic batching, caching.
 
     request -> bytes checked, content cache -> admission (images in flight,
-    CLIP_MAX_WAITING; 429 beyond) -> structure scan, then open, decode and preprocess
-    in CLIP_PREPROCESS_WORKERS worker processes (PIL + numpy, straight to the model's
+    CLIP_MAX_WAITING; 429 beyond) -> structure scan, open, decode and preprocess in
+    CLIP_PREPROCESS_WORKERS worker processes (PIL + numpy, straight to the model's
     input size, under a deadline and a memory limit) -> Batcher (rows of concurrent
     requests, one forward pass) -> embeddings
 
