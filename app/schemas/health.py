@@ -39,7 +39,10 @@ class ClipCandidate(StatusPart):
     )
     passed: bool = Field(description="Passed the parity gate, so it may serve.")
     ms_per_image: dict[str, float] | None = Field(
-        description="Image tower ms per image by batch size, measured here (auto only)."
+        description="Image tower ms per image by batch size, measured here (auto only), in "
+        "the rounds that timed every passing candidate together on TORCH_THREADS threads. "
+        "The winner's thread count is timed afterwards, in rounds of its own: its outcome "
+        "gives those figures."
     )
     threads: int | None = Field(
         default=None,
@@ -88,7 +91,8 @@ class ClipRuntime(StatusPart):
     )
     min_cosine: float | None = Field(description="The serving runtime's parity to torch fp32.")
     ms_per_image: dict[str, float] | None = Field(
-        description="Its ms per image by batch size; null when forced (no timing)."
+        description="Its ms per image by batch size, as its candidate entry gives it; null "
+        "when forced (no timing)."
     )
     threads: int = Field(
         description="Intra-op threads of each forward pass: TORCH_THREADS, or 1 where the "

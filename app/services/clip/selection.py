@@ -199,9 +199,6 @@ def _measure(
             )
         chosen = min(timed, key=Trial.score)
         chosen_by = "measured"
-    # The ranking's own figure: the thread step below times the winner again, in rounds of
-    # its own, and the others are compared with what it did beside them.
-    best = chosen.score()
     threads_note = ""
     if chosen_by == "measured" and chosen.backend == "onnx" and (chosen.threads or 1) > 1:
         export = exports[chosen.artifact]
@@ -210,7 +207,7 @@ def _measure(
         if fastest is not chosen:
             trials[trials.index(chosen)] = passing[passing.index(chosen)] = fastest
             chosen = fastest
-    _explain(trials, chosen, chosen_by, best)
+    _explain(trials, chosen, chosen_by)
     chosen.outcome = f"{chosen.outcome}{threads_note}"
     for trial in passing:
         if trial is not chosen:
@@ -234,9 +231,10 @@ def _measure(
     return selection
 
 
-def _explain(trials: list[Trial], chosen: Trial, chosen_by: str, best: float) -> None:
-    """Each trial's outcome: why the chosen one serves and why each other one does not.
-    `best`: the chosen one's score in the timing rounds that ranked them all."""
+def _explain(trials: list[Trial], chosen: Trial, chosen_by: str) -> None:
+    """Each trial's outcome: why the chosen one serves and why each other one does not,
+    by the figures of the rounds that timed them all (the thread step keeps them)."""
+    best = chosen.score()
     for trial in trials:
         if trial is chosen:
             trial.outcome = (
