@@ -996,7 +996,7 @@ export interface components {
             passed: boolean;
             /**
              * Ms Per Image
-             * @description Image tower ms per image by batch size, measured here (auto only).
+             * @description Image tower ms per image by batch size, measured here (auto only), in the rounds that timed every passing candidate together on TORCH_THREADS threads. The winner's thread count is timed afterwards, in rounds of its own: its outcome gives those figures.
              */
             ms_per_image: {
                 [key: string]: number;
@@ -1079,7 +1079,7 @@ export interface components {
             min_cosine: number | null;
             /**
              * Ms Per Image
-             * @description Its ms per image by batch size; null when forced (no timing).
+             * @description Its ms per image by batch size, as its candidate entry gives it; null when forced (no timing).
              */
             ms_per_image: {
                 [key: string]: number;
