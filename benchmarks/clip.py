@@ -27,6 +27,7 @@ The ViT-B-32 weights (600 MB) and the exports are kept in benchmarks/.cache betw
 
 import argparse
 import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -453,6 +454,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="WORKERS of the auto server")
     parser.add_argument("--client-procs", type=int, default=1, help="client processes")
     args = parser.parse_args()
+    # The runtimes part imports the app, whose logging setup would print a line for each of
+    # this client's thousands of requests between the tables.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     threads = args.threads or (4 if args.device == "cuda" else 2)
     parts = args.parts.split(",")
     vit_weights()
