@@ -411,8 +411,8 @@ def http_table(args: argparse.Namespace, threads: int) -> dict[str, float]:
         f"\n{modes[-1]} server's batcher: {batching['batches']} image batches, mean size "
         f"{batching['mean_batch_size']}, max {batching['max_batch']}; candidates: "
         + "; ".join(
-            f"{c['backend']}-{c['precision']} "
-            + (f"{c['ms_per_image']}" if c["passed"] else f"({c['error']})")
+            "-".join(filter(None, (c["backend"], c["precision"], c["recipe"])))
+            + (f" {c['ms_per_image']}" if c["passed"] else f" ({c['error']})")
             for c in runtime["candidates"]
         )
     )
