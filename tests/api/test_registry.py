@@ -163,7 +163,7 @@ def test_weak_candidate_is_rejected_unless_forced(
 
 
 def test_one_job_at_a_time(admin: TestClient) -> None:
-    first = start(admin, students_csv(n=3000))
+    first = start(admin, students_csv())
     assert admin.get(f"/api/v1/career/retrain/{first['id']}", headers=ADMIN).json()["data"][
         "state"
     ] in {
